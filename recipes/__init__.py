@@ -1,0 +1,1 @@
+"""Training recipes shipped with allinone (YAML files; this file makes them package data)."""

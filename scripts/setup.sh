@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Set up allinone from nothing: system packages, a virtual environment in .venv, the SDK in editable mode.
+# Safe to rerun: every step is idempotent.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# System packages (offline TTS engines for the synthetic corpus, libsndfile for soundfile, cmake for the C++ runner).
+mapfile -t APT_PACKAGES < <(grep -v '^\s*#' scripts/apt-packages.txt | grep -v '^\s*$')
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    echo "setup: installing system packages: ${missing[*]}"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Python environment. torch==2.13.0 first, so pip takes the CPU build (a bare `torch` pulls a CUDA build).
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q torch==2.13.0
+.venv/bin/python -m pip install -q -e '.[test]'
+echo "setup: done (.venv ready; run .venv/bin/allinone --help)"

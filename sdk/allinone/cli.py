@@ -1,0 +1,171 @@
+"""The `allinone` command line: arguments are declared in `build_parser`, each command is one call into a module.
+
+Heavy imports (torch, executorch) happen inside the command functions so `allinone --help` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from allinone.errors import AllinoneError
+
+__all__ = ["build_parser", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="allinone", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("info", help="describe a model family's search space, target systems and their sizes")
+    p.add_argument("--model", default="conformer_small", choices=["conformer_small", "conformer_tiny"],
+                   help="factory to describe (default: conformer_small)")
+    p.set_defaults(func=_cmd_info)
+
+    # --- data (issue 3) ---
+    p = sub.add_parser("data", help="make the synthetic speech corpus; check manifests")
+    data = p.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")
+    p = data.add_parser("synth", help="synthesise an offline English TTS corpus (train/dev/test by unseen voice)")
+    p.add_argument("--out", required=True, help="corpus folder (rerun with the same settings to continue it)")
+    p.add_argument("--hours", type=float, required=True, help="total hours of audio over all splits")
+    p.add_argument("--seed", type=int, default=0, help="picks sentences, voices, rates, pitches (default: 0)")
+    p.add_argument("--jobs", type=int, default=None, help="worker processes (default: all cores)")
+    p.add_argument("--augment", action="store_true", help="add noise/reverb/gain/speed changes to train audio")
+    p.add_argument("--strict", action="store_true", help="fail on the first utterance a TTS engine cannot render")
+    p.set_defaults(func=_cmd_data_synth)
+    p = data.add_parser("check", help="read a manifest (JSONL, TSV, Kaldi dir, LibriSpeech dir); report problems")
+    p.add_argument("manifest", help="a .jsonl/.tsv file, a Kaldi data dir or a LibriSpeech folder")
+    p.add_argument("--strict", action="store_true", help="fail on the first bad entry instead of skipping it")
+    p.set_defaults(func=_cmd_data_check)
+
+    # --- profiles / select (issue 5) ---
+    p = sub.add_parser("profiles", help="list, show and validate device profiles")
+    actions = p.add_subparsers(dest="profiles_action", required=True, metavar="ACTION")
+    q = actions.add_parser("list", help="the shipped device profiles and their budgets")
+    q.set_defaults(func=_cmd_profiles_list)
+    q = actions.add_parser("show", help="print one profile, validated, as YAML")
+    q.add_argument("profile", metavar="NAME_OR_PATH", help="shipped profile name or path to a .yaml file")
+    q.add_argument("--json", action="store_true", help="print JSON instead of YAML")
+    q.set_defaults(func=_cmd_profiles_show)
+    q = actions.add_parser("validate", help="check profile files: one line each; exit 2 if any is invalid")
+    q.add_argument("files", nargs="+", metavar="FILE", help="profile .yaml files")
+    q.set_defaults(func=_cmd_profiles_validate)
+
+    p = sub.add_parser("select", help="the lowest-WER nested system that fits a device profile")
+    p.add_argument("--catalog", required=True, metavar="CATALOG.json", help="catalog of the checkpoint's systems")
+    p.add_argument("--profile", required=True, metavar="NAME_OR_PATH",
+                   help="shipped profile name (see `allinone profiles list`) or path to a .yaml file")
+    p.add_argument("--explain", action="store_true",
+                   help="also print every candidate and the first constraint it failed")
+    p.add_argument("--json", action="store_true",
+                   help="print the selection as JSON (subnet, wer, bytes, latency, every candidate); exit 3 if "
+                        "nothing fits")
+    p.set_defaults(func=_cmd_select)
+
+    return parser
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from allinone.info import describe_model
+
+    print(describe_model(args.model))
+    return 0
+
+
+def _cmd_profiles_list(args: argparse.Namespace) -> int:
+    from allinone.profiles import list_profiles, load_profile
+
+    rows = [("name", "target", "bits", "model MiB", "peak MiB", "RTF budget", "latency figures")]
+    for name in list_profiles():
+        p = load_profile(name)
+        rows.append((p.name, p.target, "/".join(map(str, p.weight_bits)), f"{p.memory.max_model_mib:g}",
+                     f"{p.memory.max_peak_rss_mib:g}", f"{p.latency.max_rtf:g} at {p.latency.reference_audio_s:g} s",
+                     f"{p.latency_model.source} ±{p.latency_model.uncertainty_pct:g}%"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip())
+    return 0
+
+
+def _cmd_profiles_show(args: argparse.Namespace) -> int:
+    import json
+
+    import yaml
+
+    from allinone.profiles import load_profile
+
+    data = load_profile(args.profile).to_dict()
+    text = json.dumps(data, indent=2) if args.json else yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+    print(text.rstrip("\n"))
+    return 0
+
+
+def _cmd_profiles_validate(args: argparse.Namespace) -> int:
+    from allinone.errors import EXIT_BAD_INPUT, BadInputError
+    from allinone.profiles import validate_profile_file
+
+    failed = 0
+    for path in args.files:  # every file is checked, so one run reports all bad files
+        try:
+            profile = validate_profile_file(path)
+        except BadInputError as err:
+            print(f"allinone: error: {err}", file=sys.stderr)
+            failed += 1
+        else:
+            print(f"ok: {path} ({profile.name})")
+    return EXIT_BAD_INPUT if failed else 0
+
+
+def _cmd_select(args: argparse.Namespace) -> int:
+    from allinone.catalog import load_catalog
+    from allinone.profiles import load_profile
+    from allinone.select import explain_table, select, selection_to_json
+
+    selection = select(load_catalog(args.catalog), load_profile(args.profile))
+    if args.json:
+        print(selection_to_json(selection))
+        return 0
+    c = selection.chosen
+    wer = "not measured" if c.entry.wer is None else f"{c.entry.wer:.2%}"
+    print(f"{c.entry.subnet}: WER {wer}, {c.model_bytes / 2**20:.1f} MiB, predicted RTF {c.rtf:.3f} "
+          f"({c.latency_ms:.0f} ms for {selection.profile.latency.reference_audio_s:g} s) on {selection.profile.name}")
+    if args.explain:
+        print(explain_table(selection))
+    return 0
+
+
+def _cmd_data_synth(args: argparse.Namespace) -> int:
+    from allinone.data.synth import synthesize
+
+    report = synthesize(args.out, args.hours, args.seed, args.jobs, augment=args.augment, strict=args.strict)
+    print(report.summary())
+    return 0
+
+
+def _cmd_data_check(args: argparse.Namespace) -> int:
+    import logging
+
+    from allinone.data.manifest import read_manifest
+
+    logging.getLogger("allinone.data.manifest").setLevel(logging.ERROR)  # problems are printed below
+    result = read_manifest(args.manifest, strict=args.strict)
+    for problem in result.problems:
+        print(f"skipped {problem}", file=sys.stderr)
+    print(result.summary())
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except AllinoneError as err:
+        print(f"allinone: error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("allinone: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,118 @@
+"""Extract -> quantize -> torch.export -> ExecuTorch/XNNPACK lowering -> .pte bytes.
+
+The exported program's signature (method `forward`) is fixed by the bundle contract:
+input `waveform` float32 (1, N), 16 kHz, N in [MIN_SAMPLES, MAX_SAMPLES]; output `log_probs` float32 (1, T, V).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+import torch
+import torch.fx.experimental._config  # noqa: F401  (size-oblivious switch used while lowering)
+from torch import nn
+
+from allinone.models.conformer import MIN_SAMPLES
+from allinone.quantize import quantize_subnet_
+from allinone.spec import SubnetSpec
+
+__all__ = ["MAX_SAMPLES", "ExportedProgram", "WaveformToLogProbs", "export_subnet", "lower_to_pte"]
+
+log = logging.getLogger(__name__)
+
+MAX_SAMPLES = 480_000  # 30 s at 16 kHz; the runtime chunks longer audio
+
+
+class WaveformToLogProbs(nn.Module):
+    """The program an app runs: waveform (1, N) -> log_probs (1, T, V); the batch is one full-length row."""
+
+    def __init__(self, subnet: nn.Module):
+        super().__init__()
+        self.subnet = subnet
+
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        log_probs, _ = self.subnet(waveform, None)
+        return log_probs
+
+
+@dataclass
+class ExportedProgram:
+    """A lowered nested system and what the build needs to know about it."""
+
+    spec: SubnetSpec
+    pte: bytes
+    module: nn.Module  # the eager (quantized) program the .pte must reproduce
+    float_layers: list[str]  # weight layers left in float at this precision
+    delegated_ops: Counter = field(default_factory=Counter)  # ops XNNPACK runs, by name
+    portable_ops: Counter = field(default_factory=Counter)  # ops left to ExecuTorch's portable kernels
+    seconds: dict[str, float] = field(default_factory=dict)  # time per stage
+
+
+def _count_ops(edge_program) -> tuple[Counter, Counter]:
+    """Ops inside XNNPACK delegate blobs vs ops left outside, from the lowered edge program."""
+    from executorch.exir.lowered_backend_module import get_lowered_submodules
+
+    graph_module = edge_program.exported_program().graph_module
+    delegated, portable = Counter(), Counter()
+    for _, lowered, _ in get_lowered_submodules(graph_module):
+        for node in lowered.original_module.graph.nodes:
+            if node.op == "call_function":
+                delegated[_op_name(node.target)] += 1
+    for node in graph_module.graph.nodes:
+        if node.op == "call_function" and "executorch_call_delegate" not in str(node.target) \
+                and "getitem" not in str(node.target):
+            portable[_op_name(node.target)] += 1
+    return delegated, portable
+
+
+def _op_name(target) -> str:
+    name = getattr(target, "__name__", str(target))
+    return name.replace("aten.", "").split(".default")[0]
+
+
+def lower_to_pte(program: nn.Module, example: torch.Tensor) -> tuple[bytes, Counter, Counter, dict]:
+    """torch.export with a dynamic audio length, lower to XNNPACK, serialize; return the .pte bytes."""
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+    from torch.export import Dim, export
+
+    seconds = {}
+    start = time.perf_counter()
+    # Dim.AUTO with bounds: a named Dim fails on the framing/subsampling length arithmetic.
+    samples = Dim.AUTO(min=MIN_SAMPLES, max=MAX_SAMPLES)
+    exported = export(program, (example,), dynamic_shapes={"waveform": {1: samples}}, strict=False)
+    seconds["export"] = time.perf_counter() - start
+    # Re-tracing in to_edge evaluates convolution-backend heuristics (e.g. input numel <= 20480) on the
+    # example's size hint and would narrow the audio-length range to the example's side of that threshold;
+    # size-oblivious reasoning keeps the exported range (0.5-30 s) intact.
+    with torch.fx.experimental._config.patch(backed_size_oblivious=True):
+        start = time.perf_counter()
+        edge = to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()])
+        seconds["lower"] = time.perf_counter() - start
+        delegated, portable = _count_ops(edge)
+        start = time.perf_counter()
+        pte = edge.to_executorch().buffer
+        seconds["serialize"] = time.perf_counter() - start
+    bounds = edge.exported_program().range_constraints
+    if any(r.upper < MAX_SAMPLES for r in bounds.values()):
+        raise RuntimeError(f"lowering narrowed the audio-length range to {bounds}; expected up to {MAX_SAMPLES}")
+    return pte, delegated, portable, seconds
+
+
+def export_subnet(model: nn.Module, spec: SubnetSpec, example_seconds: float = 2.0) -> ExportedProgram:
+    """Cut `spec` out of the supernet, quantize it as deployed, and lower it to a .pte."""
+    start = time.perf_counter()
+    subnet = model.extract_subnet(spec)
+    float_layers = quantize_subnet_(subnet, spec.weight_bits)
+    program = WaveformToLogProbs(subnet).eval()
+    extract_seconds = time.perf_counter() - start
+    example = torch.zeros(1, int(example_seconds * model.cfg.frontend.sample_rate))
+    with torch.no_grad():
+        pte, delegated, portable, seconds = lower_to_pte(program, example)
+    seconds = {"extract_quantize": extract_seconds, **seconds}
+    log.info("%s: lowered in %.1f s (%d bytes, %d ops delegated, %d not)", spec.id, sum(seconds.values()),
+             len(pte), sum(delegated.values()), sum(portable.values()))
+    return ExportedProgram(spec, pte, program, float_layers, delegated, portable, seconds)

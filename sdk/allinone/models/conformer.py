@@ -1,0 +1,320 @@
+"""The all-in-one Conformer CTC supernet and the plain module a nested system is extracted to.
+
+Every nested system shares the supernet's weights: depth keeps the first k blocks, width keeps the leading
+feed-forward units and attention heads, precision fake-quantizes the shared float weights. The block
+computation is written once (the `_feed_forward`, `_self_attention`, `_convolution` functions) and used by
+both the supernet (elastic linears bound to a spec) and the extracted system (plain `nn.Linear`s).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from functools import partial
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from allinone.errors import BadInputError
+from allinone.models.frontend import FrontendConfig, LogMelFrontend, num_frames
+from allinone.nn.elastic import ElasticLinear
+from allinone.nn.quant import GROUP_SIZE_INT4
+from allinone.spec import SearchSpace, SubnetSpec
+
+__all__ = ["ConformerConfig", "ConformerSupernet", "ConformerSubnet", "conformer_small", "conformer_tiny"]
+
+MIN_SAMPLES = 8000  # 0.5 s at 16 kHz: the shortest input the exported program accepts
+
+
+@dataclass(frozen=True)
+class ConformerConfig:
+    vocab_size: int  # CTC vocabulary including the blank at index 0
+    d_model: int = 128  # encoder width (not elastic): a multiple of 32 so 4-bit groups divide it
+    n_layers: int = 12  # encoder blocks of the largest system
+    n_heads: int = 4  # attention heads of the largest system; head_dim = d_model // n_heads
+    ffn_dim: int = 512  # feed-forward hidden units of the largest system
+    conv_kernel: int = 15  # depthwise convolution kernel (frames at 25 fps)
+    subsampling_channels: int = 64  # channels of the two stride-2 conv2d layers (x4 time reduction); float
+    # weights, so kept small: they and the frontend constants bound the compression of the smallest systems
+    dropout: float = 0.1
+    depths: tuple[int, ...] = (4, 6, 8, 10, 12)  # elastic depth choices
+    ffn_dims: tuple[int, ...] = (256, 384, 512)  # elastic feed-forward widths
+    head_choices: tuple[int, ...] = (2, 3, 4)  # elastic head counts
+    weight_bits: tuple[int, ...] = (32, 8, 4)
+    frontend: FrontendConfig = field(default_factory=FrontendConfig)
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+    @property
+    def subsampled_freq(self) -> int:
+        f = (self.frontend.n_mels - 3) // 2 + 1
+        return (f - 3) // 2 + 1
+
+    def search_space(self) -> SearchSpace:
+        return SearchSpace(self.depths, self.ffn_dims, self.head_choices, self.weight_bits)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "depths", tuple(self.depths))
+        object.__setattr__(self, "ffn_dims", tuple(self.ffn_dims))
+        object.__setattr__(self, "head_choices", tuple(self.head_choices))
+        object.__setattr__(self, "weight_bits", tuple(self.weight_bits))
+        if isinstance(self.frontend, dict):
+            object.__setattr__(self, "frontend", FrontendConfig(**self.frontend))
+        if self.d_model % self.n_heads:
+            raise BadInputError(f"conformer config: d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
+        # XNNPACK's 4-bit kernels need every quantized input width to be a multiple of the group size.
+        widths = {"d_model": self.d_model, "subsampling output": self.subsampling_channels * self.subsampled_freq}
+        widths.update({f"ffn_dim {f}": f for f in self.ffn_dims})
+        widths.update({f"attention width of {h} heads": h * self.head_dim for h in self.head_choices})
+        if 4 in self.weight_bits:
+            for name, width in widths.items():
+                if width % GROUP_SIZE_INT4:
+                    raise BadInputError(f"conformer config: {name} = {width} is not a multiple of "
+                                        f"{GROUP_SIZE_INT4}, which 4-bit weights need")
+        if max(self.depths) != self.n_layers or max(self.ffn_dims) != self.ffn_dim or max(self.head_choices) != self.n_heads:
+            raise BadInputError("conformer config: the largest depth, ffn_dim and heads choices must equal "
+                                "n_layers, ffn_dim and n_heads")
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        for key in ("depths", "ffn_dims", "head_choices", "weight_bits"):
+            data[key] = list(data[key])
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ConformerConfig":
+        known = set(cls.__dataclass_fields__)
+        unknown = set(data) - known
+        if unknown:
+            raise BadInputError(f"conformer config: unknown key(s) {sorted(unknown)}")
+        return cls(**data)
+
+
+def conformer_small(vocab_size: int) -> "ConformerSupernet":
+    """About 5M parameters: d_model 128, 12 blocks, 4 heads of 32, FFN 512 — sized to train on 2 CPU cores
+    (d_model 192 with head_dim 48 would leave only 2 or 4 heads at 4-bit-compatible widths)."""
+    return ConformerSupernet(ConformerConfig(vocab_size=vocab_size))
+
+
+def conformer_tiny(vocab_size: int) -> "ConformerSupernet":
+    """A few hundred thousand parameters, for tests: d_model 64, 2 blocks, 2 heads of 32, FFN 128."""
+    return ConformerSupernet(ConformerConfig(
+        vocab_size=vocab_size, d_model=64, n_layers=2, n_heads=2, ffn_dim=128, conv_kernel=7,
+        subsampling_channels=32, dropout=0.0, depths=(1, 2), ffn_dims=(64, 128), head_choices=(1, 2)))
+
+
+# ---- the block computation, shared by the supernet and extracted systems ----
+
+def _sinusoidal_positions(length: int, dim: int, like: torch.Tensor) -> torch.Tensor:
+    """(T, D) absolute sinusoidal position encoding computed in-graph (no length-limited table)."""
+    position = torch.arange(length, device=like.device, dtype=like.dtype).unsqueeze(1)  # (T, 1)
+    inv_freq = torch.exp(torch.arange(0, dim, 2, device=like.device, dtype=like.dtype) * (-math.log(10000.0) / dim))
+    angle = position * inv_freq  # (T, D/2)
+    return torch.stack([torch.sin(angle), torch.cos(angle)], dim=-1).reshape(length, dim)
+
+
+def _feed_forward(x, norm, up, down, dropout):
+    """(B, T, D) -> (B, T, D): LayerNorm, up-projection, SiLU, down-projection."""
+    return dropout(down(dropout(F.silu(up(norm(x))))))
+
+
+def _self_attention(x, norm, q_proj, k_proj, v_proj, out_proj, heads, head_dim, attn_mask, dropout, dropout_p):
+    """(B, T, D) -> (B, T, D) multi-head self-attention over `heads` heads of `head_dim`."""
+    batch, time = x.shape[0], x.shape[1]
+    y = norm(x)
+    q = q_proj(y).reshape(batch, time, heads, head_dim).transpose(1, 2)  # (B, H, T, hd)
+    k = k_proj(y).reshape(batch, time, heads, head_dim).transpose(1, 2)
+    v = v_proj(y).reshape(batch, time, heads, head_dim).transpose(1, 2)
+    o = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p)  # (B, H, T, hd)
+    return dropout(out_proj(o.transpose(1, 2).reshape(batch, time, heads * head_dim)))
+
+
+def _convolution(x, norm, pointwise_in, depthwise, conv_norm, pointwise_out, pad_mask, dropout):
+    """(B, T, D) -> (B, T, D): pointwise GLU, depthwise conv over time, LayerNorm, SiLU, pointwise."""
+    y = F.glu(pointwise_in(norm(x)), dim=-1)  # (B, T, D)
+    if pad_mask is not None:  # padded frames must not leak into real ones through the kernel
+        y = y.masked_fill(~pad_mask.unsqueeze(-1), 0.0)
+    y = depthwise(y.transpose(1, 2)).transpose(1, 2)  # (B, T, D)
+    return dropout(pointwise_out(F.silu(conv_norm(y))))
+
+
+def _subsampled_lengths(frame_lengths: torch.Tensor) -> torch.Tensor:
+    """Frames after two kernel-3 stride-2 convolutions (no padding)."""
+    return ((frame_lengths - 3) // 2 + 1 - 3) // 2 + 1
+
+
+class _ConvSubsampling(nn.Module):
+    """(B, T, F) log-mel -> (B, T', C * F') with two stride-2 conv2d + ReLU (time reduced x4)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, channels, kernel_size=3, stride=2)
+        self.conv2 = nn.Conv2d(channels, channels, kernel_size=3, stride=2)
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        y = F.relu(self.conv2(F.relu(self.conv1(feats.unsqueeze(1)))))  # (B, C, T', F')
+        return y.transpose(1, 2).flatten(2)  # (B, T', C * F')
+
+
+class _Block(nn.Module):
+    """Parameters of one Conformer block; the supernet holds elastic linears, an extracted system plain ones."""
+
+    def __init__(self, d_model: int, conv_kernel: int, dropout: float, linear):
+        super().__init__()
+        self.ffn1_norm, self.attn_norm, self.conv_norm_in = nn.LayerNorm(d_model), nn.LayerNorm(d_model), nn.LayerNorm(d_model)
+        self.conv_norm_mid, self.ffn2_norm, self.out_norm = nn.LayerNorm(d_model), nn.LayerNorm(d_model), nn.LayerNorm(d_model)
+        self.ffn1_up, self.ffn1_down = linear("ffn1_up"), linear("ffn1_down")
+        self.q_proj, self.k_proj, self.v_proj, self.out_proj = linear("q"), linear("k"), linear("v"), linear("out")
+        self.conv_pointwise_in, self.conv_pointwise_out = linear("pw_in"), linear("pw_out")
+        self.conv_depthwise = nn.Conv1d(d_model, d_model, conv_kernel, padding=conv_kernel // 2, groups=d_model)
+        self.ffn2_up, self.ffn2_down = linear("ffn2_up"), linear("ffn2_down")
+        self.dropout = nn.Dropout(dropout)
+
+    def run(self, x, lin, heads, head_dim, attn_mask, pad_mask):
+        """x: (B, T, D). `lin(name)` returns the callable applying that linear for this system."""
+        p = self.dropout.p if self.training else 0.0
+        x = x + 0.5 * _feed_forward(x, self.ffn1_norm, lin("ffn1_up"), lin("ffn1_down"), self.dropout)
+        x = x + _self_attention(x, self.attn_norm, lin("q"), lin("k"), lin("v"), lin("out"), heads, head_dim,
+                                attn_mask, self.dropout, p)
+        x = x + _convolution(x, self.conv_norm_in, lin("pw_in"), self.conv_depthwise, self.conv_norm_mid,
+                             lin("pw_out"), pad_mask, self.dropout)
+        x = x + 0.5 * _feed_forward(x, self.ffn2_norm, lin("ffn2_up"), lin("ffn2_down"), self.dropout)
+        return self.out_norm(x)
+
+
+_LINEAR_ATTR = {"ffn1_up": "ffn1_up", "ffn1_down": "ffn1_down", "q": "q_proj", "k": "k_proj", "v": "v_proj",
+                "out": "out_proj", "pw_in": "conv_pointwise_in", "pw_out": "conv_pointwise_out",
+                "ffn2_up": "ffn2_up", "ffn2_down": "ffn2_down"}
+
+
+def _check_inputs(waveform: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
+    """Validate (B, N) float32 audio and its per-row lengths in samples; return the lengths."""
+    if not isinstance(waveform, torch.Tensor) or waveform.dim() != 2:
+        shape = tuple(waveform.shape) if isinstance(waveform, torch.Tensor) else type(waveform).__name__
+        raise BadInputError(f"waveform: expected a (batch, samples) tensor, got shape {shape}")
+    if waveform.dtype != torch.float32:
+        raise BadInputError(f"waveform: expected float32 samples in [-1, 1], got {waveform.dtype}")
+    batch, n = waveform.shape
+    if lengths is None:
+        lengths = torch.full((batch,), n, dtype=torch.long, device=waveform.device)
+    if lengths.dim() != 1 or lengths.shape[0] != batch:
+        raise BadInputError(f"lengths: expected shape ({batch},), got {tuple(lengths.shape)}")
+    if bool((lengths > n).any()):
+        raise BadInputError(f"lengths: {int(lengths.max())} samples is longer than the input ({n} samples)")
+    if bool((lengths < MIN_SAMPLES).any()):
+        raise BadInputError(f"lengths: {int(lengths.min())} samples is shorter than the minimum {MIN_SAMPLES} (0.5 s)")
+    return lengths
+
+
+def _masks(out_lengths: torch.Tensor, time: int):
+    """Padding mask (B, T) and attention mask (B, 1, 1, T), built from T (not from lengths.max())."""
+    pad_mask = torch.arange(time, device=out_lengths.device).unsqueeze(0) < out_lengths.unsqueeze(1)
+    return pad_mask, pad_mask[:, None, None, :]
+
+
+class ConformerSupernet(nn.Module):
+    """All-in-one Conformer CTC model. `model(waveform, lengths, spec)` runs the nested system `spec`.
+
+    waveform: (B, N) float32, 16 kHz, in [-1, 1]; lengths: (B,) valid samples per row (None = all N).
+    Returns log_probs (B, T, V) (CTC blank = 0, T = frames after x4 subsampling) and out_lengths (B,).
+    """
+
+    family = "conformer"
+
+    def __init__(self, cfg: ConformerConfig):
+        super().__init__()
+        self.cfg = cfg
+        d, f = cfg.d_model, cfg.ffn_dim
+        shapes = {"ffn1_up": (d, f), "ffn1_down": (f, d), "ffn2_up": (d, f), "ffn2_down": (f, d),
+                  "q": (d, d), "k": (d, d), "v": (d, d), "out": (d, d), "pw_in": (d, 2 * d), "pw_out": (d, d)}
+        self.frontend = LogMelFrontend(cfg.frontend)
+        self.subsampling = _ConvSubsampling(cfg.subsampling_channels)
+        self.input_proj = ElasticLinear(cfg.subsampling_channels * cfg.subsampled_freq, d)
+        self.blocks = nn.ModuleList(
+            _Block(d, cfg.conv_kernel, cfg.dropout, lambda name: ElasticLinear(*shapes[name]))
+            for _ in range(cfg.n_layers))
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.output = ElasticLinear(d, cfg.vocab_size)
+
+    @property
+    def search_space(self) -> SearchSpace:
+        return self.cfg.search_space()
+
+    def _linear_for(self, block: _Block, spec: SubnetSpec):
+        """name -> callable running that elastic linear at the spec's width and precision."""
+        d, f, a = self.cfg.d_model, spec.ffn_dim, spec.heads * self.cfg.head_dim
+        dims = {"ffn1_up": (d, f), "ffn1_down": (f, d), "ffn2_up": (d, f), "ffn2_down": (f, d),
+                "q": (d, a), "k": (d, a), "v": (d, a), "out": (a, d), "pw_in": (d, 2 * d), "pw_out": (d, d)}
+
+        def lin(name):
+            layer = getattr(block, _LINEAR_ATTR[name])
+            return partial(layer, in_features=dims[name][0], out_features=dims[name][1], bits=spec.weight_bits)
+        return lin
+
+    def forward(self, waveform: torch.Tensor, lengths: torch.Tensor | None, spec: SubnetSpec):
+        self.search_space.validate(spec)
+        lengths = _check_inputs(waveform, lengths)
+        bits = spec.weight_bits
+        feats = self.frontend(waveform)  # (B, T, F)
+        x = self.input_proj(self.subsampling(feats), bits=bits)  # (B, T', D)
+        x = self.dropout(x + _sinusoidal_positions(x.shape[1], x.shape[2], x))
+        out_lengths = _subsampled_lengths(num_frames(lengths, self.cfg.frontend))
+        pad_mask, attn_mask = _masks(out_lengths, x.shape[1])
+        for block in self.blocks[: spec.depth]:
+            x = block.run(x, self._linear_for(block, spec), spec.heads, self.cfg.head_dim, attn_mask, pad_mask)
+        logits = self.output(x, bits=bits)  # (B, T', V)
+        return F.log_softmax(logits, dim=-1), out_lengths
+
+    def extract_subnet(self, spec: SubnetSpec) -> "ConformerSubnet":
+        """A plain module holding copies of only the weights `spec` keeps (float; quantize it with torchao)."""
+        self.search_space.validate(spec)
+        return ConformerSubnet(self, spec).eval()
+
+
+class ConformerSubnet(nn.Module):
+    """One nested system as a static module: plain nn.Linear / LayerNorm / Conv layers, no spec logic.
+
+    forward(waveform (B, N), lengths (B,) or None) -> (log_probs (B, T, V), out_lengths (B,)).
+    With lengths None every row is full length and no masks are built (the exported, batch-1 case).
+    """
+
+    def __init__(self, supernet: ConformerSupernet, spec: SubnetSpec):
+        super().__init__()
+        cfg = supernet.cfg
+        self.spec, self.frontend_cfg = spec, cfg.frontend
+        self.heads, self.head_dim = spec.heads, cfg.head_dim
+        d, f, a = cfg.d_model, spec.ffn_dim, spec.heads * cfg.head_dim
+        dims = {"ffn1_up": (d, f), "ffn1_down": (f, d), "ffn2_up": (d, f), "ffn2_down": (f, d),
+                "q": (d, a), "k": (d, a), "v": (d, a), "out": (a, d), "pw_in": (d, 2 * d), "pw_out": (d, d)}
+        self.frontend = LogMelFrontend(cfg.frontend)
+        self.frontend.load_state_dict(supernet.frontend.state_dict())
+        self.subsampling = _ConvSubsampling(cfg.subsampling_channels)
+        self.subsampling.load_state_dict(supernet.subsampling.state_dict())
+        self.input_proj = supernet.input_proj.extract()
+        blocks = []
+        for source in supernet.blocks[: spec.depth]:
+            block = _Block(d, cfg.conv_kernel, 0.0,
+                           lambda name, src=source: getattr(src, _LINEAR_ATTR[name]).extract(*dims[name]))
+            shared = {k: v for k, v in source.state_dict().items() if not k.split(".")[0] in _LINEAR_ATTR.values()}
+            block.load_state_dict(shared, strict=False)
+            blocks.append(block)
+        self.blocks = nn.ModuleList(blocks)
+        self.output = supernet.output.extract()
+
+    def forward(self, waveform: torch.Tensor, lengths: torch.Tensor | None = None):
+        feats = self.frontend(waveform)  # (B, T, F)
+        x = self.input_proj(self.subsampling(feats))  # (B, T', D)
+        x = x + _sinusoidal_positions(x.shape[1], x.shape[2], x)
+        if lengths is None:
+            out_lengths = torch.full((x.shape[0],), x.shape[1], dtype=torch.long, device=x.device)
+            pad_mask = attn_mask = None
+        else:
+            out_lengths = _subsampled_lengths(num_frames(lengths, self.frontend_cfg))
+            pad_mask, attn_mask = _masks(out_lengths, x.shape[1])
+        for block in self.blocks:
+            x = block.run(x, lambda name, b=block: getattr(b, _LINEAR_ATTR[name]), self.heads, self.head_dim,
+                          attn_mask, pad_mask)
+        return F.log_softmax(self.output(x), dim=-1), out_lengths

@@ -1,0 +1,229 @@
+"""Selection: the lowest-WER nested system that meets every constraint of a device profile, and why each
+other system lost.
+
+Constraints are checked in a fixed order and the first one a system fails is its reason: allowed weight
+bits, model bytes, peak memory (model + planned activations + runtime overhead), then latency (real-time
+factor at the profile's reference length, predicted by the profile's latency model). Among the systems that
+pass, the lowest WER wins; ties go to the smaller model, then to the smaller subnet id, so the answer never
+depends on catalog order.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from allinone.catalog import Catalog, CatalogEntry
+from allinone.errors import BadInputError, NoFitError
+from allinone.profiles import MIB, DeviceProfile
+
+__all__ = ["CONSTRAINTS", "Candidate", "Selection", "select", "explain_table", "selection_to_json"]
+
+CONSTRAINTS = ("weight_bits", "model_bytes", "peak_memory", "latency")  # checked in this order
+SELECTED, WER_UNKNOWN, HIGHER_WER, TIE = "selected", "wer_unknown", "higher_wer", "tie"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One catalog entry judged against a profile. `verdict` is 'selected', a name from CONSTRAINTS (the first
+    constraint it failed), 'higher_wer', 'tie' (same WER, lost the tie-break) or 'wer_unknown'."""
+
+    entry: CatalogEntry
+    model_bytes: int
+    peak_bytes: int  # model + activations (0 when not measured) + runtime overhead
+    latency_ms: float | None  # predicted; None when the profile has no throughput for these bits
+    rtf: float | None
+    verdict: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The chosen system and every candidate, the chosen one first, the rest most accurate first."""
+
+    profile: DeviceProfile
+    chosen: Candidate
+    candidates: tuple[Candidate, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        chosen, profile = self.chosen, self.profile
+        return {
+            "format_version": 1,
+            "profile": profile.name,
+            "subnet": chosen.entry.subnet,
+            "weight_bits": chosen.entry.weight_bits,
+            "wer": chosen.entry.wer,
+            "params": chosen.entry.params,
+            "bytes": chosen.model_bytes,
+            "bytes_from": "pte" if chosen.entry.pte_bytes is not None else "weights",
+            "peak_bytes": chosen.peak_bytes,
+            "latency": {
+                "ms": chosen.latency_ms,
+                "rtf": chosen.rtf,
+                "reference_audio_s": profile.latency.reference_audio_s,
+                "measured": False,  # selection only predicts; a runtime report is the measurement
+                "kind": "predicted",
+                "model": {"profile": profile.name, "source": profile.latency_model.source,
+                          "uncertainty_pct": profile.latency_model.uncertainty_pct},
+            },
+            "constraints": {
+                "weight_bits": list(profile.weight_bits),
+                "max_model_bytes": int(profile.memory.max_model_mib * MIB),
+                "max_peak_bytes": int(profile.memory.max_peak_rss_mib * MIB),
+                "max_rtf": profile.latency.max_rtf,
+            },
+            "candidates": [
+                {"subnet": c.entry.subnet, "weight_bits": c.entry.weight_bits, "wer": c.entry.wer,
+                 "bytes": c.model_bytes, "peak_bytes": c.peak_bytes, "rtf": c.rtf, "verdict": c.verdict,
+                 "reason": c.reason}
+                for c in self.candidates
+            ],
+        }
+
+
+@dataclass(frozen=True)
+class _Failure:
+    constraint: str
+    reason: str  # what is wrong, for the table
+    relax: str  # what budget change would let it pass, for the no-fit message
+    excess: float  # how far over the budget, relative; ranks near misses
+
+
+def _round_up(value: float, step: float) -> float:
+    out = math.ceil(value / step) * step
+    return round(out if out >= value else out + step, 6)
+
+
+def _predict(entry: CatalogEntry, profile: DeviceProfile) -> tuple[float | None, float | None]:
+    try:
+        latency_ms = profile.predict_latency_ms(entry.macs_per_second * profile.latency.reference_audio_s,
+                                                entry.weight_bits)
+    except BadInputError:  # no throughput figure for these bits: only possible for bits the profile disallows
+        return None, None
+    return latency_ms, latency_ms / (profile.latency.reference_audio_s * 1000.0)
+
+
+def _peak_bytes(entry: CatalogEntry, profile: DeviceProfile) -> int:
+    overhead = int(profile.memory.runtime_overhead_mib * MIB)
+    return entry.model_bytes + (entry.activation_bytes or 0) + overhead
+
+
+def _failures(entry: CatalogEntry, profile: DeviceProfile, rtf: float | None) -> list[_Failure]:
+    """Every constraint the entry fails, in CONSTRAINTS order."""
+    out, mem, lat = [], profile.memory, profile.latency
+    if entry.weight_bits not in profile.weight_bits:
+        allowed = ", ".join(map(str, profile.weight_bits))
+        out.append(_Failure("weight_bits", f"{entry.weight_bits}-bit weights not allowed (weight_bits: {allowed})",
+                            f"add {entry.weight_bits} to weight_bits", 1.0))
+    model_mib = entry.model_bytes / MIB
+    if model_mib > mem.max_model_mib:
+        out.append(_Failure("model_bytes", f"model {model_mib:.1f} MiB > memory.max_model_mib {mem.max_model_mib:g}",
+                            f"memory.max_model_mib to >= {_round_up(model_mib, 0.1):g}",
+                            model_mib / mem.max_model_mib - 1))
+    peak_mib = _peak_bytes(entry, profile) / MIB
+    if peak_mib > mem.max_peak_rss_mib:
+        unknown = " (activations not measured, counted as 0)" if entry.activation_bytes is None else ""
+        out.append(_Failure("peak_memory",
+                            f"peak {peak_mib:.1f} MiB > memory.max_peak_rss_mib {mem.max_peak_rss_mib:g}{unknown}",
+                            f"memory.max_peak_rss_mib to >= {_round_up(peak_mib, 0.1):g}",
+                            peak_mib / mem.max_peak_rss_mib - 1))
+    if rtf is None:
+        out.append(_Failure("latency", f"no throughput figure for {entry.weight_bits}-bit weights",
+                            f"add latency_model.throughput_gmacs for {entry.weight_bits}-bit weights", 1.0))
+    elif rtf > lat.max_rtf:
+        out.append(_Failure("latency", f"RTF {rtf:.3f} (predicted) > latency.max_rtf {lat.max_rtf:g} "
+                                       f"at {lat.reference_audio_s:g} s",
+                            f"latency.max_rtf to >= {_round_up(rtf, 0.001):g}", rtf / lat.max_rtf - 1))
+    return out
+
+
+def _accuracy_order(c: Candidate) -> tuple:
+    wer = c.entry.wer
+    return (wer is None, wer if wer is not None else 0.0, c.model_bytes, c.entry.subnet)
+
+
+def select(catalog: Catalog, profile: DeviceProfile) -> Selection:
+    """The lowest-WER system meeting every constraint of `profile`; NoFitError naming the nearest miss if none."""
+    if not catalog.entries:
+        raise BadInputError("catalog: no systems in it; expected at least one entry")
+    judged: list[tuple[Candidate, list[_Failure]]] = []
+    for entry in catalog.entries:
+        latency_ms, rtf = _predict(entry, profile)
+        failures = _failures(entry, profile, rtf)
+        verdict, reason = (failures[0].constraint, failures[0].reason) if failures else ("", "")
+        judged.append((Candidate(entry, entry.model_bytes, _peak_bytes(entry, profile), latency_ms, rtf,
+                                 verdict, reason), failures))
+
+    fits = [c for c, failures in judged if not failures]
+    ranked = sorted((c for c in fits if c.entry.wer is not None), key=_accuracy_order)
+    if not ranked:
+        _raise_no_fit(catalog, profile, judged, fitting=len(fits))
+    best = ranked[0]
+    candidates = [_replace_verdict(best, SELECTED, "selected: lowest WER that fits")]
+    for c in sorted((c for c, _ in judged if c is not best), key=_accuracy_order):
+        if not c.verdict:
+            c = _replace_verdict(c, *_loser(c, best))
+        candidates.append(c)
+    return Selection(profile, candidates[0], tuple(candidates))
+
+
+def _replace_verdict(c: Candidate, verdict: str, reason: str) -> Candidate:
+    return Candidate(c.entry, c.model_bytes, c.peak_bytes, c.latency_ms, c.rtf, verdict, reason)
+
+
+def _loser(c: Candidate, best: Candidate) -> tuple[str, str]:
+    """Why a system that fits lost to the chosen one."""
+    if c.entry.wer is None:
+        return WER_UNKNOWN, "fits; WER not measured"
+    if c.entry.wer > best.entry.wer:
+        return HIGHER_WER, f"fits; higher WER ({c.entry.wer:.2%} vs {best.entry.wer:.2%})"
+    if c.model_bytes > best.model_bytes:
+        return TIE, f"fits; same WER, larger model ({c.model_bytes / MIB:.1f} vs {best.model_bytes / MIB:.1f} MiB)"
+    return TIE, f"fits; same WER and size, id sorts after {best.entry.subnet}"
+
+
+def _raise_no_fit(catalog: Catalog, profile: DeviceProfile, judged: list, fitting: int) -> None:
+    n = len(catalog.entries)
+    if fitting:
+        raise BadInputError(f"catalog: {fitting} of {n} systems fit profile {profile.name!r} but none has a "
+                            f"measured WER; expected dev-set WER in the catalog before selecting")
+    # Nearest miss: fewest failed constraints, then the smallest total overshoot.
+    c, failures = min(judged, key=lambda cf: (len(cf[1]), sum(f.excess for f in cf[1]),
+                                              cf[0].model_bytes, cf[0].entry.subnet))
+    raise NoFitError(f"no system fits profile {profile.name!r} ({n} in the catalog); nearest miss "
+                     f"{c.entry.subnet}: {'; '.join(f.reason for f in failures)}; "
+                     f"relax {' and '.join(f.relax for f in failures)}")
+
+
+def explain_table(selection: Selection) -> str:
+    """A text table of every candidate and the first constraint it failed, the chosen one marked '>'."""
+    p = selection.profile
+    lines = [f"profile {p.name} ({p.target}, {p.backend}, {p.threads} threads): weight bits "
+             f"{'/'.join(map(str, p.weight_bits))}; model <= {p.memory.max_model_mib:g} MiB; "
+             f"peak <= {p.memory.max_peak_rss_mib:g} MiB; RTF <= {p.latency.max_rtf:g} at "
+             f"{p.latency.reference_audio_s:g} s"]
+    header = ("", "subnet", "bits", "WER", "model MiB", "peak MiB", "RTF*", "result")
+    rows = [header]
+    for c in selection.candidates:
+        rows.append((">" if c.verdict == SELECTED else "", c.entry.subnet, str(c.entry.weight_bits),
+                     "-" if c.entry.wer is None else f"{c.entry.wer:.2%}",
+                     f"{c.model_bytes / MIB:.1f}" + ("" if c.entry.pte_bytes is not None else "w"),
+                     f"{c.peak_bytes / MIB:.1f}" + ("" if c.entry.activation_bytes is not None else "?"),
+                     "-" if c.rtf is None else f"{c.rtf:.3f}",
+                     c.reason))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    right = {2, 3, 4, 5, 6}  # numbers align right
+    for r in rows:
+        cells = [cell.rjust(w) if i in right else cell.ljust(w) for i, (cell, w) in enumerate(zip(r, widths))]
+        lines.append("  ".join(cells).rstrip())
+    model = p.latency_model
+    lines.append(f"* RTF predicted by the profile's latency model ({model.source}, ±{model.uncertainty_pct:g}%), "
+                 f"not measured. w: weight bytes (no .pte yet). ?: activations not measured, counted as 0.")
+    return "\n".join(lines)
+
+
+def selection_to_json(selection: Selection) -> str:
+    """The selection for build scripts: subnet, wer, bytes, latency (measured or predicted) and every candidate."""
+    return json.dumps(selection.to_dict(), indent=2)

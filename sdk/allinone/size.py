@@ -1,0 +1,74 @@
+"""Size accounting of a nested system: parameters, exact weight bytes at its precision, and MACs.
+
+Bytes are what the deployed program stores: every quantized linear's weight at `bits` per value (4-bit
+values packed two per byte) plus one float32 scale per output channel (8-bit) or per group of 32 inputs
+(4-bit); symmetric quantization stores no zero-points. Everything else (biases, norms, convolutions, the
+frontend's DFT kernels, mel filters and feature statistics) is float32.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from allinone.nn.quant import GROUP_SIZE_INT4, quantizable_width
+from allinone.spec import SubnetSpec
+
+__all__ = ["SubnetSize", "subnet_size", "module_weight_bytes", "macs_per_second"]
+
+SCALE_BYTES = 4  # float32 scales
+
+
+@dataclass(frozen=True)
+class SubnetSize:
+    subnet: str
+    params: int  # trainable parameters kept by the system
+    weight_bytes: int  # bytes of every stored tensor at its deployed precision (constants included)
+    macs_per_second: int  # multiply-accumulates per second of audio (at a 10 s utterance)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _linear_bytes(linear: nn.Linear, bits: int) -> int:
+    out_f, in_f = linear.out_features, linear.in_features
+    bias = out_f * 4 if linear.bias is not None else 0
+    if bits == 32 or not quantizable_width(in_f, bits):
+        return out_f * in_f * 4 + bias
+    scales = out_f if bits == 8 else out_f * (in_f // GROUP_SIZE_INT4)
+    return (out_f * in_f * bits + 7) // 8 + scales * SCALE_BYTES + bias
+
+
+def module_weight_bytes(module: nn.Module, bits: int) -> int:
+    """Bytes the float `module` will store once its linears are quantized to `bits`."""
+    total, linear_tensors = 0, set()
+    for child in module.modules():
+        if isinstance(child, nn.Linear):
+            total += _linear_bytes(child, bits)
+            linear_tensors.update(id(t) for t in (child.weight, child.bias) if t is not None)
+    for tensor in list(module.parameters()) + list(module.buffers()):
+        if id(tensor) not in linear_tensors:
+            total += tensor.numel() * tensor.element_size()
+    return total
+
+
+def macs_per_second(subnet: nn.Module, sample_rate: int = 16000, seconds: float = 10.0) -> int:
+    """Multiply-accumulates per second of audio, counted by running `seconds` of input once.
+
+    Attention grows with length, so the figure is quoted at a fixed 10 s reference utterance."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    waveform = torch.zeros(1, int(seconds * sample_rate))
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        subnet(waveform, None)
+    return int(counter.get_total_flops() / 2 / seconds)
+
+
+def subnet_size(model: nn.Module, spec: SubnetSpec) -> SubnetSize:
+    """Parameters, deployed weight bytes and MACs/s of the nested system `spec` of `model`."""
+    subnet = model.extract_subnet(spec)
+    params = sum(p.numel() for p in subnet.parameters())
+    return SubnetSize(spec.id, params, module_weight_bytes(subnet, spec.weight_bits),
+                      macs_per_second(subnet, model.cfg.frontend.sample_rate))

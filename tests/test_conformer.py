@@ -1,0 +1,137 @@
+"""The elastic Conformer supernet: nested systems, extraction, deployment numerics, gradients, bad input."""
+
+import importlib.resources
+import random
+
+import pytest
+import soundfile as sf
+import torch
+
+from allinone.errors import BadInputError
+from allinone.models.conformer import ConformerConfig, conformer_small, conformer_tiny
+from allinone.quantize import quantize_subnet_
+from allinone.spec import SubnetSpec
+
+VOCAB = 29
+
+
+def _speech_batch():
+    """Two rows of real speech: the whole clip and its first 60 %, zero-padded (B=2, lengths differ)."""
+    path = importlib.resources.files("allinone") / "assets" / "sample.wav"
+    audio = torch.from_numpy(sf.read(str(path), dtype="float32")[0])
+    short = int(len(audio) * 0.6)
+    batch = torch.zeros(2, len(audio))
+    batch[0], batch[1, :short] = audio, audio[:short]
+    return batch, torch.tensor([len(audio), short])
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    model = conformer_tiny(VOCAB).eval()
+    # A trained model's weights are not at init scale; perturb so quantization has real work to do.
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return model
+
+
+def test_shapes_and_lengths(tiny):
+    waveform, lengths = _speech_batch()
+    log_probs, out_lengths = tiny(waveform, lengths, tiny.search_space.largest())
+    frames = (lengths - 400) // 160 + 1
+    expected = ((frames - 3) // 2 + 1 - 3) // 2 + 1
+    assert torch.equal(out_lengths, expected)
+    assert log_probs.shape == (2, int(expected.max()), VOCAB)
+    assert torch.allclose(log_probs.exp().sum(-1), torch.ones(2, log_probs.shape[1]), atol=1e-5)
+
+
+def test_extracted_float_systems_equal_the_supernet(tiny):
+    waveform, lengths = _speech_batch()
+    for spec in [s for s in tiny.search_space.enumerate() if s.weight_bits == 32]:
+        expected, expected_lengths = tiny(waveform, lengths, spec)
+        subnet = tiny.extract_subnet(spec)
+        got, got_lengths = subnet(waveform, lengths)
+        assert torch.equal(got_lengths, expected_lengths)
+        assert (got - expected).abs().max() < 1e-5, spec.id
+
+
+def test_extracted_system_holds_only_kept_weights(tiny):
+    spec = SubnetSpec(1, 64, 1, 32)
+    subnet = tiny.extract_subnet(spec)
+    assert len(subnet.blocks) == 1
+    assert subnet.blocks[0].ffn1_up.weight.shape == (64, 64)
+    assert subnet.blocks[0].q_proj.weight.shape == (32, 64)  # one head of 32
+    assert subnet.blocks[0].out_proj.weight.shape == (64, 32)
+    assert sum(p.numel() for p in subnet.parameters()) < sum(p.numel() for p in tiny.parameters())
+    # Copies, not views: training the supernet later must not change an extracted system.
+    assert subnet.blocks[0].ffn1_up.weight.data_ptr() != tiny.blocks[0].ffn1_up.weight.data_ptr()
+
+
+def test_fake_quant_supernet_equals_torchao_quantized_extraction(tiny):
+    """Training numerics are deployment numerics: torchao's quantize_ on the extracted system gives what the
+    fake-quantized supernet computes (same primitives, same granularity), up to float rounding (1e-5)."""
+    waveform, lengths = _speech_batch()
+    rng = random.Random(1)
+    quantized = [s for s in tiny.search_space.enumerate() if s.is_quantized]
+    for spec in rng.sample(quantized, 6) + [tiny.search_space.smallest()]:
+        expected, _ = tiny(waveform, lengths, spec)
+        subnet = tiny.extract_subnet(spec)
+        left_float = quantize_subnet_(subnet, spec.weight_bits)
+        assert set(left_float) >= {"subsampling.conv1", "subsampling.conv2"}  # convolutions stay float
+        got, _ = subnet(waveform, lengths)
+        assert (got - expected).abs().max() < 1e-5, spec.id
+        float_out, _ = tiny(waveform, lengths, spec.with_bits(32))
+        assert (float_out - expected).abs().max() > 1e-3  # quantization really happened
+
+
+def test_padding_does_not_change_a_row(tiny):
+    waveform, lengths = _speech_batch()
+    spec = tiny.search_space.largest()
+    batched, out_lengths = tiny(waveform, lengths, spec)
+    alone, _ = tiny(waveform[1:, : int(lengths[1])], lengths[1:], spec)
+    t = int(out_lengths[1])
+    assert (batched[1, :t] - alone[0, :t]).abs().max() < 1e-4
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_gradients_reach_shared_float_weights_through_quantization(tiny, bits):
+    model = conformer_tiny(VOCAB).train()
+    waveform, lengths = _speech_batch()
+    spec = SubnetSpec(1, 64, 1, bits)
+    log_probs, _ = model(waveform, lengths, spec)
+    log_probs.sum().backward()
+    grad = model.blocks[0].ffn1_up.weight.grad
+    assert grad is not None and grad[:64].abs().sum() > 0
+    assert grad[64:].abs().sum() == 0  # units outside the kept width get no gradient
+    assert model.blocks[1].ffn1_up.weight.grad is None  # the dropped block is not used
+
+
+def test_small_factory_size_and_widths():
+    model = conformer_small(VOCAB)
+    params = sum(p.numel() for p in model.parameters())
+    assert 4_000_000 < params < 11_000_000
+    assert len(model.search_space.enumerate()) == 5 * 3 * 3 * 3
+
+
+def test_config_refuses_widths_4bit_kernels_cannot_take():
+    with pytest.raises(BadInputError, match="d_model = 144 is not a multiple of 32"):
+        ConformerConfig(vocab_size=VOCAB, d_model=144, n_heads=4)
+    assert ConformerConfig.from_dict(ConformerConfig(vocab_size=VOCAB).to_dict()) == ConformerConfig(vocab_size=VOCAB)
+
+
+def test_bad_inputs_give_clear_errors(tiny):
+    spec = tiny.search_space.largest()
+    ok = torch.zeros(1, 16000)
+    with pytest.raises(BadInputError, match=r"waveform: expected a \(batch, samples\) tensor, got shape \(16000,\)"):
+        tiny(torch.zeros(16000), None, spec)
+    with pytest.raises(BadInputError, match="expected float32 samples"):
+        tiny(ok.double(), None, spec)
+    with pytest.raises(BadInputError, match="longer than the input"):
+        tiny(ok, torch.tensor([20000]), spec)
+    with pytest.raises(BadInputError, match="shorter than the minimum"):
+        tiny(ok, torch.tensor([4000]), spec)
+    with pytest.raises(BadInputError, match="depth=3 is not in the search space"):
+        tiny(ok, None, SubnetSpec(3, 64, 1, 32))
+    with pytest.raises(BadInputError, match="ffn_dim=96 is not in the search space"):
+        tiny.extract_subnet(SubnetSpec(1, 96, 1, 8))

@@ -1,0 +1,170 @@
+"""The synthetic corpus: real TTS audio, split rules, determinism, resuming and interruption."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+
+from allinone.data._sources import load_sentences, speakable
+from allinone.data._voices import find_voices
+from allinone.data.manifest import read_jsonl
+from allinone.data.synth import SPLITS, synthesize
+from allinone.data.tokenizer import CharTokenizer
+from allinone.errors import BadInputError
+
+TINY_HOURS = 0.01  # 36 s of audio: about ten utterances
+
+
+def _manifest(corpus: Path, split: str) -> list[dict]:
+    return [json.loads(line) for line in (corpus / f"{split}.jsonl").read_text().splitlines()]
+
+
+def test_text_sources_give_tens_of_thousands_of_clean_sentences() -> None:
+    sentences = load_sentences()
+    assert len(sentences) >= 20000
+    assert {s.source for s in sentences} >= {"kjv", "wordnet", "fortunes"}
+    tok = CharTokenizer()
+    assert len({s.text for s in sentences}) == len(sentences)
+    for s in sentences[::500]:
+        tok.encode(s.text)
+        assert not any(c.isdigit() for c in s.speak)
+
+
+@pytest.mark.parametrize("raw, ok", [
+    ("And God said, Let there be light.", True),
+    ("He paid 30 pieces of silver.", True),
+    ("The FBI agent was delayed again.", False),  # acronym: engines disagree on spelling it out
+    ("The LORD is my shepherd.", True),  # 4+ capitals are words said loudly, read as words
+    ("Mr. Smith went to Washington today.", False),  # abbreviation
+    ("Chapter XIV begins with a storm.", False),  # roman numeral
+    ("Too short.", False),
+    ("Send mail to <root@localhost> now please.", False),
+])
+def test_speakable_filter(raw: str, ok: bool) -> None:
+    assert (speakable(raw) is not None) == ok
+
+
+def test_voices_cover_three_engines_and_many_speakers() -> None:
+    voices = find_voices()
+    assert {v.engine for v in voices} >= {"espeak-ng", "flite", "festival"}
+    assert len({v.speaker for v in voices}) >= 30
+
+
+def test_corpus_manifests_read_back_cleanly_with_real_audio(synth_corpus: Path) -> None:
+    meta = json.loads((synth_corpus / "corpus.json").read_text())
+    total = 0.0
+    for split in SPLITS:
+        result = read_jsonl(synth_corpus / f"{split}.jsonl", strict=True)
+        assert result.utterances, split
+        for u, entry in zip(result.utterances, _manifest(synth_corpus, split)):
+            info = sf.info(u.audio_filepath)
+            assert (info.samplerate, info.channels, info.subtype) == (16000, 1, "PCM_16")
+            assert abs(info.duration - entry["duration"]) < 0.01
+            assert entry["audio_filepath"].startswith(f"audio/{split}/")  # relative: the corpus can move
+            assert entry["engine"] and entry["speaker"].startswith(entry["engine"] + ":")
+        total += result.hours
+        assert meta["made"]["utterances"][split] == len(result.utterances)
+    assert abs(total - 0.05) < 0.01
+    assert set(meta["provenance"]) == {"engines", "text"}
+
+
+def test_dev_and_test_speakers_and_sentences_are_never_in_train(synth_corpus: Path) -> None:
+    meta = json.loads((synth_corpus / "corpus.json").read_text())
+    speakers = {s: set(meta["speakers"][s]) for s in SPLITS}
+    assert not speakers["train"] & speakers["dev"] and not speakers["train"] & speakers["test"]
+    assert not speakers["dev"] & speakers["test"]
+    group_of = {v.id: v.speaker for v in find_voices()}
+    texts = {}
+    for split in SPLITS:
+        entries = _manifest(synth_corpus, split)
+        assert {group_of[e["speaker"]] for e in entries} <= speakers[split]
+        texts[split] = {e["text"] for e in entries}
+    assert not texts["train"] & texts["dev"] and not texts["train"] & texts["test"]
+    assert not texts["dev"] & texts["test"]
+
+
+def test_same_seed_same_corpus_other_seed_other_corpus(tmp_path: Path) -> None:
+    a = synthesize(tmp_path / "a", TINY_HOURS, seed=11, progress=False)
+    synthesize(tmp_path / "b", TINY_HOURS, seed=11, jobs=1, progress=False)
+    synthesize(tmp_path / "c", TINY_HOURS, seed=12, progress=False)
+    assert a.new_utterances == sum(a.utterances.values()) > 0 and a.audio_seconds_per_cpu_second > 1
+    for split in SPLITS:
+        assert _manifest(tmp_path / "a", split) == _manifest(tmp_path / "b", split)
+    assert _manifest(tmp_path / "a", "train") != _manifest(tmp_path / "c", "train")
+    first = _manifest(tmp_path / "a", "train")[0]["audio_filepath"]
+    wav_a, _ = sf.read(str(tmp_path / "a" / first))
+    wav_b, _ = sf.read(str(tmp_path / "b" / first))
+    assert (wav_a == wav_b).all()
+
+
+def test_rerun_resumes_without_duplicates_and_more_hours_extends(tmp_path: Path) -> None:
+    out = tmp_path / "c"
+    synthesize(out, TINY_HOURS, seed=5, progress=False)
+    before = {s: _manifest(out, s) for s in SPLITS}
+    wavs = sorted((out / "audio" / "train").glob("*.wav"))
+    wavs[0].unlink()
+    wavs[1].unlink()
+    (out / "train.jsonl").unlink()
+    (out / "audio" / "train" / f".{wavs[2].name}.tmp").write_bytes(b"half a file")  # as a killed run leaves
+    again = synthesize(out, TINY_HOURS, seed=5, progress=False)
+    assert again.new_utterances == 2
+    assert {s: _manifest(out, s) for s in SPLITS} == before
+    assert not list((out / "audio").glob("*/.*.tmp"))
+    more = synthesize(out, 2 * TINY_HOURS, seed=5, progress=False)
+    extended = _manifest(out, "train")
+    assert extended[: len(before["train"])] == before["train"] and len(extended) > len(before["train"])
+    assert more.new_utterances == sum(more.utterances.values()) - sum(len(v) for v in before.values())
+    ids = [e["audio_filepath"] for e in extended]
+    assert len(ids) == len(set(ids))
+
+
+def test_rerun_with_other_settings_is_refused(tmp_path: Path) -> None:
+    out = tmp_path / "c"
+    synthesize(out, TINY_HOURS, seed=5, progress=False)
+    with pytest.raises(BadInputError, match="different seed"):
+        synthesize(out, TINY_HOURS, seed=6, progress=False)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(BadInputError, match="not empty"):
+        synthesize(other, TINY_HOURS, seed=5, progress=False)
+    with pytest.raises(BadInputError, match="positive"):
+        synthesize(tmp_path / "d", 0, seed=5, progress=False)
+
+
+def _cli(*args: str, **kw) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "allinone.cli", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kw)
+
+
+def test_cli_interrupted_leaves_no_manifest_then_rerun_completes(tmp_path: Path) -> None:
+    out = tmp_path / "corpus"
+    proc = _cli("data", "synth", "--out", str(out), "--hours", "0.2", "--seed", "2", "--jobs", "2",
+                start_new_session=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(list(out.glob("audio/train/*.wav"))) < 5:
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C reaches the whole process group, workers too
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    assert not list(out.glob("*.jsonl")) and not list(out.glob(".*.tmp"))
+    made = list(out.glob("audio/*/*.wav"))
+    assert made and all(sf.info(str(p)).frames > 0 for p in made)  # every WAV there is whole
+
+    done = _cli("data", "synth", "--out", str(out), "--hours", "0.2", "--seed", "2", "--jobs", "2")
+    stdout, err = done.communicate(timeout=300)
+    assert done.returncode == 0, err
+    assert "distinct voices" in stdout and "audio-s per CPU-s" in stdout
+    total = sum(len(_manifest(out, s)) for s in SPLITS)
+    assert 0 < total - len(made) < total  # only the missing utterances were made
+    for split in SPLITS:
+        read_jsonl(out / f"{split}.jsonl", strict=True)

@@ -1,0 +1,334 @@
+"""Selection over a hand-made catalog: each constraint, ties, no fit, never dominated; the catalog file format."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from allinone.catalog import Catalog, CatalogEntry, load_catalog, save_catalog
+from allinone.errors import BadInputError, NoFitError
+from allinone.profiles import DeviceProfile, load_profile, profile_from_dict
+from allinone.select import CONSTRAINTS, explain_table, select, selection_to_json
+
+MIB = 2**20
+CLI = Path(sys.executable).with_name("allinone")
+
+
+def profile(weight_bits=(32, 8, 4), max_model_mib=100, max_peak_rss_mib=200, overhead_mib=50, max_rtf=0.5):
+    """A device where the arithmetic is easy: no per-call overhead, workload factor 1, so at int8
+    (40 GMAC/s) a system of 20 GMAC per second of audio runs at RTF exactly 0.5."""
+    return profile_from_dict({
+        "format_version": 1, "name": "test-device", "description": "test", "target": "linux-arm64",
+        "backend": "xnnpack", "threads": 4, "weight_bits": list(weight_bits),
+        "memory": {"max_model_mib": max_model_mib, "max_peak_rss_mib": max_peak_rss_mib,
+                   "runtime_overhead_mib": overhead_mib},
+        "latency": {"max_rtf": max_rtf, "reference_audio_s": 10},
+        "latency_model": {"overhead_ms": 0, "throughput_gmacs": {"fp32": 10, "int8": 40, "int4": 40},
+                          "workload_factor": 1.0, "source": "estimated", "citations": ["test"],
+                          "uncertainty_pct": 0},
+    })
+
+
+def entry(subnet, bits=8, mib=10.0, wer=0.10, gmacs=1.0, act_mib=None, pte_mib=None):
+    return CatalogEntry(subnet=subnet, weight_bits=bits, params=int(mib * MIB * 8 / bits),
+                        weight_bytes=int(mib * MIB), macs_per_second=gmacs * 1e9, wer=wer,
+                        pte_bytes=None if pte_mib is None else int(pte_mib * MIB),
+                        activation_bytes=None if act_mib is None else int(act_mib * MIB))
+
+
+def verdicts(selection):
+    return {c.entry.subnet: c.verdict for c in selection.candidates}
+
+
+# ---- each constraint ------------------------------------------------------------------------------------------
+
+
+def test_weight_bits_constraint():
+    s = select(Catalog((entry("fp", bits=32, wer=0.05), entry("q8", wer=0.08))), profile(weight_bits=(8, 4)))
+    assert s.chosen.entry.subnet == "q8"
+    fp = s.candidates[1]
+    assert fp.verdict == "weight_bits" and fp.reason == "32-bit weights not allowed (weight_bits: 8, 4)"
+
+
+def test_model_bytes_constraint_prefers_pte_size():
+    cat = Catalog((entry("big", mib=101, wer=0.05), entry("pte-big", mib=90, pte_mib=100.5, wer=0.06),
+                   entry("edge", mib=100, wer=0.07), entry("small", mib=5, wer=0.09)))
+    s = select(cat, profile(max_peak_rss_mib=1000))
+    assert verdicts(s) == {"big": "model_bytes", "pte-big": "model_bytes", "edge": "selected", "small": "higher_wer"}
+    assert s.chosen.model_bytes == 100 * MIB  # exactly the budget fits
+    big = next(c for c in s.candidates if c.entry.subnet == "big")
+    assert big.reason == "model 101.0 MiB > memory.max_model_mib 100"
+
+
+def test_peak_memory_constraint_counts_activations_and_runtime():
+    # peak = model + activations + 50 MiB runtime overhead, budget 200 MiB
+    cat = Catalog((entry("over", mib=90, act_mib=61, wer=0.05), entry("exact", mib=90, act_mib=60, wer=0.06),
+                   entry("unknown-act", mib=95, act_mib=None, wer=0.055)))
+    s = select(cat, profile())
+    assert verdicts(s)["over"] == "peak_memory"
+    over = next(c for c in s.candidates if c.entry.subnet == "over")
+    assert over.peak_bytes == (90 + 61 + 50) * MIB
+    assert over.reason == "peak 201.0 MiB > memory.max_peak_rss_mib 200"
+    # activations not measured count as 0: 95 + 50 fits, and its lower WER wins
+    assert s.chosen.entry.subnet == "unknown-act" and s.chosen.peak_bytes == 145 * MIB
+    assert verdicts(s)["exact"] == "higher_wer"
+
+
+def test_latency_constraint_uses_the_profile_model():
+    cat = Catalog((entry("slow", gmacs=21, wer=0.05), entry("edge", gmacs=20, wer=0.06),
+                   entry("fp-slow", bits=32, gmacs=6, wer=0.04)))
+    s = select(cat, profile())
+    assert verdicts(s) == {"slow": "latency", "edge": "selected", "fp-slow": "latency"}
+    assert s.chosen.rtf == pytest.approx(0.5) and s.chosen.latency_ms == pytest.approx(5000)
+    slow = next(c for c in s.candidates if c.entry.subnet == "slow")
+    assert slow.rtf == pytest.approx(0.525)
+    assert slow.reason == "RTF 0.525 (predicted) > latency.max_rtf 0.5 at 10 s"
+    # fp32 runs at 10 GMAC/s: 6 GMAC per audio second -> RTF 0.6
+    assert next(c for c in s.candidates if c.entry.subnet == "fp-slow").rtf == pytest.approx(0.6)
+
+
+def test_the_first_failed_constraint_is_reported():
+    failing_everything = entry("bad", bits=32, mib=150, act_mib=100, gmacs=100, wer=0.01)
+    s = select(Catalog((failing_everything, entry("ok"))), profile(weight_bits=(8,)))
+    assert verdicts(s)["bad"] == "weight_bits"
+    failing_from_model = entry("bad", mib=150, act_mib=100, gmacs=100, wer=0.01)
+    s = select(Catalog((failing_from_model, entry("ok"))), profile())
+    assert verdicts(s)["bad"] == "model_bytes"
+    assert CONSTRAINTS == ("weight_bits", "model_bytes", "peak_memory", "latency")
+
+
+# ---- ties and order -----------------------------------------------------------------------------------------------
+
+
+def test_ties_go_to_fewer_bytes_then_smaller_id_whatever_the_order():
+    entries = [entry("b-small", mib=5, wer=0.07), entry("a-large", mib=8, wer=0.07),
+               entry("a-small", mib=5, wer=0.07), entry("worse", mib=1, wer=0.08)]
+    for seed in range(6):
+        random.Random(seed).shuffle(entries)
+        s = select(Catalog(tuple(entries)), profile())
+        assert s.chosen.entry.subnet == "a-small"
+        assert [c.entry.subnet for c in s.candidates] == ["a-small", "b-small", "a-large", "worse"]
+        by_id = {c.entry.subnet: c for c in s.candidates}
+        assert by_id["b-small"].verdict == "tie" and "id sorts after a-small" in by_id["b-small"].reason
+        assert by_id["a-large"].verdict == "tie" and "larger model" in by_id["a-large"].reason
+        assert by_id["worse"].reason == "fits; higher WER (8.00% vs 7.00%)"
+
+
+def test_unmeasured_wer_is_never_chosen():
+    s = select(Catalog((entry("no-wer", wer=None), entry("measured", wer=0.2))), profile())
+    assert s.chosen.entry.subnet == "measured" and verdicts(s)["no-wer"] == "wer_unknown"
+    with pytest.raises(BadInputError, match="1 of 1 systems fit profile 'test-device' but none has a measured WER"):
+        select(Catalog((entry("no-wer", wer=None),)), profile())
+
+
+# ---- no fit ---------------------------------------------------------------------------------------------------------
+
+
+def test_no_fit_names_the_nearest_miss_and_the_budget_to_relax():
+    cat = Catalog((entry("far", mib=300, gmacs=100, wer=0.05),  # fails model, peak and latency
+                   entry("near", mib=20, gmacs=22, wer=0.09),  # fails latency only (RTF 0.55)
+                   entry("nearer", mib=20, gmacs=21, wer=0.10),  # fails latency only (RTF 0.525)
+                   entry("fp", bits=32, mib=10, wer=0.08)))  # disallowed bits only, counted as 100% over
+    p = profile(weight_bits=(8, 4))
+    with pytest.raises(NoFitError) as info:
+        select(cat, p)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message == ("no system fits profile 'test-device' (4 in the catalog); nearest miss nearer: "
+                       "RTF 0.525 (predicted) > latency.max_rtf 0.5 at 10 s; relax latency.max_rtf to >= 0.525")
+    # relaxing exactly as told makes the nearest miss fit
+    relaxed = dataclasses.replace(p, latency=dataclasses.replace(p.latency, max_rtf=0.525))
+    assert select(cat, relaxed).chosen.entry.subnet == "nearer"
+
+
+def test_no_fit_with_several_failures_names_every_budget():
+    cat = Catalog((entry("only", mib=120, act_mib=100, wer=0.1),))
+    with pytest.raises(NoFitError, match=r"nearest miss only: model 120\.0 MiB > memory\.max_model_mib 100; "
+                                         r"peak 270\.0 MiB > memory\.max_peak_rss_mib 200; relax memory\.max_model_mib "
+                                         r"to >= 120 and memory\.max_peak_rss_mib to >= 270$"):
+        select(cat, profile())
+
+
+def test_empty_catalog_is_bad_input():
+    with pytest.raises(BadInputError, match="no systems"):
+        select(Catalog(()), profile())
+
+
+# ---- never dominated ------------------------------------------------------------------------------------------------
+
+
+def _fits(e: CatalogEntry, p: DeviceProfile) -> bool:
+    """The constraints restated independently of allinone.select."""
+    if e.weight_bits not in p.weight_bits:
+        return False
+    model = e.pte_bytes if e.pte_bytes is not None else e.weight_bytes
+    peak = model + (e.activation_bytes or 0) + p.memory.runtime_overhead_mib * MIB
+    gmacs = {32: 10, 8: 40, 4: 40}[e.weight_bits]
+    rtf = e.macs_per_second * 10 / (gmacs * 1e6) / 10_000
+    return model <= p.memory.max_model_mib * MIB and peak <= p.memory.max_peak_rss_mib * MIB and rtf <= p.latency.max_rtf
+
+
+def test_selection_is_never_dominated_over_random_catalogs():
+    rng = random.Random(1234)
+    outcomes = {"selected": 0, "no fit": 0}
+    for trial in range(400):
+        entries = []
+        for i in range(rng.randint(1, 12)):
+            entries.append(entry(
+                f"s{i:02d}", bits=rng.choice([32, 8, 4]), mib=rng.choice([5, 20, 60, 99, 100, 140]),
+                wer=rng.choice([None, 0.05, 0.07, 0.07, 0.1, 0.2]), gmacs=rng.choice([1, 5, 19, 20, 30]),
+                act_mib=rng.choice([None, 0, 30, 90]), pte_mib=rng.choice([None, None, 50, 110])))
+        p = profile(weight_bits=rng.choice([(32, 8, 4), (8, 4), (4,), (32,)]), max_rtf=rng.choice([0.1, 0.5, 2.0]),
+                    max_model_mib=rng.choice([10, 100, 200]), max_peak_rss_mib=rng.choice([200, 400]))
+        feasible = [e for e in entries if _fits(e, p) and e.wer is not None]
+        try:
+            s = select(Catalog(tuple(entries)), p)
+        except NoFitError:
+            assert not [e for e in entries if _fits(e, p)], f"trial {trial}: a system fits but NoFitError"
+            outcomes["no fit"] += 1
+            continue
+        except BadInputError:  # systems fit but none has a WER
+            assert not feasible and any(_fits(e, p) for e in entries)
+            continue
+        outcomes["selected"] += 1
+        chosen = s.chosen.entry
+        assert _fits(chosen, p) and chosen.wer is not None
+        assert all(e.wer >= chosen.wer for e in feasible), f"trial {trial}: dominated"
+        assert {c.verdict for c in s.candidates if _fits(c.entry, p)} <= {"selected", "higher_wer", "tie",
+                                                                          "wer_unknown"}
+        assert {c.verdict for c in s.candidates if not _fits(c.entry, p)} <= set(CONSTRAINTS)
+        assert len(s.candidates) == len(entries)
+    assert outcomes["selected"] > 50 and outcomes["no fit"] > 20  # both branches were exercised
+
+
+# ---- output ---------------------------------------------------------------------------------------------------------
+
+
+def test_json_and_table_label_latency_as_predicted():
+    cat = Catalog((entry("d12-f1024-h4-w8", wer=0.07, act_mib=10, pte_mib=11),
+                   entry("d12-f1024-h4-w32", bits=32, mib=40, wer=0.069, gmacs=20)))
+    s = select(cat, profile())
+    data = json.loads(selection_to_json(s))
+    assert data["subnet"] == "d12-f1024-h4-w8" and data["wer"] == 0.07
+    assert data["bytes"] == 11 * MIB and data["bytes_from"] == "pte" and data["peak_bytes"] == 71 * MIB
+    assert data["latency"]["measured"] is False and data["latency"]["kind"] == "predicted"
+    assert data["latency"]["rtf"] == pytest.approx(0.025)
+    assert [c["verdict"] for c in data["candidates"]] == ["selected", "latency"]
+    table = explain_table(s)
+    assert "d12-f1024-h4-w32" in table and "RTF 2.000 (predicted) > latency.max_rtf 0.5" in table
+    assert "predicted" in table.splitlines()[-1] and "not measured" in table.splitlines()[-1]
+
+
+def test_shipped_profiles_choose_differently():
+    """The same catalog gives a flagship, a budget phone and a Pi Zero different systems."""
+    cat = Catalog((entry("d12-w32", bits=32, mib=120, wer=0.070, gmacs=5.0, act_mib=30),
+                   entry("d12-w8", bits=8, mib=30, wer=0.071, gmacs=5.0, act_mib=30),
+                   entry("d12-w4", bits=4, mib=15, wer=0.075, gmacs=5.0, act_mib=30),
+                   entry("d6-w4", bits=4, mib=8, wer=0.09, gmacs=2.5, act_mib=15),
+                   entry("d3-w4", bits=4, mib=3, wer=0.15, gmacs=0.8, act_mib=8)))
+    chosen = {name: select(cat, load_profile(name)).chosen.entry.subnet
+              for name in ("pixel-8", "galaxy-a14", "raspberry-pi-zero-2w", "galaxy-watch4")}
+    # fp32 at 5 GMAC per audio second: RTF ~0.17 on the Pixel (30 effective GMAC/s), ~0.83 on the A14 (6)
+    assert chosen == {"pixel-8": "d12-w32", "galaxy-a14": "d12-w8",
+                      "raspberry-pi-zero-2w": "d6-w4", "galaxy-watch4": "d6-w4"}
+
+
+# ---- catalog file -----------------------------------------------------------------------------------------------------
+
+
+def test_catalog_round_trip_and_atomic_save(tmp_path):
+    cat = Catalog((entry("a", act_mib=1, pte_mib=11), entry("b", wer=None)), meta={"checkpoint": "ck"})
+    path = tmp_path / "catalog.json"
+    save_catalog(cat, path)
+    assert load_catalog(path) == cat == Catalog.load(path)
+    assert [p.name for p in tmp_path.iterdir()] == ["catalog.json"]  # no temp file left behind
+    merged = cat.merged([entry("b", wer=0.3), entry("c")])
+    assert [e.subnet for e in merged.entries] == ["a", "b", "c"] and merged.get("b").wer == 0.3
+    merged.save(path)
+    assert load_catalog(path).get("c") is not None
+
+
+def test_catalog_save_failure_keeps_the_old_file(tmp_path, monkeypatch):
+    path = tmp_path / "catalog.json"
+    save_catalog(Catalog((entry("a"),)), path)
+
+    def broken_replace(src, dst):
+        raise OSError("disk full")
+    monkeypatch.setattr("allinone.catalog.os.replace", broken_replace)
+    with pytest.raises(OSError):
+        save_catalog(Catalog((entry("new"),)), path)
+    assert [p.name for p in tmp_path.iterdir()] == ["catalog.json"]
+    monkeypatch.undo()
+    assert load_catalog(path).entries[0].subnet == "a"
+
+
+@pytest.mark.parametrize("mutate, expected", [
+    (lambda d: d["entries"][0].__setitem__("wre", d["entries"][0].pop("wer")),
+     "catalog.json: entries[0]: wre: unknown key; did you mean wer?"),
+    (lambda d: d["entries"][0].pop("macs_per_second"), "catalog.json: entries[0]: macs_per_second: missing"),
+    (lambda d: d["entries"][0].__setitem__("weight_bits", 16),
+     "catalog.json: entries[0]: weight_bits: expected 32, 8 or 4, got 16"),
+    (lambda d: d["entries"][0].__setitem__("params", "9M"),
+     "catalog.json: entries[0]: params: expected an integer, got '9M'"),
+    (lambda d: d["entries"][0].__setitem__("wer", -0.1),
+     "catalog.json: entries[0]: wer: expected a value >= 0, got -0.1"),
+    (lambda d: d["entries"].append(dict(d["entries"][0])),
+     "catalog.json: subnet 'd6' appears twice; expected unique subnet ids"),
+    (lambda d: d.__setitem__("format_version", 2), "catalog.json: format_version: expected 1, got 2"),
+    (lambda d: d.__setitem__("entrys", d.pop("entries")), "catalog.json: entrys: unknown key; did you mean entries?"),
+])
+def test_bad_catalog_gives_one_line(tmp_path, mutate, expected):
+    data = Catalog((entry("d6"),)).to_dict()
+    mutate(data)
+    path = tmp_path / "catalog.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(BadInputError) as info:
+        load_catalog(path)
+    assert str(info.value) == expected.replace("catalog.json", str(path), 1)
+
+
+def test_catalog_file_errors(tmp_path):
+    with pytest.raises(BadInputError, match="no such file"):
+        load_catalog(tmp_path / "none.json")
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(BadInputError, match=r"bad\.json: not valid JSON at line 1"):
+        load_catalog(tmp_path / "bad.json")
+
+
+# ---- the CLI, in a subprocess -------------------------------------------------------------------------------------
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([str(CLI), *args], capture_output=True, text=True, cwd=cwd, timeout=120)
+
+
+def test_cli_select_json_explain_and_no_fit(tmp_path):
+    cat = Catalog((entry("d12-w8", mib=30, wer=0.071, gmacs=3.0, act_mib=30),
+                   entry("d3-w4", bits=4, mib=3, wer=0.15, gmacs=0.5, act_mib=8)))
+    save_catalog(cat, tmp_path / "catalog.json")
+    result = _cli("select", "--catalog", "catalog.json", "--profile", "pixel-8", "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["subnet"] == "d12-w8" and data["profile"] == "pixel-8" and data["latency"]["measured"] is False
+
+    result = _cli("select", "--catalog", "catalog.json", "--profile", "pixel-8", "--explain", cwd=tmp_path)
+    assert result.returncode == 0 and result.stdout.startswith("d12-w8: WER 7.10%")
+    assert "d3-w4" in result.stdout and "fits; higher WER" in result.stdout
+
+    tight = load_profile("pixel-8").to_dict()
+    tight["memory"].update(max_model_mib=1, max_peak_rss_mib=40)
+    (tmp_path / "tight.yaml").write_text(json.dumps(tight))  # JSON is YAML
+    result = _cli("select", "--catalog", "catalog.json", "--profile", "tight.yaml", cwd=tmp_path)
+    assert result.returncode == 3 and result.stdout == ""
+    assert result.stderr.startswith("allinone: error: no system fits profile 'pixel-8' (2 in the catalog); "
+                                    "nearest miss d3-w4:")
+    assert "relax memory.max_model_mib to >= 3" in result.stderr and len(result.stderr.splitlines()) == 1
+
+    result = _cli("select", "--catalog", "missing.json", "--profile", "pixel-8", cwd=tmp_path)
+    assert result.returncode == 2 and "missing.json: no such file" in result.stderr
