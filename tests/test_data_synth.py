@@ -109,6 +109,8 @@ def test_rerun_resumes_without_duplicates_and_more_hours_extends(tmp_path: Path)
     out = tmp_path / "c"
     synthesize(out, TINY_HOURS, seed=5, progress=False)
     before = {s: _manifest(out, s) for s in SPLITS}
+    untouched = synthesize(out, TINY_HOURS, seed=5, progress=False)
+    assert untouched.new_utterances == 0 and {s: _manifest(out, s) for s in SPLITS} == before
     wavs = sorted((out / "audio" / "train").glob("*.wav"))
     wavs[0].unlink()
     wavs[1].unlink()

@@ -62,6 +62,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "nothing fits")
     p.set_defaults(func=_cmd_select)
 
+    # --- eval / compare (issue 4) ---
+    p = sub.add_parser("compare", help="is the WER difference of two systems significant? (MAPSSWE test)")
+    p.add_argument("hyp_a", metavar="HYP_A", help="hypotheses file (hyps.jsonl) of system A")
+    p.add_argument("hyp_b", metavar="HYP_B", help="hypotheses file of system B, scored on the same manifest")
+    p.add_argument("--json", action="store_true",
+                   help="print WERs, segments, z, p-value and significance at 0.05 as JSON")
+    p.set_defaults(func=_cmd_compare)
+
     return parser
 
 
@@ -155,8 +163,34 @@ def _cmd_data_check(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- eval / compare (issue 4) ---
+def _cmd_compare(args: argparse.Namespace) -> int:
+    import json
+
+    from allinone.evaluate import compare_files, format_comparison
+
+    result = compare_files(args.hyp_a, args.hyp_b)
+    if args.json:
+        print(json.dumps({"hyp_a": args.hyp_a, "hyp_b": args.hyp_b, **result.to_dict()}, indent=2))
+    else:
+        print(format_comparison(result, args.hyp_a, args.hyp_b))
+    return 0
+
+
+def _configure_logging() -> None:
+    """The CLI is an application, so it sets up logging (the library never does)."""
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # torchao warns at import about optional GPU kernels a CPU build lacks; torch's pytree warns about
+    # an enum torchao registers. Neither concerns a user of this CLI.
+    logging.getLogger("torchao").setLevel(logging.ERROR)
+    logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _configure_logging()
     try:
         return args.func(args)
     except AllinoneError as err:

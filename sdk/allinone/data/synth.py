@@ -52,6 +52,7 @@ ENGINE_WEIGHTS = {"espeak-ng": 0.5, "flite": 0.3, "festival": 0.2}
 RATE_RANGE = (0.85, 1.2)  # speaking-rate factor
 PEAK_DB_RANGE = (-9.0, -1.0)  # peak level of each utterance, dBFS
 CHARS_PER_SECOND = 14.0  # first guess of speech rate; later rounds calibrate it on what was made
+MAX_ROUNDS = 20  # plan/synthesise rounds; two or three reach the target, the cap stops endless engine failures
 # Where the audio and text come from, with licences (details in docs/data.md); copied into corpus.json.
 PROVENANCE = {
     "engines": {
@@ -323,10 +324,14 @@ def synthesize(out_dir: str | Path, hours: float, seed: int = 0, jobs: int | Non
     start_wall, start_cpu = time.perf_counter(), _cpu_seconds()
     pool = None
     try:
-        for _ in range(10):  # rounds: plan to the target, synthesise, re-plan what is still missing
+        for _ in range(MAX_ROUNDS):  # rounds: plan to the target, synthesise, re-plan what is still missing
             todo: list[_Item] = []
+            short = False
             for split in SPLITS:
                 made = sum(seconds.get(i.id, 0.0) for i in planned[split])
+                if made >= targets[split]:
+                    continue
+                short = True
                 estimated = sum(i.estimate_seconds() for i in planned[split] if seconds.get(i.id))
                 ratio = made / estimated if estimated else 1.0
                 planned_more = 0.0
@@ -342,8 +347,10 @@ def synthesize(out_dir: str | Path, hours: float, seed: int = 0, jobs: int | Non
                         except BadInputError:
                             path.unlink()
                     todo.append(item)
-            if not todo:
+            if not short:
                 break
+            if not todo:  # all planned WAVs were already there (a rerun): re-plan on their real durations
+                continue
             if pool is None and len(todo) > 1 and jobs > 1:
                 pool = multiprocessing.get_context("spawn").Pool(jobs, initializer=_ignore_sigint)
             results = (pool.imap_unordered(_synth_one, [(i, str(out_dir), augment) for i in todo], chunksize=4)

@@ -39,7 +39,7 @@ class ConformerConfig:
     # weights, so kept small: they and the frontend constants bound the compression of the smallest systems
     dropout: float = 0.1
     depths: tuple[int, ...] = (4, 6, 8, 10, 12)  # elastic depth choices
-    ffn_dims: tuple[int, ...] = (256, 384, 512)  # elastic feed-forward widths
+    ffn_dims: tuple[int, ...] = (128, 256, 384, 512)  # elastic feed-forward widths
     head_choices: tuple[int, ...] = (2, 3, 4)  # elastic head counts
     weight_bits: tuple[int, ...] = (32, 8, 4)
     frontend: FrontendConfig = field(default_factory=FrontendConfig)
@@ -113,7 +113,7 @@ def _sinusoidal_positions(length: int, dim: int, like: torch.Tensor) -> torch.Te
     position = torch.arange(length, device=like.device, dtype=like.dtype).unsqueeze(1)  # (T, 1)
     inv_freq = torch.exp(torch.arange(0, dim, 2, device=like.device, dtype=like.dtype) * (-math.log(10000.0) / dim))
     angle = position * inv_freq  # (T, D/2)
-    return torch.stack([torch.sin(angle), torch.cos(angle)], dim=-1).reshape(length, dim)
+    return torch.stack([torch.sin(angle), torch.cos(angle)], dim=-1).reshape(-1, dim)
 
 
 def _feed_forward(x, norm, up, down, dropout):
@@ -123,22 +123,68 @@ def _feed_forward(x, norm, up, down, dropout):
 
 def _self_attention(x, norm, q_proj, k_proj, v_proj, out_proj, heads, head_dim, attn_mask, dropout, dropout_p):
     """(B, T, D) -> (B, T, D) multi-head self-attention over `heads` heads of `head_dim`."""
-    batch, time = x.shape[0], x.shape[1]
+    # Reshapes name the time axis -1, never T: XNNPACK takes a reshape with one inferred dimension but not
+    # one with a symbolic size, and every op left outside the delegate splits the exported program.
+    batch = x.shape[0]
     y = norm(x)
-    q = q_proj(y).reshape(batch, time, heads, head_dim).transpose(1, 2)  # (B, H, T, hd)
-    k = k_proj(y).reshape(batch, time, heads, head_dim).transpose(1, 2)
-    v = v_proj(y).reshape(batch, time, heads, head_dim).transpose(1, 2)
-    o = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p)  # (B, H, T, hd)
-    return dropout(out_proj(o.transpose(1, 2).reshape(batch, time, heads * head_dim)))
+    q = q_proj(y).reshape(batch, -1, heads, head_dim).transpose(1, 2)  # (B, H, T, hd)
+    k = k_proj(y).reshape(batch, -1, heads, head_dim).transpose(1, 2)
+    v = v_proj(y).reshape(batch, -1, heads, head_dim).transpose(1, 2)
+    if attn_mask is None:
+        # Unpadded (exported) case: 3-D bmm + softmax, which XNNPACK takes whole; SDPA's decomposition adds
+        # guard ops (any/where for fully masked rows) and 4-D matmul adds expands, all outside the delegate.
+        q3, k3, v3 = (t.reshape(batch * heads, -1, head_dim) for t in (q, k, v))  # (B*H, T, hd)
+        scores = torch.bmm(q3, k3.transpose(1, 2)) * (head_dim ** -0.5)  # (B*H, T, T)
+        o = torch.bmm(F.dropout(torch.softmax(scores, dim=-1), dropout_p), v3)  # (B*H, T, hd)
+        o = o.reshape(batch, heads, -1, head_dim)  # (B, H, T, hd)
+    else:
+        o = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p)  # (B, H, T, hd)
+    return dropout(out_proj(o.transpose(1, 2).reshape(batch, -1, heads * head_dim)))
 
 
-def _convolution(x, norm, pointwise_in, depthwise, conv_norm, pointwise_out, pad_mask, dropout):
+def _convolution(x, norm, pointwise_glu, depthwise, conv_norm, pointwise_out, pad_mask, dropout):
     """(B, T, D) -> (B, T, D): pointwise GLU, depthwise conv over time, LayerNorm, SiLU, pointwise."""
-    y = F.glu(pointwise_in(norm(x)), dim=-1)  # (B, T, D)
+    y = pointwise_glu(norm(x))  # (B, T, D)
     if pad_mask is not None:  # padded frames must not leak into real ones through the kernel
         y = y.masked_fill(~pad_mask.unsqueeze(-1), 0.0)
     y = depthwise(y.transpose(1, 2)).transpose(1, 2)  # (B, T, D)
     return dropout(pointwise_out(F.silu(conv_norm(y))))
+
+
+class _ExportableLayerNorm(nn.LayerNorm):
+    """LayerNorm over the last dim computed with a linear (the mean) and elementwise ops.
+
+    XNNPACK has no layer-norm kernel; a LayerNorm left outside the delegate splits the program into many
+    small partitions (slower to lower and to run). Averaging through F.linear with a constant 1/D vector
+    keeps the whole block inside XNNPACK. Same parameters and state dict as nn.LayerNorm.
+    """
+
+    def __init__(self, source: nn.LayerNorm):
+        super().__init__(source.normalized_shape, eps=source.eps)
+        self.load_state_dict(source.state_dict())
+        dim = self.normalized_shape[0]
+        self.register_buffer("_averager", torch.full((1, dim), 1.0 / dim), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        centred = x - F.linear(x, self._averager)  # (..., D)
+        variance = F.linear(centred * centred, self._averager)  # (..., 1)
+        return centred * torch.rsqrt(variance + self.eps) * self.weight + self.bias
+
+
+class _GatedPointwise(nn.Module):
+    """GLU(linear(x)) with the value and gate halves as two linears, so no tensor is sliced in two
+    (XNNPACK cannot slice a dynamic-length tensor). Same outputs as F.glu over one (2D, D) linear."""
+
+    def __init__(self, source: nn.Linear):
+        super().__init__()
+        half = source.out_features // 2
+        self.value, self.gate = nn.Linear(source.in_features, half), nn.Linear(source.in_features, half)
+        with torch.no_grad():
+            self.value.weight.copy_(source.weight[:half]), self.value.bias.copy_(source.bias[:half])
+            self.gate.weight.copy_(source.weight[half:]), self.gate.bias.copy_(source.bias[half:])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.value(x) * torch.sigmoid(self.gate(x))  # (..., D)
 
 
 def _subsampled_lengths(frame_lengths: torch.Tensor) -> torch.Tensor:
@@ -156,7 +202,8 @@ class _ConvSubsampling(nn.Module):
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
         y = F.relu(self.conv2(F.relu(self.conv1(feats.unsqueeze(1)))))  # (B, C, T', F')
-        return y.transpose(1, 2).flatten(2)  # (B, T', C * F')
+        y = y.transpose(1, 2)  # (B, T', C, F')
+        return y.reshape(y.shape[0], -1, y.shape[2] * y.shape[3])  # (B, T', C * F')
 
 
 class _Block(nn.Module):
@@ -179,7 +226,7 @@ class _Block(nn.Module):
         x = x + 0.5 * _feed_forward(x, self.ffn1_norm, lin("ffn1_up"), lin("ffn1_down"), self.dropout)
         x = x + _self_attention(x, self.attn_norm, lin("q"), lin("k"), lin("v"), lin("out"), heads, head_dim,
                                 attn_mask, self.dropout, p)
-        x = x + _convolution(x, self.conv_norm_in, lin("pw_in"), self.conv_depthwise, self.conv_norm_mid,
+        x = x + _convolution(x, self.conv_norm_in, lin("glu"), self.conv_depthwise, self.conv_norm_mid,
                              lin("pw_out"), pad_mask, self.dropout)
         x = x + 0.5 * _feed_forward(x, self.ffn2_norm, lin("ffn2_up"), lin("ffn2_down"), self.dropout)
         return self.out_norm(x)
@@ -250,6 +297,9 @@ class ConformerSupernet(nn.Module):
                 "q": (d, a), "k": (d, a), "v": (d, a), "out": (a, d), "pw_in": (d, 2 * d), "pw_out": (d, d)}
 
         def lin(name):
+            if name == "glu":
+                pointwise = lin("pw_in")
+                return lambda y: F.glu(pointwise(y), dim=-1)
             layer = getattr(block, _LINEAR_ATTR[name])
             return partial(layer, in_features=dims[name][0], out_features=dims[name][1], bits=spec.weight_bits)
         return lin
@@ -300,6 +350,10 @@ class ConformerSubnet(nn.Module):
                            lambda name, src=source: getattr(src, _LINEAR_ATTR[name]).extract(*dims[name]))
             shared = {k: v for k, v in source.state_dict().items() if not k.split(".")[0] in _LINEAR_ATTR.values()}
             block.load_state_dict(shared, strict=False)
+            for name, child in list(block.named_children()):
+                if isinstance(child, nn.LayerNorm):
+                    setattr(block, name, _ExportableLayerNorm(child))
+            block.conv_pointwise_in = _GatedPointwise(block.conv_pointwise_in)
             blocks.append(block)
         self.blocks = nn.ModuleList(blocks)
         self.output = supernet.output.extract()
@@ -315,6 +369,6 @@ class ConformerSubnet(nn.Module):
             out_lengths = _subsampled_lengths(num_frames(lengths, self.frontend_cfg))
             pad_mask, attn_mask = _masks(out_lengths, x.shape[1])
         for block in self.blocks:
-            x = block.run(x, lambda name, b=block: getattr(b, _LINEAR_ATTR[name]), self.heads, self.head_dim,
-                          attn_mask, pad_mask)
+            x = block.run(x, lambda name, b=block: getattr(b, _LINEAR_ATTR["pw_in" if name == "glu" else name]),
+                          self.heads, self.head_dim, attn_mask, pad_mask)
         return F.log_softmax(self.output(x), dim=-1), out_lengths

@@ -55,14 +55,14 @@ def mel_filterbank(cfg: FrontendConfig) -> np.ndarray:
     return np.maximum(0.0, np.minimum(rising, falling)).astype(np.float32)
 
 
-def _dft_kernels(cfg: FrontendConfig) -> np.ndarray:
-    """(2 * n_bins, 1, n_fft) Hann-windowed cosine and sine kernels: conv1d with them is a real DFT."""
+def _dft_kernels(cfg: FrontendConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Two (n_bins, 1, n_fft) Hann-windowed kernels, cosine and sine: conv1d with them is a real DFT."""
     n_bins = cfg.n_fft // 2 + 1
     n = np.arange(cfg.n_fft)
     window = 0.5 - 0.5 * np.cos(2 * math.pi * n / cfg.n_fft)  # periodic Hann
     angle = 2 * math.pi * np.arange(n_bins)[:, None] * n[None, :] / cfg.n_fft
-    kernels = np.concatenate([np.cos(angle) * window, -np.sin(angle) * window], axis=0)
-    return kernels[:, None, :].astype(np.float32)
+    return ((np.cos(angle) * window)[:, None, :].astype(np.float32),
+            (-np.sin(angle) * window)[:, None, :].astype(np.float32))
 
 
 class LogMelFrontend(nn.Module):
@@ -75,18 +75,24 @@ class LogMelFrontend(nn.Module):
     def __init__(self, cfg: FrontendConfig = FrontendConfig()):
         super().__init__()
         self.cfg = cfg
-        self.n_bins = cfg.n_fft // 2 + 1
-        self.register_buffer("dft_kernels", torch.from_numpy(_dft_kernels(cfg)))
-        self.register_buffer("mel_fbank", torch.from_numpy(mel_filterbank(cfg)))
+        # Real and imaginary parts as two convolutions rather than one sliced in two: XNNPACK cannot
+        # slice a tensor whose length is dynamic, and a slice outside the delegate splits the program.
+        cos_kernels, sin_kernels = _dft_kernels(cfg)
+        self.register_buffer("dft_cos", torch.from_numpy(cos_kernels))
+        self.register_buffer("dft_sin", torch.from_numpy(sin_kernels))
+        # Stored (n_mels, bins) so the mel projection is one F.linear, which XNNPACK runs; a matmul would
+        # decompose into expand + reshape ops that it cannot take with a dynamic length.
+        self.register_buffer("mel_fbank", torch.from_numpy(mel_filterbank(cfg).T.copy()))
         self.register_buffer("feature_mean", torch.zeros(cfg.n_mels))
         self.register_buffer("feature_std", torch.ones(cfg.n_mels))
 
     def log_mel(self, waveform: torch.Tensor) -> torch.Tensor:
         """(B, N) -> un-normalised log-mel (B, T, n_mels)."""
-        spec = F.conv1d(waveform.unsqueeze(1), self.dft_kernels, stride=self.cfg.hop_length)  # (B, 2*bins, T)
-        real, imag = spec[:, : self.n_bins], spec[:, self.n_bins:]  # (B, bins, T) each
+        samples = waveform.unsqueeze(1)  # (B, 1, N)
+        real = F.conv1d(samples, self.dft_cos, stride=self.cfg.hop_length)  # (B, bins, T)
+        imag = F.conv1d(samples, self.dft_sin, stride=self.cfg.hop_length)  # (B, bins, T)
         power = (real * real + imag * imag).transpose(1, 2)  # (B, T, bins)
-        mel = torch.matmul(power, self.mel_fbank)  # (B, T, n_mels)
+        mel = F.linear(power, self.mel_fbank)  # (B, T, n_mels)
         return torch.log(mel + self.cfg.log_floor)
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
