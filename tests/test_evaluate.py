@@ -9,6 +9,7 @@ import math
 import subprocess
 import sys
 from pathlib import Path
+from unittest import mock
 
 import jiwer
 import pytest
@@ -28,6 +29,7 @@ from allinone.evaluate import (
     score_utterance,
     system_result,
 )
+from allinone.models.conformer import conformer_tiny
 
 CLI = Path(sys.executable).with_name("allinone")
 REF = "one two three four five six seven eight"
@@ -68,27 +70,26 @@ def test_greedy_decode_collapses_repeats_drops_blanks_and_ignores_padding():
 
 @pytest.fixture(scope="module")
 def evaluated(synth_corpus):
-    """Two nested systems of an untrained conformer_tiny over the synthetic dev split (garbage text, real plumbing)."""
+    """Two nested systems of an untrained conformer_tiny over the synthetic dev split (garbage text, real plumbing).
+
+    Returns (model, specs, utterances, results, audio files read)."""
+    import allinone.data.audio as audio
+
     tok = CharTokenizer()
     torch.manual_seed(0)
-    model = conformer_tiny_supernet(len(tok))
+    model = conformer_tiny(len(tok))
     model.train()  # evaluate must switch to eval and back
     utterances = read_jsonl(synth_corpus / "dev.jsonl").utterances
     specs = [model.search_space.largest(), model.search_space.smallest()]
-    results = evaluate(model, specs, utterances, tok, batch_seconds=8.0, progress=False)
-    return model, specs, utterances, results
-
-
-def conformer_tiny_supernet(vocab_size):
-    from allinone.models.conformer import conformer_tiny
-
-    return conformer_tiny(vocab_size)
+    with mock.patch.object(audio, "load_audio", wraps=audio.load_audio) as load_audio:
+        results = evaluate(model, specs, utterances, tok, batch_seconds=8.0, progress=False)
+    return model, specs, utterances, results, [c.args[0] for c in load_audio.call_args_list]
 
 
 def test_evaluate_scores_every_system_consistently_with_jiwer(evaluated, tmp_path):
     from allinone.size import subnet_size
 
-    model, specs, utterances, results = evaluated
+    model, specs, utterances, results, _ = evaluated
     assert model.training, "evaluate must restore the model's train mode"
     assert [r.subnet for r in results] == [s.id for s in specs]
     for spec, r in zip(specs, results):
@@ -111,24 +112,15 @@ def test_evaluate_scores_every_system_consistently_with_jiwer(evaluated, tmp_pat
     assert {"subnet", "wer", "cer", "params", "bytes"} <= set(rows[0])
 
 
-def test_evaluate_reads_each_audio_file_once_for_all_systems(synth_corpus, monkeypatch):
-    import allinone.data.audio as audio
-
-    calls = []
-    real = audio.load_audio
-    monkeypatch.setattr(audio, "load_audio", lambda path, *a, **k: calls.append(path) or real(path, *a, **k))
-    tok = CharTokenizer()
-    model = conformer_tiny_supernet(len(tok))
-    utterances = read_jsonl(synth_corpus / "dev.jsonl").utterances
-    specs = model.search_space.enumerate()[:3]
-    evaluate(model, specs, utterances, tok, progress=False)
-    assert sorted(calls) == sorted(u.audio_filepath for u in utterances)
+def test_evaluate_reads_each_audio_file_once_for_all_systems(evaluated):
+    _, specs, utterances, _, files_read = evaluated
+    assert len(specs) == 2 and sorted(files_read) == sorted(u.audio_filepath for u in utterances)
 
 
 def test_evaluate_refuses_bad_specs_and_empty_input(evaluated):
     from allinone.spec import SubnetSpec
 
-    model, _, utterances, _ = evaluated
+    model, _, utterances, _, _ = evaluated
     tok = CharTokenizer()
     with pytest.raises(BadInputError, match="not in the search space"):
         evaluate(model, [SubnetSpec(9, 64, 1, 32)], utterances, tok, progress=False)

@@ -59,8 +59,10 @@ def test_lowered_program_runs_speech_like_eager(tiny, bits):
         assert got.shape == expected.shape
         diff = (got - expected).abs()
         assert diff.max() < max_tol and diff.mean() < mean_tol, (bits, waveform.shape, diff.max())
+        # This untrained model's posteriors are nearly flat, so a 1e-2 shift can swap the top two
+        # symbols of a frame; most frames must still agree.
         agree = (got.argmax(-1) == expected.argmax(-1)).float().mean()
-        assert agree > 0.97, agree
+        assert agree > (0.999 if bits == 32 else 0.9), agree
 
     # Every linear layer runs inside XNNPACK; whatever runs outside is reported and known.
     n_linears = sum(isinstance(m, torch.nn.Linear) for m in exported.module.modules())

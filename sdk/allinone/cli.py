@@ -70,7 +70,52 @@ def build_parser() -> argparse.ArgumentParser:
                    help="print WERs, segments, z, p-value and significance at 0.05 as JSON")
     p.set_defaults(func=_cmd_compare)
 
+    p = sub.add_parser("eval", help="WER and CER of nested systems of a checkpoint on a manifest")
+    p.add_argument("--checkpoint", required=True, metavar="DIR", help="checkpoint directory")
+    p.add_argument("--manifest", required=True, metavar="M", help="manifest to score (JSONL, TSV, Kaldi dir, LibriSpeech dir)")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--subnet", action="append", metavar="ID", help="a system to score (repeatable)")
+    which.add_argument("--targets", action="store_true", help="the checkpoint's target systems (the default)")
+    which.add_argument("--all", action="store_true", help="every system of the search space")
+    p.add_argument("--hyps-dir", metavar="DIR", help="where SUBNET.hyps.jsonl go (default CHECKPOINT/eval/MANIFEST)")
+    p.add_argument("--json", action="store_true", help="print a JSON list (subnet, wer, cer, params, bytes, ...)")
+    p.set_defaults(func=_cmd_eval)
+
+    # --- train (issue 4) ---
+    p = sub.add_parser("train", help="train an all-in-one supernet (or one system alone with --only)")
+    p.add_argument("--recipe", required=True, help="recipe name (tiny, conformer_small) or path to a YAML file")
+    p.add_argument("--train", required=True, metavar="M", help="training manifest (JSONL, TSV, Kaldi dir, LibriSpeech dir)")
+    p.add_argument("--dev", required=True, metavar="M", help="development manifest, same formats")
+    p.add_argument("--out", required=True, metavar="DIR", help="checkpoint directory to write")
+    p.add_argument("--max-steps", type=int, help="stop after this many steps (overrides the recipe)")
+    p.add_argument("--resume", action="store_true", help="continue the run saved in --out")
+    p.add_argument("--only", metavar="SPEC_ID", help="train this one system alone: the individually trained baseline")
+    p.add_argument("--init", metavar="CKPT", help="start from this checkpoint's weights")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (logs still go to metrics.jsonl)")
+    p.set_defaults(func=_cmd_train)
+
     return parser
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from allinone.eval_run import evaluate_checkpoint
+    from allinone.evaluate import format_results_table, results_to_json
+
+    results = evaluate_checkpoint(args.checkpoint, args.manifest, subnets=args.subnet, all_systems=args.all,
+                                  hyps_dir=args.hyps_dir, progress=not args.json)
+    print(results_to_json(results) if args.json else format_results_table(results))
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from allinone.train.recipe import load_recipe
+    from allinone.train.trainer import train
+
+    result = train(load_recipe(args.recipe), args.train, args.dev, args.out, max_steps=args.max_steps,
+                   resume=args.resume, only=args.only, init=args.init, progress=not args.no_progress)
+    rate = result.audio_seconds / max(result.seconds, 1e-9)
+    print(f"trained {result.steps} steps in {result.seconds:.0f} s ({rate:.1f} audio-s/s) -> {result.out}")
+    return 0
 
 
 def _cmd_info(args: argparse.Namespace) -> int:

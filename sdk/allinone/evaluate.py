@@ -25,6 +25,10 @@ from allinone.errors import BadInputError
 if TYPE_CHECKING:  # torch is imported where it runs, so `allinone compare` never pays for it
     import torch
 
+    from allinone.data.manifest import Utterance
+    from allinone.data.tokenizer import CharTokenizer
+    from allinone.spec import SubnetSpec
+
 __all__ = [
     "HYPOTHESES_FORMAT_VERSION", "MIN_CORRECT_BOUNDARY", "ALPHA",
     "Hypothesis", "SystemResult", "Segment", "MapssweResult",
@@ -43,7 +47,7 @@ FEW_SEGMENTS = 30  # below this, the normal approximation behind the p-value is 
 # ---- decoding and scoring -------------------------------------------------------------------------------------
 
 
-def greedy_decode(log_probs: torch.Tensor, lengths: torch.Tensor, tokenizer) -> list[str]:
+def greedy_decode(log_probs: torch.Tensor, lengths: torch.Tensor, tokenizer: CharTokenizer) -> list[str]:
     """Greedy CTC decoding of a batch: per-frame argmax, then the tokenizer's collapse (merge repeats, drop blank).
 
     log_probs: (B, T, V) scores (log-probabilities or logits; only the argmax matters); lengths: (B,) valid
@@ -154,7 +158,7 @@ def system_result(subnet: str, hypotheses: Sequence[Hypothesis], *, params: int,
 # ---- running systems over a manifest --------------------------------------------------------------------------
 
 
-def _utterance_ids(utterances: Sequence) -> list[str]:
+def _utterance_ids(utterances: Sequence[Utterance]) -> list[str]:
     """Manifest ids (audio file stem when absent); repeats get '#2', '#3'... in manifest order, so two runs
     over the same manifest always produce the same ids and `compare` can match them."""
     seen: dict[str, int] = {}
@@ -166,14 +170,16 @@ def _utterance_ids(utterances: Sequence) -> list[str]:
     return ids
 
 
-def _load_batch(utterances: Sequence, device: torch.device, min_samples: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _load_batch(utterances: Sequence[Utterance], device: torch.device,
+                min_samples: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Decode and zero-pad a batch: waveforms (B, N) float32 and lengths (B,) samples on `device`."""
     import torch
 
     from allinone.data.audio import load_audio
 
     waves = [torch.from_numpy(load_audio(u.audio_filepath)) for u in utterances]  # each (N_i,)
-    # The model refuses inputs shorter than its minimum (0.5 s); trailing silence changes nothing a CTC model says.
+    # The model refuses inputs shorter than its minimum (0.5 s); pad with trailing silence, as an app calling
+    # the exported program must.
     waves = [torch.nn.functional.pad(w, (0, max(0, min_samples - w.shape[0]))) for w in waves]
     lengths = torch.tensor([w.shape[0] for w in waves], dtype=torch.long)  # (B,)
     waveforms = torch.nn.utils.rnn.pad_sequence(waves, batch_first=True)  # (B, N)
@@ -183,12 +189,13 @@ def _load_batch(utterances: Sequence, device: torch.device, min_samples: int) ->
 def _progress_bar(total_seconds: float, n_systems: int, enabled: bool):
     from tqdm.auto import tqdm
 
-    return tqdm(total=round(total_seconds, 1), unit="s", unit_scale=False, disable=not enabled, leave=False,
+    # Whole audio seconds keep the counter readable (fractional updates print float noise).
+    return tqdm(total=max(1, round(total_seconds)), unit="s", unit_scale=False, disable=not enabled, leave=False,
                 desc=f"evaluating {n_systems} system{'s' if n_systems != 1 else ''} (audio s)", dynamic_ncols=True)
 
 
-def evaluate(model: torch.nn.Module, specs: Iterable, utterances: Sequence, tokenizer, *,
-             batch_seconds: float = 60.0, progress: bool = True) -> list[SystemResult]:
+def evaluate(model: torch.nn.Module, specs: Iterable[SubnetSpec], utterances: Sequence[Utterance],
+             tokenizer: CharTokenizer, *, batch_seconds: float = 60.0, progress: bool = True) -> list[SystemResult]:
     """WER/CER of each nested system `spec` of the supernet `model` over `utterances`, greedy CTC decoding.
 
     Utterances are batched by duration (at most `batch_seconds` of padded audio per batch) and each batch is
@@ -211,11 +218,12 @@ def evaluate(model: torch.nn.Module, specs: Iterable, utterances: Sequence, toke
     for spec in specs:  # fail before reading any audio
         model.search_space.validate(spec)
     ids = _utterance_ids(utterances)
-    texts: dict[Any, list[str]] = {spec: [""] * len(utterances) for spec in specs}
+    texts: dict[SubnetSpec, list[str]] = {spec: [""] * len(utterances) for spec in specs}
     batches = DurationBatchSampler([u.duration for u in utterances], batch_seconds, shuffle=False)
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
+    done = 0.0  # audio seconds decoded
     try:
         with torch.no_grad(), _progress_bar(sum(u.duration for u in utterances), len(specs), progress) as bar:
             for batch in batches:
@@ -224,7 +232,8 @@ def evaluate(model: torch.nn.Module, specs: Iterable, utterances: Sequence, toke
                     log_probs, out_lengths = model(waveforms, lengths, spec)  # (B, T, V), (B,)
                     for i, text in zip(batch, greedy_decode(log_probs, out_lengths, tokenizer)):
                         texts[spec][i] = text
-                bar.update(round(sum(utterances[i].duration for i in batch), 1))
+                done += sum(utterances[i].duration for i in batch)
+                bar.update(min(bar.total, round(done)) - bar.n)
     finally:
         model.train(was_training)
     results = []

@@ -1,0 +1,40 @@
+"""`allinone eval`: score nested systems of a checkpoint on a manifest and keep their hypotheses."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from allinone.errors import BadInputError
+from allinone.spec import SubnetSpec
+
+__all__ = ["evaluate_checkpoint"]
+
+
+def _choose_specs(ckpt, subnets: list[str] | None, all_systems: bool) -> list[SubnetSpec]:
+    space = ckpt.model.search_space
+    if all_systems:
+        return space.enumerate()
+    if subnets:
+        return [space.validate(SubnetSpec.from_id(s)) for s in subnets]
+    return list(ckpt.targets)
+
+
+def evaluate_checkpoint(checkpoint: str | Path, manifest: str | Path, *, subnets: list[str] | None = None,
+                        all_systems: bool = False, hyps_dir: str | Path | None = None, progress: bool = True):
+    """Evaluate the chosen systems (default: the checkpoint's targets) and save `SUBNET.hyps.jsonl` per system
+    under `hyps_dir` (default CHECKPOINT/eval/MANIFEST-NAME). Returns the list of SystemResult."""
+    from allinone.checkpoint import load_checkpoint
+    from allinone.data.manifest import read_manifest
+    from allinone.evaluate import evaluate, save_hypotheses
+
+    ckpt = load_checkpoint(checkpoint)
+    tokenizer = ckpt.tokenizer()
+    read = read_manifest(manifest, tokenizer=tokenizer)
+    if not read.utterances:
+        raise BadInputError(f"manifest {manifest}: no usable utterances ({read.skipped} skipped)")
+    specs = _choose_specs(ckpt, subnets, all_systems)
+    results = evaluate(ckpt.model, specs, read.utterances, tokenizer, progress=progress)
+    out = Path(hyps_dir) if hyps_dir else Path(checkpoint) / "eval" / Path(manifest).stem
+    for result in results:
+        save_hypotheses(result, out / f"{result.subnet}.hyps.jsonl", checkpoint=str(checkpoint), manifest=str(manifest))
+    return results

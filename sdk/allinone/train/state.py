@@ -1,0 +1,59 @@
+"""Resumable trainer state: optimizer tensors in safetensors, counters and positions in JSON (no pickle)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+
+from allinone.checkpoint import sha256_file
+from allinone.errors import BadInputError
+
+__all__ = ["trainer_state_files", "load_trainer_state", "STATE_TENSORS", "STATE_JSON"]
+
+STATE_TENSORS, STATE_JSON = "trainer_state.safetensors", "trainer_state.json"
+STATE_FORMAT_VERSION = 1
+
+
+def trainer_state_files(optimizer: torch.optim.Optimizer, progress: dict,
+                        checkpoint: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
+    """All files of a resumable save, in rename order: optimizer tensors, the checkpoint's weights and
+    config, and last trainer_state.json, which records the sha256 of the files it belongs to."""
+    from safetensors.torch import save
+
+    state = optimizer.state_dict()
+    tensors = {}
+    for index, entry in state["state"].items():
+        for name, value in entry.items():
+            tensors[f"{index}.{name}"] = torch.as_tensor(value).detach().cpu().contiguous()
+    optimizer_bytes = save(tensors)
+    files = [(STATE_TENSORS, optimizer_bytes), *checkpoint]
+    hashes = {name: hashlib.sha256(data).hexdigest() for name, data in files}
+    meta = {"format_version": STATE_FORMAT_VERSION, "param_groups": state["param_groups"], "sha256": hashes,
+            **progress}
+    return files + [(STATE_JSON, (json.dumps(meta, indent=2) + "\n").encode())]
+
+
+def load_trainer_state(directory: Path, optimizer: torch.optim.Optimizer) -> dict:
+    """Restore the optimizer from `directory` and return the saved progress dict."""
+    from safetensors.torch import load_file
+
+    meta_path, tensor_path = directory / STATE_JSON, directory / STATE_TENSORS
+    if not meta_path.is_file() or not tensor_path.is_file():
+        raise BadInputError(f"{directory}: no trainer state to resume from (expected {STATE_JSON} and {STATE_TENSORS})")
+    meta = json.loads(meta_path.read_text())
+    if meta.get("format_version") != STATE_FORMAT_VERSION:
+        raise BadInputError(f"{meta_path}: format_version {meta.get('format_version')!r} is not supported")
+    for name, digest in meta.get("sha256", {}).items():
+        if sha256_file(directory / name) != digest:
+            raise BadInputError(f"{directory / name}: does not match {STATE_JSON} (a save was interrupted between "
+                                "renames, or the file was changed); cannot resume consistently")
+    tensors = load_file(str(tensor_path))
+    per_param: dict[int, dict] = {}
+    for key, value in tensors.items():
+        index, name = key.split(".", 1)
+        per_param.setdefault(int(index), {})[name] = value
+    optimizer.load_state_dict({"state": per_param, "param_groups": meta["param_groups"]})
+    return {k: v for k, v in meta.items() if k not in ("format_version", "param_groups")}

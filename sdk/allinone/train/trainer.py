@@ -1,0 +1,303 @@
+"""One-pass all-in-one training: every step trains several nested systems of one supernet on one batch.
+
+Loss per step = sum_s w_s * CTC(system s) + kl_weight * sum_{s != teacher} KL(p_teacher || p_s), the teacher
+being the largest float target (detached). Systems are all targets, or a sandwich sample: the largest and
+the smallest target plus random others. Each system's loss is back-propagated as soon as it is computed
+(gradients accumulate in the shared weights), so memory holds one system's activations at a time.
+
+Everything random in a step (which systems, dropout) derives from (seed, step) and the data order from
+(seed, epoch), so a resumed run continues exactly as if it had never stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch.nn import functional as F
+
+from allinone.checkpoint import CONFIG, checkpoint_files, load_checkpoint, sha256_file, write_files_atomically
+from allinone.errors import BadInputError
+from allinone.spec import SubnetSpec
+from allinone.train.recipe import Recipe
+from allinone.train.state import STATE_JSON, load_trainer_state, trainer_state_files
+
+__all__ = ["train", "TrainResult", "choose_systems", "learning_rate"]
+
+log = logging.getLogger(__name__)
+METRICS = "metrics.jsonl"
+
+
+@dataclass
+class TrainResult:
+    out: Path
+    steps: int
+    seconds: float  # training wall time summed over all sessions of this run
+    audio_seconds: float  # audio seen (all processes), summed over sessions
+
+
+def learning_rate(recipe: Recipe, step: int) -> float:
+    """Linear warm-up to recipe.lr, then cosine decay to 5 % of it at max_steps."""
+    if step < recipe.warmup_steps:
+        return recipe.lr * (step + 1) / recipe.warmup_steps
+    progress = min(1.0, (step - recipe.warmup_steps) / max(1, recipe.max_steps - recipe.warmup_steps))
+    return recipe.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def _size_key(spec: SubnetSpec) -> tuple:
+    return (spec.depth * spec.ffn_dim * spec.heads, spec.depth, spec.ffn_dim, spec.heads, spec.weight_bits)
+
+
+def choose_systems(targets: list[SubnetSpec], k: int | None, seed: int, step: int) -> list[SubnetSpec]:
+    """The systems trained at `step`: all targets, or the largest + smallest + k-2 others (sandwich rule).
+
+    The largest float target comes first: it is the KL teacher."""
+    ordered = sorted(targets, key=_size_key, reverse=True)
+    if k is None or k >= len(ordered):
+        return ordered
+    largest, smallest, middle = ordered[0], ordered[-1], ordered[1:-1]
+    rng = random.Random(seed * 1_000_003 + step)
+    return [largest, *sorted(rng.sample(middle, k - 2), key=_size_key, reverse=True), smallest]
+
+
+class _SkipFirst(torch.utils.data.Sampler):
+    """A batch sampler that skips the first `skip` batches of its epoch (resuming mid-epoch)."""
+
+    def __init__(self, inner, skip: int):
+        self.inner, self.skip = inner, skip
+
+    def __iter__(self):
+        for i, batch in enumerate(self.inner):
+            if i >= self.skip:
+                yield batch
+
+    def __len__(self):
+        return max(0, len(self.inner) - self.skip)
+
+
+def _ddp_setup() -> tuple[int, int, torch.device]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    device = torch.device(f"cuda:{local}") if torch.cuda.is_available() else torch.device("cpu")
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return rank, world, device
+
+
+def _feature_statistics(model, utterances, limit: int = 200) -> None:
+    """Set the frontend's per-band mean/std from up to `limit` training utterances."""
+    from allinone.data.audio import load_audio
+
+    feats = []
+    with torch.no_grad():
+        for u in utterances[:limit]:
+            feats.append(model.frontend.log_mel(torch.from_numpy(load_audio(u.audio_filepath))[None])[0])
+    stacked = torch.cat(feats)  # (frames, n_mels)
+    model.frontend.feature_mean.copy_(stacked.mean(0))
+    model.frontend.feature_std.copy_(stacked.std(0).clamp_min(1e-3))
+
+
+def _read_split(path, tokenizer, name: str):
+    from allinone.data.manifest import read_manifest
+
+    result = read_manifest(path, tokenizer=tokenizer)
+    if not result.utterances:
+        raise BadInputError(f"{name} manifest {path}: no usable utterances ({result.skipped} skipped)")
+    return result.utterances
+
+
+def _fingerprint(path) -> dict:
+    path = Path(path)
+    return {"path": str(path), "sha256": sha256_file(path) if path.is_file() else None}
+
+
+def _model_for(recipe: Recipe, vocab_size: int, init: Path | None):
+    from allinone.models import conformer
+
+    if init is not None:
+        model = load_checkpoint(init).model
+        if model.cfg.vocab_size != vocab_size:
+            raise BadInputError(f"--init {init}: vocabulary of {model.cfg.vocab_size} symbols, the data needs {vocab_size}")
+        return model
+    return getattr(conformer, recipe.model)(vocab_size)
+
+
+def _check_resumable(out: Path, model) -> None:
+    config = json.loads((out / CONFIG).read_text())
+    if config.get("architecture") != model.cfg.to_dict():
+        raise BadInputError(f"--resume {out}: the checkpoint's architecture differs from the recipe's model")
+
+
+def train(recipe: Recipe, train_manifest, dev_manifest, out, *, max_steps: int | None = None, resume: bool = False,
+          only: str | None = None, init: str | Path | None = None, progress: bool = True) -> TrainResult:
+    """Train the recipe's supernet (or, with `only`, one system alone) into checkpoint directory `out`."""
+    from allinone.data.batching import make_loader
+    from allinone.data.tokenizer import CharTokenizer
+
+    out = Path(out)
+    if only is not None:  # the individually trained baseline: same code, data and schedule, one system
+        recipe = Recipe(**{**recipe.to_dict(), "targets": (only,), "systems_per_step": None, "kl_weight": 0.0,
+                           "loss_weights": {}})
+    if max_steps is not None:
+        recipe = Recipe(**{**recipe.to_dict(), "targets": tuple(recipe.targets), "max_steps": max_steps})
+    has_state = (out / STATE_JSON).is_file()
+    if resume and not has_state:
+        raise BadInputError(f"--resume {out}: no {STATE_JSON} to resume from")
+    if not resume and (out / CONFIG).exists():
+        raise BadInputError(f"{out}: already holds a checkpoint (use --resume to continue it, or another --out)")
+
+    rank, world, device = _ddp_setup()
+    tokenizer = CharTokenizer()
+    train_utts = _read_split(train_manifest, tokenizer, "train")
+    _read_split(dev_manifest, tokenizer, "dev")  # fail before training, not after
+    torch.manual_seed(recipe.seed)  # the same initial weights for the same recipe
+    model = _model_for(recipe, len(tokenizer), Path(init) if init else None)
+    targets = [model.search_space.validate(SubnetSpec.from_id(t)) for t in recipe.targets]
+    optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+
+    progress_state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "seconds": 0.0, "audio_seconds": 0.0}
+    if resume:
+        _check_resumable(out, model)
+        model.load_state_dict(load_checkpoint(out, verify=True).model.state_dict())
+        progress_state.update(load_trainer_state(out, optimizer))
+        log.info("resuming %s at step %d", out, progress_state["step"])
+    elif init is None:
+        _feature_statistics(model, train_utts)
+    model.to(device)
+    if world > 1:  # identical start on every rank
+        for tensor in list(model.parameters()) + list(model.buffers()):
+            dist.broadcast(tensor.data, src=0)
+
+    data_info = {"train": _fingerprint(train_manifest), "dev": _fingerprint(dev_manifest)}
+    loader = make_loader(train_utts, tokenizer, max_batch_seconds=recipe.max_batch_seconds, seed=recipe.seed,
+                         num_workers=recipe.num_workers, num_replicas=world, rank=rank)
+    trainer = _Loop(recipe, model, optimizer, targets, device, rank, world)
+
+    def save() -> None:
+        if rank != 0:
+            return
+        ckpt = checkpoint_files(model, targets=targets, vocabulary=tokenizer.to_dict(), recipe=recipe.to_dict(),
+                                data=data_info, extra={"trained_steps": progress_state["step"]})
+        write_files_atomically(out, trainer_state_files(optimizer, dict(progress_state), ckpt))
+
+    metrics_path = out / METRICS
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        _truncate_metrics(metrics_path, progress_state["step"])
+    bar = _progress_bar(recipe.max_steps, progress_state["step"], enabled=progress and rank == 0)
+    last_save = time.monotonic()
+    session_start, session_audio = time.monotonic(), 0.0
+    base_seconds, base_audio = progress_state["seconds"], progress_state["audio_seconds"]
+    try:
+        while progress_state["step"] < recipe.max_steps:
+            loader.batch_sampler.set_epoch(progress_state["epoch"])
+            batches = torch.utils.data.DataLoader(
+                loader.dataset, batch_sampler=_SkipFirst(loader.batch_sampler, progress_state["batch_in_epoch"]),
+                collate_fn=loader.collate_fn, num_workers=recipe.num_workers)
+            for batch in batches:
+                record = trainer.step(batch, progress_state["step"])
+                progress_state["step"] += 1
+                progress_state["batch_in_epoch"] += 1
+                session_audio += record["audio_seconds"]
+                progress_state["seconds"] = base_seconds + time.monotonic() - session_start
+                progress_state["audio_seconds"] = base_audio + session_audio
+                if rank == 0:
+                    record.update(step=progress_state["step"], epoch=progress_state["epoch"],
+                                  elapsed_s=round(progress_state["seconds"], 3))
+                    with open(metrics_path, "a") as f:
+                        f.write(json.dumps(record) + "\n")
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{record['loss']:.3f}",
+                                    audio_s_per_s=f"{progress_state['audio_seconds'] / max(progress_state['seconds'], 1e-9):.1f}")
+                due_steps = recipe.checkpoint_steps and progress_state["step"] % recipe.checkpoint_steps == 0
+                due_time = time.monotonic() - last_save > recipe.checkpoint_minutes * 60
+                if due_steps or due_time:
+                    save()
+                    last_save = time.monotonic()
+                if progress_state["step"] >= recipe.max_steps:
+                    break
+            else:
+                progress_state["epoch"] += 1
+                progress_state["batch_in_epoch"] = 0
+        save()
+    finally:
+        bar.close()
+    return TrainResult(out, progress_state["step"], progress_state["seconds"], progress_state["audio_seconds"])
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop log lines past `step` (written after the state being resumed), so the log continues cleanly."""
+    if not path.exists():
+        return
+    kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+    path.write_text("".join(line + "\n" for line in kept))
+
+
+def _progress_bar(total: int, initial: int, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, disable=not enabled, unit="step", dynamic_ncols=True)
+
+
+class _Loop:
+    """One optimisation step over the chosen nested systems."""
+
+    def __init__(self, recipe: Recipe, model, optimizer, targets, device, rank: int, world: int):
+        self.recipe, self.model, self.optimizer, self.targets = recipe, model, optimizer, targets
+        self.device, self.rank, self.world = device, rank, world
+
+    def step(self, batch, step: int) -> dict:
+        recipe, model = self.recipe, self.model
+        model.train()
+        torch.manual_seed(recipe.seed * 1_000_003 + step * self.world + self.rank)  # dropout, reproducible
+        for group in self.optimizer.param_groups:
+            group["lr"] = learning_rate(recipe, step)
+        waveforms, lengths = batch.waveforms.to(self.device), batch.lengths.to(self.device)
+        targets, target_lengths = batch.targets.to(self.device), batch.target_lengths.to(self.device)
+        systems = choose_systems(self.targets, recipe.systems_per_step, recipe.seed, step)
+        teacher = systems[0] if systems[0].weight_bits == 32 and recipe.kl_weight > 0 else None
+        self.optimizer.zero_grad(set_to_none=True)
+        teacher_log_probs, losses, kls = None, {}, {}
+        for spec in systems:
+            log_probs, out_lengths = model(waveforms, lengths, spec)  # (B, T, V), (B,)
+            ctc = F.ctc_loss(log_probs.transpose(0, 1), targets, out_lengths, target_lengths, blank=0,
+                             reduction="mean", zero_infinity=True)
+            loss = recipe.loss_weights.get(spec.id, 1.0) * ctc
+            losses[spec.id] = float(ctc.detach())
+            if teacher_log_probs is not None:
+                kl = _frame_kl(teacher_log_probs, log_probs, out_lengths)
+                kls[spec.id] = float(kl.detach())
+                loss = loss + recipe.kl_weight * kl
+            loss.backward()
+            if spec == teacher:
+                teacher_log_probs = log_probs.detach()
+        if self.world > 1:
+            for p in model.parameters():
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
+                dist.all_reduce(p.grad)
+                p.grad /= self.world
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
+        self.optimizer.step()
+        total = sum(recipe.loss_weights.get(k, 1.0) * v for k, v in losses.items())
+        total += recipe.kl_weight * sum(kls.values())
+        audio = float(lengths.sum()) / model.cfg.frontend.sample_rate * self.world
+        return {"loss": round(total, 5), "ctc": {k: round(v, 5) for k, v in losses.items()},
+                "kl": {k: round(v, 5) for k, v in kls.items()}, "lr": self.optimizer.param_groups[0]["lr"],
+                "grad_norm": round(float(grad_norm), 4), "audio_seconds": round(audio, 3)}
+
+
+def _frame_kl(teacher_log_probs: torch.Tensor, student_log_probs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """KL(p_teacher || p_student) per frame, averaged over the valid frames of the batch."""
+    mask = torch.arange(student_log_probs.shape[1], device=lengths.device)[None, :] < lengths[:, None]  # (B, T)
+    per_frame = (teacher_log_probs.exp() * (teacher_log_probs - student_log_probs)).sum(-1)  # (B, T)
+    return (per_frame * mask).sum() / mask.sum().clamp_min(1)
