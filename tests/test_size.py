@@ -26,7 +26,7 @@ def _serialized_tensor_bytes(module: torch.nn.Module, bits: int) -> int:
         if isinstance(value, IntxUnpackedToInt8Tensor):
             assert torch.count_nonzero(value.zero_point) == 0  # symmetric: zero-points need not be stored
             tensors[name + ".qdata"] = _pack_int4(value.qdata) if bits == 4 else value.qdata.contiguous()
-            tensors[name + ".scale"] = value.scale.contiguous().float()
+            tensors[name + ".scale"] = value.scale.contiguous()  # as stored: float32 (8-bit), bfloat16 (4-bit)
         else:
             tensors[name] = value.detach().contiguous()
     blob = save(tensors)

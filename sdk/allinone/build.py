@@ -70,6 +70,10 @@ def export_bundle(checkpoint, spec: SubnetSpec | str, out: str | Path, *, profil
     from allinone.package import io_signature, quantization_info, versions, write_bundle
     from allinone.size import subnet_size
 
+    from allinone.errors import BadInputError
+
+    if Path(out).exists() and not force:  # before minutes of lowering, not after
+        raise BadInputError(f"{out}: already exists (pass --force to replace it)")
     ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
     spec = SubnetSpec.from_id(spec) if isinstance(spec, str) else spec
     ckpt.model.search_space.validate(spec)
@@ -99,3 +103,87 @@ def export_bundle(checkpoint, spec: SubnetSpec | str, out: str | Path, *, profil
         "versions": versions(),
     }
     return write_bundle(out, program.pte, manifest, force=force)
+
+
+@dataclass
+class BuiltBundle:
+    profile: str
+    path: Path
+    subnet: str
+    pte_bytes: int
+    weight_bytes: int
+    sha256: str
+    wer: float | None
+    reused_lowering: bool  # another profile selected the same system, so its lowering was reused
+
+    def to_dict(self) -> dict:
+        return {"profile": self.profile, "path": str(self.path), "subnet": self.subnet, "pte_bytes": self.pte_bytes,
+                "weight_bytes": self.weight_bytes, "sha256": self.sha256, "wer": self.wer,
+                "reused_lowering": self.reused_lowering}
+
+
+@dataclass
+class BuildFailure:
+    profile: str
+    reason: str
+    exit_code: int
+
+    def to_dict(self) -> dict:
+        return {"profile": self.profile, "error": self.reason, "exit_code": self.exit_code}
+
+
+def build_bundles(checkpoint: str | Path, profiles: list[str], out: str | Path, *, force: bool = False,
+                  audio: torch.Tensor | None = None, progress: bool = True) -> tuple[list[BuiltBundle], list[BuildFailure]]:
+    """select -> extract -> quantize -> export -> lower -> verify -> bundle, for each profile.
+
+    Profiles that select the same system share one lowering. A profile that nothing fits, or whose program
+    fails verification, is reported in the failures and gets no bundle; the others are still built."""
+    import json
+
+    from tqdm import tqdm
+
+    from allinone.catalog import load_catalog
+    from allinone.checkpoint import load_checkpoint
+    from allinone.errors import AllinoneError, BadInputError
+    from allinone.export import export_subnet
+    from allinone.profiles import load_profile
+    from allinone.select import select
+
+    out = Path(out)
+    ckpt = load_checkpoint(checkpoint)
+    catalog_path = Path(checkpoint) / "catalog.json"
+    if not catalog_path.is_file():
+        raise BadInputError(f"{catalog_path}: missing; run `allinone catalog --checkpoint {checkpoint} --manifest DEV` first")
+    catalog = load_catalog(catalog_path)
+    loaded = [load_profile(p) for p in profiles]  # every profile checked before any lowering
+    for profile in loaded:
+        if (out / profile.name).exists() and not force:
+            raise BadInputError(f"{out / profile.name}: already exists (pass --force to replace it)")
+
+    built, failures, lowered = [], [], {}
+    bar = tqdm(loaded, unit="profile", disable=not progress, dynamic_ncols=True)
+    for profile in bar:
+        bar.set_description(f"{profile.name}")
+        try:
+            selection = select(catalog, profile)
+            chosen = selection.to_dict()
+            spec = SubnetSpec.from_id(chosen["subnet"])
+            reused = spec in lowered
+            if not reused:
+                bar.set_postfix_str(f"lowering {spec.id}")
+                lowered[spec] = export_subnet(ckpt.model, spec)
+            bar.set_postfix_str(f"verifying {spec.id}")
+            path = export_bundle(ckpt, spec, out / profile.name, profile=profile, audio=audio, force=force,
+                                 exported=lowered[spec],
+                                 expected={"wer": chosen["wer"], "cer": None, "manifest": catalog.meta.get("manifest")},
+                                 predicted_latency={**chosen["latency"], "profile": profile.name})
+            manifest = json.loads((path / "manifest.json").read_text())
+            built.append(BuiltBundle(profile.name, path, spec.id, manifest["sizes"]["pte_bytes"],
+                                     manifest["sizes"]["weight_bytes"], manifest["pte"]["sha256"], chosen["wer"], reused))
+            log.info("%s: %s -> %s", profile.name, spec.id, path)
+        except AllinoneError as err:
+            if isinstance(err, BadInputError):
+                raise
+            failures.append(BuildFailure(profile.name, str(err), err.exit_code))
+            log.error("%s: %s", profile.name, err)
+    return built, failures

@@ -9,6 +9,7 @@ import argparse
 import sys
 
 from allinone.errors import AllinoneError
+from allinone_runtime.errors import RuntimeInputError
 
 __all__ = ["build_parser", "main"]
 
@@ -52,7 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
     q.set_defaults(func=_cmd_profiles_validate)
 
     p = sub.add_parser("select", help="the lowest-WER nested system that fits a device profile")
-    p.add_argument("--catalog", required=True, metavar="CATALOG.json", help="catalog of the checkpoint's systems")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", metavar="DIR", help="checkpoint directory; reads DIR/catalog.json "
+                        "(made by `allinone catalog`)")
+    source.add_argument("--catalog", metavar="CATALOG.json", help="a catalog file of a checkpoint's systems")
     p.add_argument("--profile", required=True, metavar="NAME_OR_PATH",
                    help="shipped profile name (see `allinone profiles list`) or path to a .yaml file")
     p.add_argument("--explain", action="store_true",
@@ -61,6 +65,34 @@ def build_parser() -> argparse.ArgumentParser:
                    help="print the selection as JSON (subnet, wer, bytes, latency, every candidate); exit 3 if "
                         "nothing fits")
     p.set_defaults(func=_cmd_select)
+
+    p = sub.add_parser("catalog", help="measure every target system of a checkpoint (size, MACs, dev WER, "
+                       "activation memory) into CHECKPOINT/catalog.json; reruns reuse what is measured")
+    p.add_argument("--checkpoint", required=True, metavar="DIR", help="checkpoint directory")
+    p.add_argument("--manifest", required=True, metavar="DEV", help="dev set to measure WER on (JSONL, TSV, Kaldi "
+                   "dir, LibriSpeech dir)")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--targets", action="store_true", help="the checkpoint's target systems (the default)")
+    which.add_argument("--all", action="store_true", help="every system of the search space")
+    p.add_argument("--no-activations", action="store_true", help="skip lowering the smallest system per precision "
+                   "to measure planned activation memory (minutes for conformer_small)")
+    p.add_argument("--report", action="append", default=[], metavar="REPORT.json",
+                   help="record the latency measured in a runtime report (repeatable); select then calls it "
+                        "measured for the profile the bundle was built for")
+    p.add_argument("--force", action="store_true", help="record reports without checking their device")
+    p.add_argument("--json", action="store_true", help="print the catalog as JSON")
+    p.set_defaults(func=_cmd_catalog)
+
+    p = sub.add_parser("calibrate", help="refit a device profile's latency model from latency reports "
+                       "measured on that device")
+    p.add_argument("--profile", required=True, metavar="NAME_OR_PATH", help="profile to refit")
+    p.add_argument("--report", required=True, action="append", metavar="REPORT.json",
+                   help="report.json written by `allinone bench` or the native runner on the device (repeatable; "
+                        "reports of several systems and precisions fit best)")
+    p.add_argument("--out", metavar="FILE", help="calibrated profile to write (default: NAME.calibrated.yaml)")
+    p.add_argument("--force", action="store_true", help="accept reports whose device (CPU architecture, OS, "
+                   "threads) does not match the profile")
+    p.set_defaults(func=_cmd_calibrate)
 
     # --- eval / compare (issue 4) ---
     p = sub.add_parser("compare", help="is the WER difference of two systems significant? (MAPSSWE test)")
@@ -80,6 +112,57 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hyps-dir", metavar="DIR", help="where SUBNET.hyps.jsonl go (default CHECKPOINT/eval/MANIFEST)")
     p.add_argument("--json", action="store_true", help="print a JSON list (subnet, wer, cer, params, bytes, ...)")
     p.set_defaults(func=_cmd_eval)
+
+    # --- build (issue 6) ---
+    p = sub.add_parser("build", help="build verified ExecuTorch bundles for device profiles from a checkpoint",
+                       description="select -> extract -> quantize -> export -> lower -> verify -> bundle. Exit codes: "
+                                   "0 built; 2 bad input; 3 no system fits a profile; 4 a program failed verification.")
+    p.add_argument("--checkpoint", required=True, metavar="DIR", help="checkpoint directory (with catalog.json)")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--profile", action="append", metavar="P", help="profile name or YAML path (repeatable)")
+    target.add_argument("--all-profiles", action="store_true", help="every shipped profile")
+    p.add_argument("--out", required=True, metavar="DIST", help="bundles go to DIST/<profile>/")
+    p.add_argument("--force", action="store_true", help="replace existing bundles")
+    p.add_argument("--verify-audio", metavar="FILE", help="speech to verify each .pte on (default: the shipped clip)")
+    p.add_argument("--json", action="store_true", help="print each bundle (path, subnet, sizes, sha256) as JSON")
+    p.set_defaults(func=_cmd_build)
+
+    p = sub.add_parser("export", help="lower one known system of a checkpoint to a verified bundle")
+    p.add_argument("--checkpoint", required=True, metavar="DIR")
+    p.add_argument("--subnet", required=True, metavar="ID", help="e.g. d8-f384-h3-w4")
+    p.add_argument("--out", required=True, metavar="DIR", help="bundle directory to write")
+    p.add_argument("--force", action="store_true", help="replace an existing bundle")
+    p.add_argument("--verify-audio", metavar="FILE", help="speech to verify the .pte on (default: the shipped clip)")
+    p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("inspect", help="print a bundle's manifest summary, sizes and delegated operator counts")
+    p.add_argument("bundle", metavar="BUNDLE")
+    p.add_argument("--json", action="store_true", help="print the whole manifest.json")
+    p.set_defaults(func=_cmd_inspect)
+
+    # --- runtime (issue 7) ---
+    p = sub.add_parser("transcribe", help="transcribe audio files with a bundle (greedy CTC, on this machine)")
+    p.add_argument("bundle", metavar="BUNDLE", help="bundle directory (model.pte + manifest.json)")
+    p.add_argument("files", nargs="+", metavar="FILE", help="audio files (WAV/FLAC/OGG, any rate; resampled to 16 kHz)")
+    p.add_argument("--json", action="store_true", help="print JSON: text, per-word start/end times, timings")
+    p.add_argument("--threads", type=int, help="CPU threads (default: ExecuTorch's, the performance cores)")
+    p.set_defaults(func=_cmd_transcribe)
+
+    p = sub.add_parser("bench", help="measure a bundle's latency and memory here; write report.json/.md and a plot")
+    p.add_argument("bundle", metavar="BUNDLE", help="bundle directory")
+    p.add_argument("--out", required=True, metavar="DIR", help="where report.json, report.md and latency.png go")
+    p.add_argument("--lengths", default="1,5,10,20", help="audio lengths in seconds, 0.5-30 (default: 1,5,10,20)")
+    p.add_argument("--runs", type=int, default=10, help="timed runs per length after one warm-up (default: 10)")
+    p.add_argument("--threads", type=int, help="CPU threads (default: ExecuTorch's, the performance cores)")
+    p.add_argument("--etdump", action="store_true", help="add the per-operator breakdown (ETDump + Inspector)")
+    p.add_argument("--audio", metavar="FILE", help="speech repeated to each length (default: the shipped clip)")
+    p.add_argument("--runner", choices=["python", "cpp"], default="python",
+                   help="python: allinone_runtime; cpp: build and run the native runner (needs cmake, g++)")
+    p.set_defaults(func=_cmd_bench)
+
+    p = sub.add_parser("report", help="merge the bench reports under DIST into one comparison table and plot")
+    p.add_argument("dist", metavar="DIST", help="folder of bundles holding report.json files")
+    p.set_defaults(func=_cmd_report)
 
     # --- train (issue 4) ---
     p = sub.add_parser("train", help="train an all-in-one supernet (or one system alone with --only)")
@@ -104,6 +187,53 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     results = evaluate_checkpoint(args.checkpoint, args.manifest, subnets=args.subnet, all_systems=args.all,
                                   hyps_dir=args.hyps_dir, progress=not args.json)
     print(results_to_json(results) if args.json else format_results_table(results))
+    return 0
+
+
+def _verify_audio(path: str | None):
+    if path is None:
+        return None
+    import torch
+
+    from allinone.data.audio import load_audio
+
+    return torch.from_numpy(load_audio(path))[None]
+
+
+def _cmd_build(args: argparse.Namespace) -> int:
+    import json
+
+    from allinone.build import build_bundles
+    from allinone.profiles import list_profiles
+
+    profiles = list_profiles() if args.all_profiles else args.profile
+    built, failures = build_bundles(args.checkpoint, profiles, args.out, force=args.force,
+                                    audio=_verify_audio(args.verify_audio), progress=not args.json)
+    if args.json:
+        print(json.dumps({"bundles": [b.to_dict() for b in built], "failures": [f.to_dict() for f in failures]}, indent=2))
+    else:
+        for b in built:
+            note = " (lowering reused)" if b.reused_lowering else ""
+            print(f"{b.profile:<22} {b.subnet:<16} {b.pte_bytes / 2**20:7.2f} MiB  {b.path}{note}")
+        for f in failures:
+            print(f"{f.profile:<22} FAILED: {f.reason}", file=sys.stderr)
+    return max((f.exit_code for f in failures), default=0)
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from allinone.build import export_bundle
+
+    path = export_bundle(args.checkpoint, args.subnet, args.out, force=args.force, audio=_verify_audio(args.verify_audio))
+    print(path)
+    return 0
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    import json
+
+    from allinone.package import describe_bundle, read_bundle_manifest
+
+    print(json.dumps(read_bundle_manifest(args.bundle), indent=2) if args.json else describe_bundle(args.bundle))
     return 0
 
 
@@ -172,18 +302,57 @@ def _cmd_profiles_validate(args: argparse.Namespace) -> int:
 def _cmd_select(args: argparse.Namespace) -> int:
     from allinone.catalog import load_catalog
     from allinone.profiles import load_profile
-    from allinone.select import explain_table, select, selection_to_json
+    from allinone.select import checkpoint_catalog, explain_table, select, selection_to_json
 
-    selection = select(load_catalog(args.catalog), load_profile(args.profile))
+    profile = load_profile(args.profile)
+    catalog = checkpoint_catalog(args.checkpoint) if args.checkpoint else load_catalog(args.catalog)
+    selection = select(catalog, profile)
     if args.json:
         print(selection_to_json(selection))
         return 0
     c = selection.chosen
     wer = "not measured" if c.entry.wer is None else f"{c.entry.wer:.2%}"
-    print(f"{c.entry.subnet}: WER {wer}, {c.model_bytes / 2**20:.1f} MiB, predicted RTF {c.rtf:.3f} "
+    print(f"{c.entry.subnet}: WER {wer}, {c.model_bytes / 2**20:.1f} MiB, {c.latency_kind} RTF {c.rtf:.3f} "
           f"({c.latency_ms:.0f} ms for {selection.profile.latency.reference_audio_s:g} s) on {selection.profile.name}")
     if args.explain:
         print(explain_table(selection))
+    return 0
+
+
+def _cmd_catalog(args: argparse.Namespace) -> int:
+    import json
+
+    from allinone.catalog import compute_catalog, format_catalog
+    from allinone.latency import read_report
+
+    reports = [read_report(path) for path in args.report]  # all checked before minutes of work start
+    run = compute_catalog(args.checkpoint, args.manifest, all_systems=args.all, activations=not args.no_activations,
+                          reports=reports, force=args.force, progress=not args.json)
+    if args.json:
+        print(json.dumps(run.catalog.to_dict(), indent=2))
+        return 0
+    print(format_catalog(run.catalog))
+    print(f"{run.path}: {len(run.catalog.entries)} systems; evaluated {len(run.evaluated)}, reused "
+          f"{len(run.reused)}, lowered {len(run.lowered)}" + (f" ({', '.join(run.lowered)})" if run.lowered else "")
+          + (f"; {len(run.dropped)} WERs from other weights or another dev set discarded" if run.dropped else ""))
+    return 0
+
+
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    from allinone.latency import calibrate_profile, read_report, save_profile
+    from allinone.profiles import load_profile
+
+    profile = load_profile(args.profile)
+    reports = [read_report(path) for path in args.report]
+    result = calibrate_profile(profile, reports, force=args.force)
+    out = save_profile(result.profile, args.out or f"{profile.name}.calibrated.yaml",
+                       header=f"Calibrated by `allinone calibrate` from {', '.join(args.report)}.")
+    model = result.profile.latency_model
+    figures = ", ".join(f"{k} {v:g}" for k, v in vars(model.throughput_gmacs).items() if v is not None)
+    print(f"{out}: overhead_ms {model.overhead_ms:g}, GMAC/s {figures} (workload_factor 1); largest fit error "
+          f"{result.fit.max_abs_error:.1%}, uncertainty_pct {model.uncertainty_pct:g}")
+    for note in result.notes[1:]:
+        print(f"  {note}")
     return 0
 
 
@@ -222,6 +391,29 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- runtime (issue 7) ---
+def _cmd_transcribe(args: argparse.Namespace) -> int:
+    from allinone_runtime.commands import transcribe_command
+
+    return transcribe_command(args.bundle, args.files, as_json=args.json, threads=args.threads)
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    import importlib.resources
+
+    from allinone_runtime.commands import bench_command
+
+    audio = args.audio or str(importlib.resources.files("allinone") / "assets" / "sample.wav")
+    return bench_command(args.bundle, args.out, lengths=args.lengths, runs=args.runs, threads=args.threads,
+                         etdump=args.etdump, audio=audio, runner=args.runner)
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from allinone_runtime.commands import report_command
+
+    return report_command(args.dist)
+
+
 def _configure_logging() -> None:
     """The CLI is an application, so it sets up logging (the library never does)."""
     import logging
@@ -231,6 +423,10 @@ def _configure_logging() -> None:
     # an enum torchao registers. Neither concerns a user of this CLI.
     logging.getLogger("torchao").setLevel(logging.ERROR)
     logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
+    import warnings
+
+    # torch.export's pytree deprecation notice, raised from inside torch during every export.
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=FutureWarning)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -238,7 +434,7 @@ def main(argv: list[str] | None = None) -> int:
     _configure_logging()
     try:
         return args.func(args)
-    except AllinoneError as err:
+    except (AllinoneError, RuntimeInputError) as err:  # RuntimeInputError: allinone_runtime's (issue 7)
         print(f"allinone: error: {err}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:

@@ -12,7 +12,8 @@ from pathlib import Path
 
 from allinone.errors import BadInputError
 
-__all__ = ["BUNDLE_FORMAT_VERSION", "write_bundle", "quantization_info", "io_signature", "versions"]
+__all__ = ["BUNDLE_FORMAT_VERSION", "write_bundle", "read_bundle_manifest", "describe_bundle", "quantization_info",
+           "io_signature", "versions"]
 
 BUNDLE_FORMAT_VERSION = 1
 FRAME_SHIFT_S = 0.04  # 10 ms hop x4 subsampling
@@ -80,3 +81,57 @@ def write_bundle(directory: str | Path, pte: bytes, manifest: dict, *, force: bo
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
     return directory
+
+
+def read_bundle_manifest(directory: str | Path) -> dict:
+    """The manifest of bundle `directory`, after checking its format version and the sha256 of model.pte."""
+    directory = Path(directory)
+    manifest_path, pte_path = directory / "manifest.json", directory / "model.pte"
+    if not manifest_path.is_file():
+        raise BadInputError(f"bundle {directory}: missing manifest.json")
+    if not pte_path.is_file():
+        raise BadInputError(f"bundle {directory}: missing model.pte")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise BadInputError(f"bundle {manifest_path}: not valid JSON ({err})") from None
+    if not isinstance(manifest, dict) or manifest.get("format_version") != BUNDLE_FORMAT_VERSION:
+        got = manifest.get("format_version") if isinstance(manifest, dict) else None
+        raise BadInputError(f"bundle {manifest_path}: format_version {got!r} is not supported (expected {BUNDLE_FORMAT_VERSION})")
+    digest = hashlib.sha256(pte_path.read_bytes()).hexdigest()
+    if digest != manifest.get("pte", {}).get("sha256"):
+        raise BadInputError(f"bundle {pte_path}: sha256 does not match manifest.json (the file was modified or damaged)")
+    return manifest
+
+
+def describe_bundle(directory: str | Path) -> str:
+    """`allinone inspect`: what a bundle holds, its sizes and how much of it XNNPACK runs."""
+    m = read_bundle_manifest(directory)
+    spec, quant, sizes = m["model"]["subnet"], m["quantization"], m["sizes"]
+    lowering = m.get("lowering", {})
+    portable = lowering.get("portable_ops", {})
+    delegated = lowering.get("delegated_ops", 0)
+    n_portable = sum(portable.values())
+    share = delegated / max(1, delegated + n_portable)
+    latency = m.get("latency", {})
+    lines = [
+        f"bundle      {directory}",
+        f"system      {spec['id']} ({m['model']['family']}, {m['model']['params']:,} params, "
+        f"{m['model']['macs_per_second'] / 1e6:.1f} MMAC per audio second)",
+        f"weights     {quant['scheme']}" + (f", group {quant['group_size']}" if quant.get("group_size") else "")
+        + (f"; float layers: {', '.join(quant['float_layers'])}" if quant.get("float_layers") else ""),
+        f"sizes       model.pte {sizes['pte_bytes']:,} B; accounted weights {sizes['weight_bytes']:,} B; "
+        f"{sizes['compression_ratio']:.1f}x smaller than the float full system",
+        f"profile     {(m.get('profile') or {}).get('name', '-')}",
+        f"expected    WER {m['expected']['wer']:.2%}" if m.get("expected", {}).get("wer") is not None
+        else "expected    WER not measured",
+        f"operators   {delegated} delegated to XNNPACK, {n_portable} outside ({share:.0%} delegated)"
+        + (f": {', '.join(f'{k} x{v}' for k, v in sorted(portable.items(), key=lambda kv: -kv[1]))}" if portable else ""),
+    ]
+    for kind in ("predicted", "measured"):
+        value = latency.get(kind)
+        if value:
+            lines.append(f"latency     {kind}: {value.get('ms', 0):.1f} ms for {value.get('reference_audio_s')} s "
+                         f"(RTF {value.get('rtf', 0):.3f})")
+    lines.append(f"built with  " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()))
+    return "\n".join(lines)

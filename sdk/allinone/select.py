@@ -3,23 +3,28 @@ other system lost.
 
 Constraints are checked in a fixed order and the first one a system fails is its reason: allowed weight
 bits, model bytes, peak memory (model + planned activations + runtime overhead), then latency (real-time
-factor at the profile's reference length, predicted by the profile's latency model). Among the systems that
+factor at the profile's reference length: measured, when the catalog holds a report from the profile's own
+device at that length, else predicted by the profile's latency model). Among the systems that
 pass, the lowest WER wins; ties go to the smaller model, then to the smaller subnet id, so the answer never
 depends on catalog order.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from allinone.catalog import Catalog, CatalogEntry
+from allinone.catalog import CATALOG_FILE, Catalog, CatalogEntry, MeasuredLatency, load_catalog
 from allinone.errors import BadInputError, NoFitError
+from allinone.latency import predict_peak_bytes
 from allinone.profiles import MIB, DeviceProfile
 
-__all__ = ["CONSTRAINTS", "Candidate", "Selection", "select", "explain_table", "selection_to_json"]
+__all__ = ["CONSTRAINTS", "Candidate", "Selection", "select", "select_for_checkpoint", "checkpoint_catalog",
+           "explain_table", "selection_to_json"]
 
 CONSTRAINTS = ("weight_bits", "model_bytes", "peak_memory", "latency")  # checked in this order
 SELECTED, WER_UNKNOWN, HIGHER_WER, TIE = "selected", "wer_unknown", "higher_wer", "tie"
@@ -33,10 +38,15 @@ class Candidate:
     entry: CatalogEntry
     model_bytes: int
     peak_bytes: int  # model + activations (0 when not measured) + runtime overhead
-    latency_ms: float | None  # predicted; None when the profile has no throughput for these bits
+    latency_ms: float | None  # None when not measured and the profile has no throughput for these bits
     rtf: float | None
     verdict: str
     reason: str
+    measured: MeasuredLatency | None = None  # the device measurement latency_ms comes from, if any
+
+    @property
+    def latency_kind(self) -> str:
+        return "measured" if self.measured is not None else "predicted"
 
 
 @dataclass(frozen=True)
@@ -59,15 +69,7 @@ class Selection:
             "bytes": chosen.model_bytes,
             "bytes_from": "pte" if chosen.entry.pte_bytes is not None else "weights",
             "peak_bytes": chosen.peak_bytes,
-            "latency": {
-                "ms": chosen.latency_ms,
-                "rtf": chosen.rtf,
-                "reference_audio_s": profile.latency.reference_audio_s,
-                "measured": False,  # selection only predicts; a runtime report is the measurement
-                "kind": "predicted",
-                "model": {"profile": profile.name, "source": profile.latency_model.source,
-                          "uncertainty_pct": profile.latency_model.uncertainty_pct},
-            },
+            "latency": _latency_json(chosen, profile),
             "constraints": {
                 "weight_bits": list(profile.weight_bits),
                 "max_model_bytes": int(profile.memory.max_model_mib * MIB),
@@ -76,11 +78,36 @@ class Selection:
             },
             "candidates": [
                 {"subnet": c.entry.subnet, "weight_bits": c.entry.weight_bits, "wer": c.entry.wer,
-                 "bytes": c.model_bytes, "peak_bytes": c.peak_bytes, "rtf": c.rtf, "verdict": c.verdict,
-                 "reason": c.reason}
+                 "bytes": c.model_bytes, "peak_bytes": c.peak_bytes, "rtf": c.rtf, "latency_kind": c.latency_kind,
+                 "verdict": c.verdict, "reason": c.reason}
                 for c in self.candidates
             ],
         }
+
+
+def _latency_json(c: Candidate, profile: DeviceProfile) -> dict[str, Any]:
+    out = {"ms": c.latency_ms, "rtf": c.rtf, "reference_audio_s": profile.latency.reference_audio_s,
+           "measured": c.measured is not None, "kind": c.latency_kind}
+    if c.measured is not None:  # only a report from this profile's device gets here (see _predict)
+        m = c.measured
+        out["device"] = {"profile": m.profile, "machine": m.machine, "cpu": m.cpu, "runner": m.runner,
+                         "threads": m.threads, "date": m.date, "report": m.report}
+    else:
+        out["model"] = _model_json(profile)
+    # The prediction is always given too, so a bundle can carry both and a reader can compare them.
+    reference = profile.latency.reference_audio_s
+    try:
+        ms = profile.predict_latency_ms(c.entry.macs_per_second * reference, c.entry.weight_bits)
+    except BadInputError:  # the profile has no throughput for these bits
+        out["predicted"] = None
+    else:
+        out["predicted"] = {"ms": ms, "rtf": ms / (reference * 1000.0), "model": _model_json(profile)}
+    return out
+
+
+def _model_json(profile: DeviceProfile) -> dict[str, Any]:
+    model = profile.latency_model
+    return {"profile": profile.name, "source": model.source, "uncertainty_pct": model.uncertainty_pct}
 
 
 @dataclass(frozen=True)
@@ -96,21 +123,26 @@ def _round_up(value: float, step: float) -> float:
     return round(out if out >= value else out + step, 6)
 
 
-def _predict(entry: CatalogEntry, profile: DeviceProfile) -> tuple[float | None, float | None]:
+def _predict(entry: CatalogEntry, profile: DeviceProfile) -> tuple[float | None, float | None,
+                                                                    MeasuredLatency | None]:
+    """(latency_ms, rtf, measurement): measured on the profile's device at its reference length when the
+    catalog has it (reports are checked against the device when added), else the profile's prediction."""
+    measured = entry.measured_on(profile.name, profile.latency.reference_audio_s)
+    if measured is not None:
+        return measured.p50_ms, measured.rtf, measured
     try:
         latency_ms = profile.predict_latency_ms(entry.macs_per_second * profile.latency.reference_audio_s,
                                                 entry.weight_bits)
     except BadInputError:  # no throughput figure for these bits: only possible for bits the profile disallows
-        return None, None
-    return latency_ms, latency_ms / (profile.latency.reference_audio_s * 1000.0)
+        return None, None, None
+    return latency_ms, latency_ms / (profile.latency.reference_audio_s * 1000.0), None
 
 
 def _peak_bytes(entry: CatalogEntry, profile: DeviceProfile) -> int:
-    overhead = int(profile.memory.runtime_overhead_mib * MIB)
-    return entry.model_bytes + (entry.activation_bytes or 0) + overhead
+    return predict_peak_bytes(entry.model_bytes, entry.activation_bytes, profile)
 
 
-def _failures(entry: CatalogEntry, profile: DeviceProfile, rtf: float | None) -> list[_Failure]:
+def _failures(entry: CatalogEntry, profile: DeviceProfile, rtf: float | None, kind: str) -> list[_Failure]:
     """Every constraint the entry fails, in CONSTRAINTS order."""
     out, mem, lat = [], profile.memory, profile.latency
     if entry.weight_bits not in profile.weight_bits:
@@ -133,7 +165,7 @@ def _failures(entry: CatalogEntry, profile: DeviceProfile, rtf: float | None) ->
         out.append(_Failure("latency", f"no throughput figure for {entry.weight_bits}-bit weights",
                             f"add latency_model.throughput_gmacs for {entry.weight_bits}-bit weights", 1.0))
     elif rtf > lat.max_rtf:
-        out.append(_Failure("latency", f"RTF {rtf:.3f} (predicted) > latency.max_rtf {lat.max_rtf:g} "
+        out.append(_Failure("latency", f"RTF {rtf:.3f} ({kind}) > latency.max_rtf {lat.max_rtf:g} "
                                        f"at {lat.reference_audio_s:g} s",
                             f"latency.max_rtf to >= {_round_up(rtf, 0.001):g}", rtf / lat.max_rtf - 1))
     return out
@@ -150,11 +182,11 @@ def select(catalog: Catalog, profile: DeviceProfile) -> Selection:
         raise BadInputError("catalog: no systems in it; expected at least one entry")
     judged: list[tuple[Candidate, list[_Failure]]] = []
     for entry in catalog.entries:
-        latency_ms, rtf = _predict(entry, profile)
-        failures = _failures(entry, profile, rtf)
+        latency_ms, rtf, measured = _predict(entry, profile)
+        failures = _failures(entry, profile, rtf, "measured" if measured else "predicted")
         verdict, reason = (failures[0].constraint, failures[0].reason) if failures else ("", "")
         judged.append((Candidate(entry, entry.model_bytes, _peak_bytes(entry, profile), latency_ms, rtf,
-                                 verdict, reason), failures))
+                                 verdict, reason, measured), failures))
 
     fits = [c for c, failures in judged if not failures]
     ranked = sorted((c for c in fits if c.entry.wer is not None), key=_accuracy_order)
@@ -170,7 +202,7 @@ def select(catalog: Catalog, profile: DeviceProfile) -> Selection:
 
 
 def _replace_verdict(c: Candidate, verdict: str, reason: str) -> Candidate:
-    return Candidate(c.entry, c.model_bytes, c.peak_bytes, c.latency_ms, c.rtf, verdict, reason)
+    return dataclasses.replace(c, verdict=verdict, reason=reason)
 
 
 def _loser(c: Candidate, best: Candidate) -> tuple[str, str]:
@@ -204,14 +236,14 @@ def explain_table(selection: Selection) -> str:
              f"{'/'.join(map(str, p.weight_bits))}; model <= {p.memory.max_model_mib:g} MiB; "
              f"peak <= {p.memory.max_peak_rss_mib:g} MiB; RTF <= {p.latency.max_rtf:g} at "
              f"{p.latency.reference_audio_s:g} s"]
-    header = ("", "subnet", "bits", "WER", "model MiB", "peak MiB", "RTF*", "result")
+    header = ("", "subnet", "bits", "WER", "model MiB", "peak MiB", "RTF", "result")
     rows = [header]
     for c in selection.candidates:
         rows.append((">" if c.verdict == SELECTED else "", c.entry.subnet, str(c.entry.weight_bits),
                      "-" if c.entry.wer is None else f"{c.entry.wer:.2%}",
                      f"{c.model_bytes / MIB:.1f}" + ("" if c.entry.pte_bytes is not None else "w"),
                      f"{c.peak_bytes / MIB:.1f}" + ("" if c.entry.activation_bytes is not None else "?"),
-                     "-" if c.rtf is None else f"{c.rtf:.3f}",
+                     "-" if c.rtf is None else f"{c.rtf:.3f}" + ("m" if c.measured is not None else "*"),
                      c.reason))
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     right = {2, 3, 4, 5, 6}  # numbers align right
@@ -219,11 +251,28 @@ def explain_table(selection: Selection) -> str:
         cells = [cell.rjust(w) if i in right else cell.ljust(w) for i, (cell, w) in enumerate(zip(r, widths))]
         lines.append("  ".join(cells).rstrip())
     model = p.latency_model
-    lines.append(f"* RTF predicted by the profile's latency model ({model.source}, ±{model.uncertainty_pct:g}%), "
-                 f"not measured. w: weight bytes (no .pte yet). ?: activations not measured, counted as 0.")
+    lines.append(f"*: RTF predicted by the profile's latency model ({model.source}, ±{model.uncertainty_pct:g}%), "
+                 f"not measured. m: measured on the {p.name} device (from its report). w: weight bytes (no .pte "
+                 f"yet). ?: activations not measured, counted as 0.")
     return "\n".join(lines)
 
 
 def selection_to_json(selection: Selection) -> str:
     """The selection for build scripts: subnet, wer, bytes, latency (measured or predicted) and every candidate."""
     return json.dumps(selection.to_dict(), indent=2)
+
+
+def checkpoint_catalog(checkpoint: str | Path) -> Catalog:
+    """CHECKPOINT/catalog.json; BadInputError telling the user how to make it when it is missing."""
+    path = Path(checkpoint) / CATALOG_FILE
+    if not Path(checkpoint).is_dir():
+        raise BadInputError(f"checkpoint {checkpoint}: not a directory; expected a checkpoint directory")
+    if not path.is_file():
+        raise BadInputError(f"{path}: no catalog yet; expected one made by `allinone catalog --checkpoint "
+                            f"{checkpoint} --manifest DEV` (it measures every system's size and dev-set WER)")
+    return load_catalog(path)
+
+
+def select_for_checkpoint(checkpoint: str | Path, profile: DeviceProfile) -> Selection:
+    """`select` over the catalog stored beside a checkpoint."""
+    return select(checkpoint_catalog(checkpoint), profile)

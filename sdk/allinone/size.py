@@ -1,8 +1,8 @@
 """Size accounting of a nested system: parameters, exact weight bytes at its precision, and MACs.
 
 Bytes are what the deployed program stores: every quantized linear's weight at `bits` per value (4-bit
-values packed two per byte) plus one float32 scale per output channel (8-bit) or per group of 32 inputs
-(4-bit); symmetric quantization stores no zero-points. Everything else (biases, norms, convolutions, the
+values packed two per byte) plus one float32 scale per output channel (8-bit) or one bfloat16 scale per
+group of 32 inputs (4-bit, as XNNPACK stores them); symmetric quantization stores no zero-points. Everything else (biases, norms, convolutions, the
 frontend's DFT kernels, mel filters and feature statistics) is float32.
 """
 
@@ -13,12 +13,10 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from allinone.nn.quant import GROUP_SIZE_INT4, quantizable_width
+from allinone.nn.quant import GROUP_SIZE_INT4, SCALE_DTYPE, quantizable_width
 from allinone.spec import SubnetSpec
 
 __all__ = ["SubnetSize", "subnet_size", "module_weight_bytes", "macs_per_second"]
-
-SCALE_BYTES = 4  # float32 scales
 
 
 @dataclass(frozen=True)
@@ -38,7 +36,8 @@ def _linear_bytes(linear: nn.Linear, bits: int) -> int:
     if bits == 32 or not quantizable_width(in_f, bits):
         return out_f * in_f * 4 + bias
     scales = out_f if bits == 8 else out_f * (in_f // GROUP_SIZE_INT4)
-    return (out_f * in_f * bits + 7) // 8 + scales * SCALE_BYTES + bias
+    scale_bytes = torch.empty(0, dtype=SCALE_DTYPE[bits]).element_size()
+    return (out_f * in_f * bits + 7) // 8 + scales * scale_bytes + bias
 
 
 def module_weight_bytes(module: nn.Module, bits: int) -> int:

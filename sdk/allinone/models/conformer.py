@@ -163,7 +163,7 @@ class _ExportableLayerNorm(nn.LayerNorm):
         super().__init__(source.normalized_shape, eps=source.eps)
         self.load_state_dict(source.state_dict())
         dim = self.normalized_shape[0]
-        self.register_buffer("_averager", torch.full((1, dim), 1.0 / dim), persistent=False)
+        self.register_buffer("_averager", torch.full((1, dim), 1.0 / dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         centred = x - F.linear(x, self._averager)  # (..., D)
@@ -339,8 +339,8 @@ class ConformerSubnet(nn.Module):
         d, f, a = cfg.d_model, spec.ffn_dim, spec.heads * cfg.head_dim
         dims = {"ffn1_up": (d, f), "ffn1_down": (f, d), "ffn2_up": (d, f), "ffn2_down": (f, d),
                 "q": (d, a), "k": (d, a), "v": (d, a), "out": (a, d), "pw_in": (d, 2 * d), "pw_out": (d, d)}
-        self.frontend = LogMelFrontend(cfg.frontend)
-        self.frontend.load_state_dict(supernet.frontend.state_dict())
+        self.frontend = LogMelFrontend(cfg.frontend, persistent_constants=True)
+        self.frontend.load_state_dict(supernet.frontend.state_dict(), strict=False)
         self.subsampling = _ConvSubsampling(cfg.subsampling_channels)
         self.subsampling.load_state_dict(supernet.subsampling.state_dict())
         self.input_proj = supernet.input_proj.extract()

@@ -72,17 +72,20 @@ class LogMelFrontend(nn.Module):
     travel with the weights, so the exported program normalises its own input.
     """
 
-    def __init__(self, cfg: FrontendConfig = FrontendConfig()):
+    def __init__(self, cfg: FrontendConfig = FrontendConfig(), persistent_constants: bool = False):
         super().__init__()
         self.cfg = cfg
         # Real and imaginary parts as two convolutions rather than one sliced in two: XNNPACK cannot
         # slice a tensor whose length is dynamic, and a slice outside the delegate splits the program.
+        # They and the mel filters are derived from the config, so a supernet does not save them with its
+        # weights: checkpoints stay small and float16 storage cannot round them. An extracted system keeps them
+        # persistent, because ExecuTorch's lowering refuses non-persistent buffers.
         cos_kernels, sin_kernels = _dft_kernels(cfg)
-        self.register_buffer("dft_cos", torch.from_numpy(cos_kernels))
-        self.register_buffer("dft_sin", torch.from_numpy(sin_kernels))
+        self.register_buffer("dft_cos", torch.from_numpy(cos_kernels), persistent=persistent_constants)
+        self.register_buffer("dft_sin", torch.from_numpy(sin_kernels), persistent=persistent_constants)
         # Stored (n_mels, bins) so the mel projection is one F.linear, which XNNPACK runs; a matmul would
         # decompose into expand + reshape ops that it cannot take with a dynamic length.
-        self.register_buffer("mel_fbank", torch.from_numpy(mel_filterbank(cfg).T.copy()))
+        self.register_buffer("mel_fbank", torch.from_numpy(mel_filterbank(cfg).T.copy()), persistent=persistent_constants)
         self.register_buffer("feature_mean", torch.zeros(cfg.n_mels))
         self.register_buffer("feature_std", torch.ones(cfg.n_mels))
 

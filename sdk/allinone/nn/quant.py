@@ -2,7 +2,9 @@
 
 Deployment numerics (torchao `Int8DynamicActivationIntxWeightConfig`, lowered to XNNPACK):
   * 8-bit weights: symmetric int8, one scale per output channel;
-  * 4-bit weights: symmetric int4, one scale per group of 32 input features;
+  * 4-bit weights: symmetric int4, one bfloat16 scale per group of 32 input features (XNNPACK's blockwise
+    kernels store group scales in bfloat16, so the scale is rounded to bfloat16 before the weights are
+    quantized with it, as torchao does with `weight_scale_dtype=torch.bfloat16`);
   * activations of a quantized linear: dynamic asymmetric int8, one scale/zero-point per token.
 Training applies exactly these quantize->dequantize steps with a straight-through estimator, so the
 gradient reaches the shared float weights and the trained model is the deployed model.
@@ -19,11 +21,12 @@ from torchao.quantization.quant_primitives import (
     quantize_affine,
 )
 
-__all__ = ["GROUP_SIZE_INT4", "weight_qrange", "weight_block_size", "fake_quantize_weight",
+__all__ = ["GROUP_SIZE_INT4", "SCALE_DTYPE", "weight_qrange", "weight_block_size", "fake_quantize_weight",
            "fake_quantize_activation", "torchao_config", "quantizable_width"]
 
 GROUP_SIZE_INT4 = 32  # XNNPACK's 4-bit kernels need a group size that is a multiple of 32
 _QRANGE = {8: (-128, 127), 4: (-8, 7)}
+SCALE_DTYPE = {8: torch.float32, 4: torch.bfloat16}  # how the deployed kernels store weight scales
 
 
 def weight_qrange(bits: int) -> tuple[int, int]:
@@ -46,6 +49,7 @@ def _quant_dequant_weight(weight: torch.Tensor, bits: int) -> torch.Tensor:
     scale, zero_point = choose_qparams_affine(
         weight, MappingType.SYMMETRIC, block, target_dtype=torch.int8, quant_min=qmin, quant_max=qmax,
         zero_point_dtype=torch.int8, keepdim=True)
+    scale = scale.to(SCALE_DTYPE[bits])
     q = quantize_affine(weight, block, scale, zero_point, output_dtype=torch.int8, quant_min=qmin, quant_max=qmax)
     return dequantize_affine(q, block, scale, zero_point, torch.int8, qmin, qmax, output_dtype=weight.dtype)
 
@@ -87,5 +91,5 @@ def torchao_config(bits: int):
     if bits == 4:
         return Int8DynamicActivationIntxWeightConfig(
             weight_dtype=torch.int4, weight_granularity=PerGroup(GROUP_SIZE_INT4),
-            weight_mapping_type=MappingType.SYMMETRIC)
+            weight_mapping_type=MappingType.SYMMETRIC, weight_scale_dtype=SCALE_DTYPE[4])
     raise ValueError(f"no torchao config for {bits}-bit weights (expected 8 or 4)")

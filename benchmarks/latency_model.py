@@ -1,0 +1,132 @@
+"""Latency model on this host: predicted vs measured latency of lowered conformer_small systems.
+
+Lowers each system (random-initialised weights: timing does not depend on their values; cached in --work),
+times it in the ExecuTorch runtime at the profile's reference length and thread count in a fresh process,
+fits the profile's latency model (overhead + MACs / throughput per precision) and prints, per system:
+
+- the measured median (best of the interleaved rounds),
+- the prediction of the fit to all systems and its error,
+- the leave-one-out prediction (fit to the other systems) and its error: what to expect for a system that
+  was not measured,
+- the prediction of the profile as shipped before this run,
+- measured peak RSS vs the predicted .pte + planned activations + runtime overhead (the overhead measured
+  here on a tiny program).
+
+    .venv/bin/python benchmarks/latency_model.py [--work DIR] [--profile host-x86_64] [--write-profile FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import logging
+import sys
+from pathlib import Path
+
+DEFAULT_SYSTEMS = [  # three per precision, spanning depth, feed-forward width and heads
+    "d12-f512-h4-w32", "d8-f384-h3-w32", "d4-f128-h2-w32",
+    "d12-f512-h4-w8", "d6-f256-h4-w8", "d4-f128-h2-w8",
+    "d12-f512-h4-w4", "d10-f128-h2-w4", "d4-f512-h3-w4",
+]
+MIB = 2**20
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--profile", default="host-x86_64", help="profile giving threads and reference length")
+    p.add_argument("--systems", nargs="+", default=DEFAULT_SYSTEMS, metavar="ID", help="conformer_small systems")
+    p.add_argument("--work", default="runs/latency_model", help="cache of lowered programs (default: %(default)s)")
+    p.add_argument("--runs", type=int, default=10, help="timed calls per round after one warm-up call")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds; the best median counts")
+    p.add_argument("--write-profile", metavar="FILE", help="write the profile refitted from these measurements")
+    return p.parse_args(argv)
+
+
+def _fmt_table(rows: list[tuple[str, ...]], right_from: int = 1) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.rjust(w) if i >= right_from else c.ljust(w) for i, (c, w) in
+                               enumerate(zip(r, widths))).rstrip() for r in rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import torch
+
+    from allinone.data.tokenizer import CharTokenizer
+    from allinone.latency import (fit_latency_model, host_device, measure_host, measured_profile,
+                                  planned_activation_bytes, runtime_overhead_bytes, save_profile, tiny_program)
+    from allinone.models.conformer import conformer_small
+    from allinone.profiles import load_profile
+    from allinone.spec import SubnetSpec
+
+    args = _parse_args(argv)
+    logging.getLogger("torchao").setLevel(logging.ERROR)
+    profile = load_profile(args.profile)
+    audio_s, threads = profile.latency.reference_audio_s, profile.threads
+
+    def log(message: str) -> None:
+        print(f"[{datetime.datetime.now():%H:%M:%S}] {message}", file=sys.stderr, flush=True)
+
+    torch.manual_seed(0)
+    model = conformer_small(len(CharTokenizer())).eval()
+    specs = [model.search_space.validate(SubnetSpec.from_id(s)) for s in args.systems]
+    systems = measure_host(model, specs, threads=threads, audio_s=audio_s, runs=args.runs, rounds=args.rounds,
+                           work_dir=args.work, log=log)
+    tiny = tiny_program(args.work)
+    overhead, _ = runtime_overhead_bytes(tiny, threads=threads, audio_s=audio_s)
+    log(f"runtime overhead {overhead / MIB:.1f} MiB (tiny program {len(tiny)} B, activations "
+        f"{planned_activation_bytes(tiny)} B)")
+
+    points = [s.point() for s in systems]
+    fit = fit_latency_model(points, prior_overhead_ms=profile.latency_model.overhead_ms)
+    rows = [("system", "MMAC/s", "measured ms", "fit ms", "err", "leave-1-out ms", "err", "shipped ms", "err",
+             "peak MiB", "predicted", "err", "act MiB")]
+    loo_errors, shipped_errors, peak_errors = [], [], []
+    for i, (s, point) in enumerate(zip(systems, points)):
+        others = points[:i] + points[i + 1:]
+        same_bits = [p for p in others if p.weight_bits == s.weight_bits]
+        loo = fit_latency_model(others, prior_overhead_ms=fit.overhead_ms).predict_ms(point.macs, s.weight_bits) \
+            if same_bits else float("nan")
+        fitted = fit.predict_ms(point.macs, s.weight_bits)
+        shipped = profile.predict_latency_ms(point.macs, s.weight_bits)
+        peak_pred = s.pte_bytes + s.activation_bytes + overhead
+        errs = [(v - s.ms) / s.ms for v in (fitted, loo, shipped)]
+        loo_errors.append(abs(errs[1]))
+        shipped_errors.append(abs(errs[2]))
+        peak_errors.append((peak_pred - s.peak_rss_bytes) / s.peak_rss_bytes)
+        rows.append((s.subnet, f"{s.macs_per_second / 1e6:.1f}", f"{s.ms:.1f}", f"{fitted:.1f}", f"{errs[0]:+.1%}",
+                     f"{loo:.1f}", f"{errs[1]:+.1%}", f"{shipped:.1f}", f"{errs[2]:+.1%}",
+                     f"{s.peak_rss_bytes / MIB:.1f}", f"{peak_pred / MIB:.1f}", f"{peak_errors[-1]:+.1%}",
+                     f"{s.activation_bytes / MIB:.2f}"))
+
+    device = host_device()
+    print(f"host: {device['cpu']} ({device['cores']} cores, {device['system']}); profile {profile.name}: "
+          f"{threads} threads, {audio_s:g} s of audio; best median of {args.rounds} rounds x {args.runs} calls")
+    print(_fmt_table(rows))
+    print()
+    gmacs = ", ".join(f"{b}-bit {g:.1f}" for b, g in sorted(fit.effective_gmacs.items(), reverse=True))
+    print(f"fit: overhead_ms {fit.overhead_ms:.2f}{'' if fit.overhead_fitted else ' (kept)'}; effective GMAC/s "
+          f"{gmacs}")
+    print(f"error |predicted - measured| / measured: fit max {fit.max_abs_error:.1%}; leave-one-out max "
+          f"{max(loo_errors):.1%}, mean {sum(loo_errors) / len(loo_errors):.1%}; shipped profile max "
+          f"{max(shipped_errors):.1%}")
+    print(f"peak memory: predicted vs measured max {max(peak_errors, key=abs):+.1%}; runtime overhead "
+          f"{overhead / MIB:.1f} MiB")
+    for b in sorted(fit.effective_gmacs, reverse=True):
+        dense = getattr(profile.latency_model.throughput_gmacs, {32: "fp32", 8: "int8", 4: "int4"}[b])
+        if dense is not None and profile.latency_model.workload_factor < 1:  # dense GEMM figures to compare with
+            print(f"  {b}-bit: the encoder reaches {fit.effective_gmacs[b] / dense:.2f} of the profile's dense "
+                  f"{dense:g} GMAC/s")
+
+    if args.write_profile:
+        today = datetime.date.today().isoformat()
+        citation = (f"timed {len(systems)} lowered conformer_small systems on this host ({device['cpu']}), "
+                    f"ExecuTorch XNNPACK, {threads} threads, {audio_s:g} s, best median of {args.rounds}x"
+                    f"{args.runs}: benchmarks/latency_model.py; leave-one-out error max {max(loo_errors):.0%}")
+        new, notes = measured_profile(profile, fit, overhead_bytes=overhead, date=today, citations=[citation])
+        save_profile(new, args.write_profile, header=f"Measured by benchmarks/latency_model.py on {today}.")
+        print(f"wrote {args.write_profile}: " + "; ".join(notes))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,61 @@
+"""`python -m allinone_runtime transcribe|bench|report ...`: the runtime's own CLI, for devices without allinone."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from allinone_runtime.errors import RuntimeInputError
+
+__all__ = ["build_parser", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m allinone_runtime", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("transcribe", help="transcribe audio files with a bundle (greedy CTC)")
+    p.add_argument("bundle", metavar="BUNDLE", help="bundle directory (model.pte + manifest.json)")
+    p.add_argument("files", nargs="+", metavar="FILE", help="audio files (WAV/FLAC/OGG, any rate; resampled to 16 kHz)")
+    p.add_argument("--json", action="store_true", help="print JSON: text, per-word start/end times, timings")
+    p.add_argument("--threads", type=int, help="CPU threads (default: ExecuTorch's, the performance cores)")
+
+    p = sub.add_parser("bench", help="time a bundle on this machine; write report.json, report.md, latency.png")
+    p.add_argument("bundle", metavar="BUNDLE", help="bundle directory")
+    p.add_argument("--out", required=True, metavar="DIR", help="where the report goes")
+    p.add_argument("--lengths", default="1,5,10,20", help="audio lengths in seconds, 0.5-30 (default: 1,5,10,20)")
+    p.add_argument("--runs", type=int, default=10, help="timed runs per length after one warm-up (default: 10)")
+    p.add_argument("--threads", type=int, help="CPU threads (default: ExecuTorch's, the performance cores)")
+    p.add_argument("--etdump", action="store_true", help="add the per-operator breakdown (ETDump + Inspector)")
+    p.add_argument("--audio", metavar="FILE", help="speech clip repeated to each length (default: seeded noise)")
+    p.add_argument("--runner", choices=["python", "cpp"], default="python",
+                   help="python: this runtime; cpp: build and run the native runner (needs cmake, g++)")
+
+    p = sub.add_parser("report", help="merge the report.json files under DIST into one table and plot")
+    p.add_argument("dist", metavar="DIST", help="folder holding bundles' bench reports")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from allinone_runtime.commands import bench_command, report_command, transcribe_command
+
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")  # an application
+    try:
+        if args.command == "transcribe":
+            return transcribe_command(args.bundle, args.files, as_json=args.json, threads=args.threads)
+        if args.command == "bench":
+            return bench_command(args.bundle, args.out, lengths=args.lengths, runs=args.runs, threads=args.threads,
+                                 etdump=args.etdump, audio=args.audio, runner=args.runner)
+        return report_command(args.dist)
+    except RuntimeInputError as err:
+        print(f"allinone_runtime: error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("allinone_runtime: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

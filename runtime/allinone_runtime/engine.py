@@ -1,0 +1,66 @@
+"""The one place that talks to ExecuTorch's Python runtime: load a .pte, run `forward` on numpy audio.
+
+ExecuTorch's Python bindings take and return torch tensors, so torch is imported here, lazily, and
+nowhere else in allinone_runtime. The public `executorch.runtime` module imports `executorch.exir`
+(the whole export stack, ~10 s on a small CPU) only to issue an "experimental API" warning; the compiled
+extension it wraps is imported directly when present, so loading a bundle costs the torch import alone.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from allinone_runtime.errors import RuntimeInputError
+
+__all__ = ["Engine", "set_threads", "thread_count"]
+
+
+def _bindings():
+    import torch  # noqa: F401  (the extension resolves its tensor types from libtorch)
+
+    try:
+        from executorch.extension.pybindings import _C
+    except ImportError:  # another packaging of the bindings: go through the public wrapper
+        from executorch.extension.pybindings import portable_lib as _C
+    return _C
+
+
+def set_threads(threads: int | None) -> None:
+    """Size ExecuTorch's shared thread pool (XNNPACK and the optimized kernels use it); None keeps it."""
+    if threads is None:
+        return
+    if threads < 1:
+        raise RuntimeInputError(f"threads: expected >= 1, got {threads}")
+    _bindings()._unsafe_reset_threadpool(int(threads))
+
+
+def thread_count() -> int:
+    return int(_bindings()._threadpool_get_thread_count())
+
+
+class Engine:
+    """A loaded `forward` method of one .pte; `run` maps (N,) float32 samples to (T, V) log-probs."""
+
+    def __init__(self, pte_path: str | Path, *, etdump: bool = False, debug_buffer_bytes: int = 0):
+        bindings = _bindings()
+        start = time.perf_counter()
+        try:
+            self._program = bindings._load_program(
+                str(pte_path), enable_etdump=etdump, debug_buffer_size=debug_buffer_bytes,
+                program_verification=bindings.Verification.InternalConsistency, data_path=None)
+            self._method = self._program.load_method("forward")
+        except RuntimeError as err:
+            raise RuntimeInputError(f"{pte_path}: ExecuTorch could not load the program ({err})") from None
+        self.load_ms = (time.perf_counter() - start) * 1e3  # program load + method init (planning, delegate init)
+
+    def run(self, samples: np.ndarray) -> np.ndarray:
+        import torch
+
+        waveform = torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32))[None]  # (1, N)
+        return self._method([waveform])[0][0].numpy()  # (T, V)
+
+    def write_etdump(self, etdump_path: str | Path, debug_path: str | Path) -> None:
+        self._program.write_etdump_result_to_file(str(etdump_path), str(debug_path))

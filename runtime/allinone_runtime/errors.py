@@ -1,0 +1,13 @@
+"""User-facing errors of the runtime: one line each, naming the input and what was expected."""
+
+from __future__ import annotations
+
+__all__ = ["RuntimeInputError", "EXIT_BAD_INPUT"]
+
+EXIT_BAD_INPUT = 2  # same exit code as `allinone`'s bad-input errors: fix the input and rerun
+
+
+class RuntimeInputError(ValueError):
+    """A bundle, audio file or report is not what was expected; the CLIs print it without a traceback."""
+
+    exit_code = EXIT_BAD_INPUT

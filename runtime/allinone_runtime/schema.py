@@ -1,0 +1,115 @@
+"""The latency report (report.json, format_version 1): its validator, used by the tests and by `report`.
+
+See docs/formats.md, "Latency report". `validate_report` stops at the first problem and raises
+RuntimeInputError with one line `SOURCE: KEY: what was wrong; what was expected`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import numbers
+
+from allinone_runtime.errors import RuntimeInputError
+
+__all__ = ["REPORT_FORMAT_VERSION", "REPORT_KIND", "validate_report"]
+
+REPORT_FORMAT_VERSION = 1
+REPORT_KIND = "allinone-latency-report"
+
+_NUM = "number"
+_INT = "integer"
+_STR = "string"
+_BOOL = "boolean"
+
+_DEVICE = {"hostname": _STR, "machine": _STR, "system": _STR, "cpu": _STR, "cores": _INT}
+_BUNDLE = {"path": _STR, "subnet": _STR, "weight_bits": _INT, "macs_per_second": (_NUM, None), "pte_bytes": _INT,
+           "pte_sha256": _STR, "profile": (_STR, None)}
+_LATENCY = {"audio_s": _NUM, "p50_ms": _NUM, "p90_ms": _NUM, "min_ms": _NUM, "max_ms": _NUM, "mean_ms": _NUM,
+            "rtf": _NUM}
+_OPERATOR = {"name": _STR, "delegated": _BOOL, "calls": _INT, "total_ms": _NUM}
+_ETDUMP = {"audio_s": _NUM, "runs": _INT}
+_TOP = {"format_version": _INT, "kind": _STR, "measured": _BOOL, "date": _STR, "device": _DEVICE, "runner": _STR,
+        "bundle": _BUNDLE, "threads": _INT, "runs": _INT, "load_ms": _NUM, "first_run_ms": _NUM,
+        "latency": [_LATENCY], "peak_rss_bytes": _INT}
+_OPTIONAL = {"operators": [_OPERATOR], "transcript": _STR, "audio": _STR, "rss_before_load_bytes": _INT,
+             "executorch": _STR, "etdump": _ETDUMP}
+
+
+def _is(value, kind: str) -> bool:
+    if kind == _BOOL:
+        return isinstance(value, bool)
+    if isinstance(value, bool):
+        return False
+    if kind == _INT:
+        return isinstance(value, numbers.Integral)
+    if kind == _NUM:
+        return isinstance(value, numbers.Real)
+    return isinstance(value, str)
+
+
+def _check(value, schema, key: str, source: str, optional: dict | None = None) -> None:
+    if isinstance(schema, dict):
+        if not isinstance(value, dict):
+            raise RuntimeInputError(f"{source}: {key or 'report'}: expected an object, got {type(value).__name__}")
+        allowed = {**schema, **(optional or {})}
+        prefix = f"{key}." if key else ""
+        for name in value:
+            if name not in allowed:
+                near = difflib.get_close_matches(name, allowed, n=1)
+                hint = f"; did you mean {prefix}{near[0]}?" if near else ""
+                raise RuntimeInputError(f"{source}: {prefix}{name}: unknown key{hint}")
+        for name, sub in schema.items():
+            if name not in value:
+                raise RuntimeInputError(f"{source}: {prefix}{name}: missing")
+        for name, sub in allowed.items():
+            if name in value:
+                _check(value[name], sub, prefix + name, source)
+    elif isinstance(schema, list):
+        if not isinstance(value, list) or not value:
+            raise RuntimeInputError(f"{source}: {key}: expected a non-empty list")
+        for i, item in enumerate(value):
+            _check(item, schema[0], f"{key}[{i}]", source)
+    elif isinstance(schema, tuple):  # (kind, None): nullable
+        if value is not None and not _is(value, schema[0]):
+            raise RuntimeInputError(f"{source}: {key}: expected a {schema[0]} or null, got {value!r}")
+    elif not _is(value, schema):
+        raise RuntimeInputError(f"{source}: {key}: expected a {schema}, got {value!r}")
+
+
+def validate_report(report: dict, source: str = "report.json") -> dict:
+    """Check a latency report against format_version 1; returns it unchanged, or raises RuntimeInputError."""
+    if not isinstance(report, dict):
+        raise RuntimeInputError(f"{source}: expected a JSON object, got {type(report).__name__}")
+    if report.get("format_version") != REPORT_FORMAT_VERSION:
+        raise RuntimeInputError(f"{source}: format_version: expected {REPORT_FORMAT_VERSION}, "
+                                f"got {report.get('format_version')!r}")
+    _check(report, _TOP, "", source, _OPTIONAL)
+    if report["kind"] != REPORT_KIND:
+        raise RuntimeInputError(f"{source}: kind: expected {REPORT_KIND!r}, got {report['kind']!r}")
+    if report["measured"] is not True:
+        raise RuntimeInputError(f"{source}: measured: expected true (reports hold measurements only)")
+    if report["runner"] not in ("python", "cpp"):
+        raise RuntimeInputError(f"{source}: runner: expected 'python' or 'cpp', got {report['runner']!r}")
+    if report["bundle"]["weight_bits"] not in (32, 8, 4):
+        raise RuntimeInputError(f"{source}: bundle.weight_bits: expected 32, 8 or 4, "
+                                f"got {report['bundle']['weight_bits']}")
+    for key in ("threads", "runs"):
+        if report[key] < 1:
+            raise RuntimeInputError(f"{source}: {key}: expected >= 1, got {report[key]}")
+    for key in ("load_ms", "first_run_ms", "peak_rss_bytes"):
+        if report[key] < 0:
+            raise RuntimeInputError(f"{source}: {key}: expected >= 0, got {report[key]}")
+    for i, row in enumerate(report["latency"]):
+        where = f"latency[{i}]"
+        if row["audio_s"] <= 0:
+            raise RuntimeInputError(f"{source}: {where}.audio_s: expected > 0, got {row['audio_s']}")
+        if not 0 <= row["min_ms"] <= row["p50_ms"] <= row["p90_ms"] <= row["max_ms"]:
+            raise RuntimeInputError(f"{source}: {where}: expected 0 <= min_ms <= p50_ms <= p90_ms <= max_ms, got "
+                                    f"{row['min_ms']}, {row['p50_ms']}, {row['p90_ms']}, {row['max_ms']}")
+        if not row["min_ms"] <= row["mean_ms"] <= row["max_ms"]:
+            raise RuntimeInputError(f"{source}: {where}.mean_ms: expected between min_ms and max_ms, "
+                                    f"got {row['mean_ms']}")
+        rtf = row["p50_ms"] / (row["audio_s"] * 1e3)
+        if abs(row["rtf"] - rtf) > 1e-3 * max(rtf, 1e-3):
+            raise RuntimeInputError(f"{source}: {where}.rtf: {row['rtf']} is not p50_ms / audio duration ({rtf:.6g})")
+    return report

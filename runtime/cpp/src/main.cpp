@@ -1,0 +1,162 @@
+// allinone_runner: transcribe a 16 kHz WAV with a bundle and time it, from native code.
+//
+//   allinone_runner BUNDLE AUDIO.wav [--lengths 1,5,10,20] [--runs N] [--threads T] [--out DIR]
+//                   [--etdump FILE] [--transcribe-only]
+//
+// Prints the greedy transcript on stdout; with --out writes DIR/report.json (docs/formats.md, Latency report,
+// runner "cpp"); with --etdump writes an ETDump of a few profiled calls (read it with ExecuTorch's Inspector).
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <executorch/runtime/platform/runtime.h>
+
+#include "bench.h"
+#include "bundle.h"
+#include "device.h"
+#include "model.h"
+#include "wav.h"
+
+namespace {
+
+constexpr int kExitBadInput = 2;
+constexpr int kEtdumpRuns = 3;  // the first is the warm-up the Inspector-side summary drops
+
+const char* kUsage =
+    "usage: allinone_runner BUNDLE AUDIO.wav [--lengths 1,5,10,20] [--runs N] [--threads T] [--out DIR]\n"
+    "                       [--etdump FILE] [--transcribe-only]\n";
+
+struct Args {
+  std::string bundle, audio, out, etdump;
+  std::vector<double> lengths{1, 5, 10, 20};
+  int runs = 10, threads = 0;
+  bool transcribe_only = false;
+};
+
+std::vector<double> parse_lengths(const std::string& text) {
+  std::vector<double> lengths;
+  size_t start = 0;
+  while (start < text.size()) {
+    size_t comma = text.find(',', start);
+    std::string item = text.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+    char* end = nullptr;
+    double value = std::strtod(item.c_str(), &end);
+    if (item.empty() || *end != '\0' || !(value > 0)) {
+      throw std::runtime_error("--lengths: expected comma-separated seconds like 1,5,10,20, got '" + text + "'");
+    }
+    lengths.push_back(value);
+    if (comma == std::string::npos) break;
+    start = comma + 1;
+  }
+  if (lengths.empty()) throw std::runtime_error("--lengths: expected at least one length in seconds");
+  return lengths;
+}
+
+int parse_positive(const std::string& flag, const std::string& text) {
+  char* end = nullptr;
+  long value = std::strtol(text.c_str(), &end, 10);
+  if (text.empty() || *end != '\0' || value < 1 || value > 100000) {
+    throw std::runtime_error(flag + ": expected a positive integer, got '" + text + "'");
+  }
+  return static_cast<int>(value);
+}
+
+Args parse_args(int argc, char** argv) {
+  Args args;
+  std::vector<std::string> positional;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 >= argc) throw std::runtime_error(a + ": expected a value");
+      return argv[++i];
+    };
+    if (a == "--lengths") args.lengths = parse_lengths(value());
+    else if (a == "--runs") args.runs = parse_positive(a, value());
+    else if (a == "--threads") args.threads = parse_positive(a, value());
+    else if (a == "--out") args.out = value();
+    else if (a == "--etdump") args.etdump = value();
+    else if (a == "--transcribe-only") args.transcribe_only = true;
+    else if (a == "-h" || a == "--help") { std::fputs(kUsage, stdout); std::exit(0); }
+    else if (!a.empty() && a[0] == '-') throw std::runtime_error(a + ": unknown option");
+    else positional.push_back(a);
+  }
+  if (positional.size() != 2) throw std::runtime_error("expected BUNDLE and AUDIO.wav");
+  args.bundle = positional[0];
+  args.audio = positional[1];
+  return args;
+}
+
+std::vector<float> read_checked_audio(const std::string& path, const allinone::Bundle& bundle) {
+  allinone::WavAudio wav = allinone::read_wav(path);
+  if (wav.sample_rate != bundle.sample_rate) {
+    throw std::runtime_error(path + ": " + std::to_string(wav.sample_rate) + " Hz; this runner takes " +
+                             std::to_string(bundle.sample_rate) + " Hz WAV (the Python runtime resamples)");
+  }
+  for (size_t i = 0; i < wav.samples.size(); ++i) {
+    if (!std::isfinite(wav.samples[i])) {
+      throw std::runtime_error(path + ": NaN or infinite samples (first at sample " + std::to_string(i) +
+                               "); expected finite samples in [-1, 1]");
+    }
+  }
+  return wav.samples;
+}
+
+int run(const Args& args) {
+  executorch::runtime::runtime_init();
+  allinone::Bundle bundle = allinone::open_bundle(args.bundle, ALLINONE_EXECUTORCH_VERSION);
+  if (!bundle.compat_guaranteed) {
+    std::fprintf(stderr, "warning: %s was built with executorch %s; this runner's %s is past the releases "
+                 "guaranteed to read it\n", args.bundle.c_str(), bundle.executorch_built.c_str(),
+                 ALLINONE_EXECUTORCH_VERSION);
+  }
+  std::vector<float> audio = read_checked_audio(args.audio, bundle);
+
+  int64_t rss_before = allinone::current_rss_bytes();
+  allinone::BenchOptions options;
+  options.lengths_s = args.lengths;
+  options.runs = args.runs;
+  options.audio = args.audio;
+  options.threads = allinone::set_threads(args.threads);
+  allinone::Model model(bundle, /*etdump=*/false);
+  if (args.transcribe_only) {
+    std::printf("%s\n", model.transcribe(audio).c_str());
+    return 0;
+  }
+  allinone::BenchResult result = allinone::run_bench(model, audio, options, bundle);
+  int64_t peak_rss = allinone::peak_rss_bytes();  // before profiling, which adds its own buffers
+  std::string transcript = model.transcribe(audio);
+  if (!args.out.empty()) {
+    std::filesystem::create_directories(args.out);
+    std::string path = args.out + "/report.json";
+    std::ofstream(path + ".tmp") << allinone::report_json(bundle, options, result, model.load_ms(), peak_rss,
+                                                          rss_before, transcript);
+    std::filesystem::rename(path + ".tmp", path);
+    std::fprintf(stderr, "wrote %s\n", path.c_str());
+  }
+  if (!args.etdump.empty()) {
+    allinone::Model profiled(bundle, /*etdump=*/true);  // separate: profiling must not slow the timed runs
+    double reference = args.lengths[std::min<size_t>(1, args.lengths.size() - 1)];
+    std::vector<float> input(static_cast<size_t>(std::llround(reference * bundle.sample_rate)));
+    for (size_t i = 0; i < input.size(); ++i) input[i] = audio[i % audio.size()];
+    for (int r = 0; r < kEtdumpRuns; ++r) profiled.run(input);
+    profiled.write_etdump(args.etdump);
+  }
+  std::printf("%s\n", transcript.c_str());
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return run(parse_args(argc, argv));
+  } catch (const std::exception& err) {
+    std::fprintf(stderr, "allinone_runner: error: %s\n", err.what());
+    return kExitBadInput;
+  }
+}

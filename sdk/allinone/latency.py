@@ -1,0 +1,567 @@
+"""Latency and peak memory of nested systems: measured on the host, predicted for every profile, calibrated
+from latency reports measured on a device.
+
+The latency model lives in each device profile (see `allinone.profiles`):
+
+    latency_ms = overhead_ms + MACs / (throughput_gmacs[precision] * workload_factor * 1e6)
+
+It is linear in (overhead_ms, 1 / effective GMAC/s per precision), so measurements fit it by least squares.
+Residuals are weighted by 1 / measured latency, which minimises the relative error: a 30 ms system and a
+900 ms system count alike, as they do for a real-time-factor budget. A fitted model stores the throughput it
+measured on the speech encoder itself, so its `workload_factor` is 1.
+
+Peak memory of a system is predicted as .pte bytes + the program's planned activation bytes (ExecuTorch's
+non-constant buffers, read from the .pte) + the runtime's own overhead (measured on the host by running a
+tiny program in a fresh process).
+
+Host measurements run each program in a fresh Python process: its peak resident memory then belongs to that
+program alone, and the thread-pool size set for it cannot leak into the caller.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from allinone.errors import BadInputError
+from allinone.profiles import MIB, PRECISION_OF_BITS, DeviceProfile, LatencyModel, Throughput, profile_from_dict
+
+__all__ = [
+    "REPORT_FORMAT_VERSION", "LatencyPoint", "Timing", "LatencyFit", "LatencyReport", "Calibration",
+    "planned_activation_bytes", "predict_peak_bytes", "time_program", "runtime_overhead_bytes",
+    "fit_latency_model", "fitted_latency_model", "read_report", "report_points", "check_report_device",
+    "calibrate_profile", "save_profile", "host_device", "lowered_program", "HostSystem", "measure_host",
+    "tiny_program", "measured_profile",
+]
+
+REPORT_FORMAT_VERSION = 1
+MIN_UNCERTAINTY_PCT = 10  # run-to-run spread of a timed call on a busy CPU; a fit never claims better
+
+
+# ---- memory ----------------------------------------------------------------------------------------------------
+
+
+def planned_activation_bytes(pte: bytes | str | Path, method: str = "forward") -> int:
+    """Bytes ExecuTorch's memory planner reserves for `method`'s non-constant tensors (activations).
+
+    The runtime's Python MethodMeta does not expose the planned buffers, so the figure is read from the
+    serialized program: `execution_plan[].non_const_buffer_sizes`, whose entry 0 is reserved for constants.
+    A program with a dynamic audio length is planned for its upper bound (30 s), so this is the worst case.
+    Memory the XNNPACK delegate allocates for itself (its workspace, packed weights) is not in it."""
+    from executorch.exir._serialize._program import deserialize_pte_binary
+
+    data = pte if isinstance(pte, (bytes, bytearray)) else Path(pte).read_bytes()
+    where = "program" if isinstance(pte, (bytes, bytearray)) else str(pte)
+    try:
+        program = deserialize_pte_binary(bytes(data)).program
+    except Exception as err:  # the flatbuffer reader raises assorted errors on a damaged file
+        raise BadInputError(f"{where}: not an ExecuTorch program ({err.__class__.__name__}); expected a .pte") from None
+    plans = {plan.name: plan for plan in program.execution_plan}
+    if method not in plans:
+        raise BadInputError(f"{where}: no method {method!r}; expected one of {', '.join(sorted(plans))}")
+    return int(sum(plans[method].non_const_buffer_sizes[1:]))
+
+
+def predict_peak_bytes(model_bytes: int, activation_bytes: int | None, profile: DeviceProfile) -> int:
+    """Peak resident memory of a system on `profile`'s device: model (.pte) + planned activations + the
+    runtime's own overhead. Unmeasured activations count as 0, so the figure is then a lower bound."""
+    return int(model_bytes) + int(activation_bytes or 0) + int(profile.memory.runtime_overhead_mib * MIB)
+
+
+# ---- timing on the host ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Timing:
+    """One program timed in a fresh process at one audio length."""
+
+    audio_s: float
+    threads: int
+    load_ms: float  # program load + method init
+    first_run_ms: float  # the cold call, not counted in times_ms
+    times_ms: tuple[float, ...]  # the timed calls after it
+    peak_rss_bytes: int  # of the whole process: Python, the runtime, the program and its run
+
+    @property
+    def p50_ms(self) -> float:
+        ordered = sorted(self.times_ms)
+        mid = len(ordered) // 2
+        return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+    @property
+    def min_ms(self) -> float:
+        return min(self.times_ms)
+
+
+def time_program(pte: bytes | str | Path, *, threads: int, audio_s: float, runs: int = 10,
+                 timeout_s: float = 900) -> Timing:
+    """Time the program's `forward` on `audio_s` seconds of 16 kHz noise with `threads` threads, in a fresh
+    Python process: one cold call, then `runs` timed calls."""
+    if runs < 1 or threads < 1 or not 0.5 <= audio_s <= 30:
+        raise BadInputError(f"time_program: expected runs >= 1, threads >= 1 and audio_s in 0.5-30, "
+                            f"got runs={runs}, threads={threads}, audio_s={audio_s}")
+    with tempfile.TemporaryDirectory(prefix="allinone-timing-") as tmp:
+        path = Path(pte) if not isinstance(pte, (bytes, bytearray)) else Path(tmp) / "model.pte"
+        if isinstance(pte, (bytes, bytearray)):
+            path.write_bytes(pte)
+        out = Path(tmp) / "timing.json"
+        args = json.dumps({"pte": str(path), "threads": threads, "audio_s": audio_s, "runs": runs, "out": str(out)})
+        code = "import sys; from allinone.latency import _timing_child; _timing_child(sys.argv[1])"
+        proc = subprocess.run([sys.executable, "-c", code, args], capture_output=True, text=True,
+                              timeout=timeout_s, env={**os.environ, "OMP_NUM_THREADS": str(threads)})
+        if proc.returncode != 0 or not out.exists():
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+            raise RuntimeError(f"timing {path.name} failed (exit {proc.returncode}): {tail[0]}")
+        data = json.loads(out.read_text())
+    return Timing(audio_s, threads, data["load_ms"], data["first_run_ms"], tuple(data["times_ms"]),
+                  data["peak_rss_bytes"])
+
+
+def _timing_child(args_json: str) -> None:
+    """Body of the timing process; imports only what the runtime needs, so its memory is the runtime's."""
+    import resource
+    import time
+
+    import numpy as np
+    from executorch.extension.pybindings import portable_lib
+    from executorch.runtime import Runtime
+
+    import torch  # executorch.runtime has imported it already; the method takes torch tensors
+
+    args = json.loads(args_json)
+    # XNNPACK runs on the pybindings' shared thread pool; this is its only thread-count setting.
+    portable_lib._unsafe_reset_threadpool(int(args["threads"]))
+    start = time.perf_counter()
+    method = Runtime.get().load_program(Path(args["pte"])).load_method("forward")
+    load_ms = (time.perf_counter() - start) * 1000
+    # Low-level noise, not silence: every kernel does its full work whatever the values, but noise keeps
+    # dynamic quantization scales realistic.
+    noise = np.random.default_rng(0).standard_normal((1, int(args["audio_s"] * 16000))) * 0.05
+    waveform = torch.from_numpy(noise.astype(np.float32))
+    times = []
+    for _ in range(int(args["runs"]) + 1):
+        start = time.perf_counter()
+        method.execute([waveform])
+        times.append((time.perf_counter() - start) * 1000)
+    # Linux reports ru_maxrss in KiB, macOS in bytes.
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+    Path(args["out"]).write_text(json.dumps({"load_ms": load_ms, "first_run_ms": times[0], "times_ms": times[1:],
+                                             "peak_rss_bytes": peak}))
+
+
+def runtime_overhead_bytes(pte: bytes, *, threads: int, audio_s: float) -> tuple[int, Timing]:
+    """The runtime's own memory: peak RSS of a process that ran the (tiny) program `pte`, minus the program
+    and its planned activations. Returns (bytes, the timing it came from)."""
+    timing = time_program(pte, threads=threads, audio_s=audio_s, runs=1)
+    return timing.peak_rss_bytes - len(pte) - planned_activation_bytes(pte), timing
+
+
+# ---- measuring systems on the host -----------------------------------------------------------------------------
+
+
+def lowered_program(model, spec, work_dir: str | Path | None = None) -> bytes:
+    """The .pte of `spec` cut from `model`, lowered once and cached in `work_dir` when given.
+
+    The cache is keyed by the architecture and the ExecuTorch version, not the weights: timing and memory
+    planning do not depend on weight values, so random-initialised weights time like trained ones."""
+    from allinone.export import export_subnet
+
+    if work_dir is None:
+        return export_subnet(model, spec).pte
+    import hashlib
+    from importlib.metadata import version
+
+    from allinone.checkpoint import atomic_write_bytes
+
+    arch = hashlib.sha256(json.dumps(model.cfg.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
+    path = Path(work_dir) / f"{arch}-executorch{version('executorch')}" / f"{spec.id}.pte"
+    if path.is_file():
+        return path.read_bytes()
+    pte = export_subnet(model, spec).pte
+    atomic_write_bytes(path, pte)
+    return pte
+
+
+@dataclass(frozen=True)
+class HostSystem:
+    """A lowered system timed on this machine; rounds are timed in turn with the other systems."""
+
+    subnet: str
+    weight_bits: int
+    macs_per_second: float
+    weight_bytes: int
+    pte_bytes: int
+    activation_bytes: int
+    timings: tuple[Timing, ...]
+
+    @property
+    def ms(self) -> float:
+        """The smallest per-round median: other work on a shared machine only ever adds time."""
+        return min(t.p50_ms for t in self.timings)
+
+    @property
+    def peak_rss_bytes(self) -> int:
+        return max(t.peak_rss_bytes for t in self.timings)
+
+    def point(self) -> LatencyPoint:
+        return LatencyPoint(self.subnet, self.weight_bits, self.macs_per_second, self.timings[0].audio_s, self.ms)
+
+
+def measure_host(model, specs: Sequence[Any], *, threads: int, audio_s: float, runs: int = 10, rounds: int = 2,
+                 work_dir: str | Path | None = None, log=None) -> list[HostSystem]:
+    """Lower each spec of `model` (cached in `work_dir`) and time it here `rounds` times, interleaved, so a
+    burst of other load on the machine hits one round of every system rather than all rounds of one."""
+    from allinone.size import subnet_size
+
+    programs = []
+    for spec in specs:
+        if log:
+            log(f"lowering {spec.id} (cached in {work_dir})" if work_dir else f"lowering {spec.id}")
+        pte = lowered_program(model, spec, work_dir)
+        size = subnet_size(model, spec)
+        programs.append((spec, size, pte, planned_activation_bytes(pte)))
+    timings: dict[str, list[Timing]] = {spec.id: [] for spec, *_ in programs}
+    for round_ in range(rounds):
+        for spec, _, pte, _ in programs if round_ % 2 == 0 else reversed(programs):
+            timings[spec.id].append(time_program(pte, threads=threads, audio_s=audio_s, runs=runs))
+            if log:
+                log(f"round {round_ + 1}: {spec.id} p50 {timings[spec.id][-1].p50_ms:.1f} ms")
+    return [HostSystem(spec.id, spec.weight_bits, float(size.macs_per_second), size.weight_bytes, len(pte), act,
+                       tuple(timings[spec.id])) for spec, size, pte, act in programs]
+
+
+def tiny_program(work_dir: str | Path | None = None) -> bytes:
+    """The smallest float system of an untrained conformer_tiny, lowered: the program whose process
+    measures the runtime's own memory (it is small, so the runtime dominates)."""
+    import torch
+
+    from allinone.data.tokenizer import CharTokenizer
+    from allinone.models.conformer import conformer_tiny
+
+    torch.manual_seed(0)
+    model = conformer_tiny(len(CharTokenizer())).eval()
+    return lowered_program(model, model.search_space.smallest().with_bits(32), work_dir)
+
+
+def measured_profile(profile: DeviceProfile, fit: LatencyFit, *, overhead_bytes: int | None, date: str,
+                     citations: Sequence[str]) -> tuple[DeviceProfile, list[str]]:
+    """`profile` with its latency model (and runtime overhead, when given) replaced by host measurements;
+    source `measured`. Returns the profile and notes on where each figure came from."""
+    model, notes = fitted_latency_model(fit, profile.latency_model, source="measured", date=date, citations=citations)
+    memory = profile.memory
+    if overhead_bytes is not None:
+        memory = dataclasses.replace(memory, runtime_overhead_mib=math.ceil(overhead_bytes / MIB))
+    out = dataclasses.replace(profile, latency_model=model, memory=memory)
+    return profile_from_dict(out.to_dict(), "measured profile"), notes
+
+
+# ---- the fit ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LatencyPoint:
+    """One measured call: a system of `macs_per_second` at `weight_bits` took `ms` on `audio_s` seconds."""
+
+    subnet: str
+    weight_bits: int
+    macs_per_second: float
+    audio_s: float
+    ms: float
+
+    @property
+    def macs(self) -> float:
+        # macs_per_second is quoted at 10 s; attention's share grows with length, a small effect at 0.5-30 s.
+        return self.macs_per_second * self.audio_s
+
+
+@dataclass(frozen=True)
+class LatencyFit:
+    """Fitted latency-model parameters and how well they explain the points they came from."""
+
+    overhead_ms: float
+    effective_gmacs: dict[int, float]  # weight bits -> GMAC/s the encoder reached
+    overhead_fitted: bool  # False: the points could not separate it, the prior profile's value was kept
+    points: tuple[LatencyPoint, ...]
+
+    def predict_ms(self, macs: float, weight_bits: int) -> float:
+        return self.overhead_ms + macs / (self.effective_gmacs[weight_bits] * 1e6)
+
+    def relative_errors(self) -> list[float]:
+        """(predicted - measured) / measured for every point."""
+        return [(self.predict_ms(p.macs, p.weight_bits) - p.ms) / p.ms for p in self.points]
+
+    @property
+    def max_abs_error(self) -> float:
+        return max(abs(e) for e in self.relative_errors())
+
+
+def _solve(points: Sequence[LatencyPoint], bits: list[int], overhead_ms: float | None) -> tuple[float, list[float]]:
+    """Weighted least squares for y = o + M * x_b; `overhead_ms` given = o fixed. Returns (o, [x_b])."""
+    import numpy as np
+
+    y = np.array([p.ms for p in points])
+    cols = [[p.macs if p.weight_bits == b else 0.0 for p in points] for b in bits]
+    target = y - (overhead_ms or 0.0)
+    if overhead_ms is None:
+        cols.insert(0, [1.0] * len(points))
+    a = np.array(cols).T / y[:, None]  # rows scaled by 1/y: relative residuals
+    x, *_ = np.linalg.lstsq(a, target / y, rcond=None)
+    return (float(x[0]), [float(v) for v in x[1:]]) if overhead_ms is None else (overhead_ms, [float(v) for v in x])
+
+
+def _rank(points: Sequence[LatencyPoint], bits: list[int]) -> int:
+    import numpy as np
+
+    cols = [[1.0] * len(points)] + [[p.macs if p.weight_bits == b else 0.0 for p in points] for b in bits]
+    return int(np.linalg.matrix_rank(np.array(cols).T / max(p.macs for p in points)))
+
+
+def fit_latency_model(points: Iterable[LatencyPoint], *, prior_overhead_ms: float = 0.0) -> LatencyFit:
+    """Fit overhead_ms and one effective throughput per precision present in `points`.
+
+    The overhead is fitted only when the points can separate it from throughput (two different MAC counts
+    at some precision) and it comes out non-negative; otherwise `prior_overhead_ms` is kept."""
+    points = tuple(points)
+    if not points:
+        raise BadInputError("latency fit: no measurements; expected at least one timed call")
+    bad = [p for p in points if p.ms <= 0 or p.macs <= 0]
+    if bad:
+        raise BadInputError(f"latency fit: {bad[0].subnet}: expected positive latency and MACs, got "
+                            f"{bad[0].ms} ms and {bad[0].macs:.3g} MACs")
+    bits = sorted({p.weight_bits for p in points}, reverse=True)
+    overhead, fitted = prior_overhead_ms, False
+    if _rank(points, bits) == len(bits) + 1:
+        o, inverse = _solve(points, bits, None)
+        if o >= 0 and all(v > 0 for v in inverse):
+            overhead, fitted = o, True
+    if not fitted:
+        overhead, inverse = _solve(points, bits, prior_overhead_ms)
+    if any(v <= 0 for v in inverse):
+        worst = bits[min(range(len(bits)), key=lambda i: inverse[i])]
+        raise BadInputError(f"latency fit: {worst}-bit measurements are faster than the overhead alone allows; "
+                            f"expected latencies above overhead_ms {overhead:g}")
+    return LatencyFit(overhead, {b: 1.0 / (x * 1e6) for b, x in zip(bits, inverse)}, fitted, points)
+
+
+def fitted_latency_model(fit: LatencyFit, prior: LatencyModel, *, source: str, date: str,
+                         citations: Sequence[str]) -> tuple[LatencyModel, list[str]]:
+    """A profile latency model from `fit`; precisions the fit did not measure keep the prior's effective
+    throughput scaled by the geometric-mean ratio fitted / prior of the measured ones.
+
+    Returns the model and one note per precision saying where its figure came from."""
+    ratios = []
+    for bits, gmacs in fit.effective_gmacs.items():
+        try:
+            ratios.append(gmacs / prior.effective_gmacs(bits))
+        except BadInputError:  # the prior had no figure for these bits
+            pass
+    scale = math.exp(sum(map(math.log, ratios)) / len(ratios)) if ratios else None
+    throughput, notes = {}, []
+    for bits, precision in PRECISION_OF_BITS.items():
+        if bits in fit.effective_gmacs:
+            throughput[precision] = round(fit.effective_gmacs[bits], 2)
+            n = sum(p.weight_bits == bits for p in fit.points)
+            notes.append(f"{precision}: fitted to {n} timed call{'s' if n != 1 else ''}")
+        elif getattr(prior.throughput_gmacs, precision) is not None and scale is not None:
+            throughput[precision] = round(prior.effective_gmacs(bits) * scale, 2)
+            notes.append(f"{precision}: not measured; prior figure scaled by {scale:.2f} like the measured ones")
+        elif getattr(prior.throughput_gmacs, precision) is not None:
+            throughput[precision] = getattr(prior.throughput_gmacs, precision)
+    uncertainty = max(MIN_UNCERTAINTY_PCT, math.ceil(100 * fit.max_abs_error))
+    model = LatencyModel(overhead_ms=round(fit.overhead_ms, 2), throughput_gmacs=Throughput(**throughput),
+                         workload_factor=1.0, source=source, citations=tuple(citations),
+                         uncertainty_pct=uncertainty, date=date)
+    if not fit.overhead_fitted:
+        notes.append(f"overhead_ms: kept at {fit.overhead_ms:g} (the measurements cannot separate it)")
+    return model, notes
+
+
+# ---- latency reports (report.json) -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LatencyReport:
+    """The fields of a runtime latency report (docs/formats.md, report.json) that calibration uses."""
+
+    path: str
+    date: str
+    machine: str
+    system: str
+    cpu: str
+    runner: str
+    subnet: str
+    weight_bits: int
+    macs_per_second: float
+    pte_bytes: int
+    profile: str  # the profile the bundle was built for
+    threads: int
+    latency: tuple[tuple[float, float], ...]  # (audio_s, p50_ms) per measured length
+    peak_rss_bytes: int
+
+
+_NUMBER = (int, float)
+_KIND_NAMES = {str: "a string", int: "an integer", list: "a list", _NUMBER: "a number"}
+
+
+def _get(data: Any, dotted: str, kind: type | tuple[type, ...], where: str) -> Any:
+    """The value at `dotted` (e.g. `device.machine`), checked to be of `kind`; bools are not numbers."""
+    value = data
+    for part in dotted.split("."):
+        if not isinstance(value, dict) or part not in value:
+            raise BadInputError(f"{where}: {dotted}: missing; expected the report.json fields of docs/formats.md")
+        value = value[part]
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind in (int, _NUMBER)):
+        raise BadInputError(f"{where}: {dotted}: expected {_KIND_NAMES[kind]}, got {value!r:.60}")
+    return value
+
+
+def read_report(path: str | Path) -> LatencyReport:
+    """Read and check a runtime latency report; BadInputError with one line naming the file and key."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BadInputError(f"{path}: no such file; expected a latency report (report.json)") from None
+    except json.JSONDecodeError as err:
+        raise BadInputError(f"{path}: not valid JSON at line {err.lineno}: {err.msg}") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise BadInputError(f"{path}: cannot read ({err.__class__.__name__}); expected a UTF-8 JSON file") from None
+    where = str(path)
+    if not isinstance(data, dict) or data.get("kind") != "allinone-latency-report":
+        raise BadInputError(f"{where}: kind: expected \"allinone-latency-report\" (a report written by allinone "
+                            f"bench or the native runner)")
+    if data.get("format_version") != REPORT_FORMAT_VERSION:
+        raise BadInputError(f"{where}: format_version: expected {REPORT_FORMAT_VERSION}, "
+                            f"got {data.get('format_version')!r}")
+    if data.get("measured") is not True:
+        raise BadInputError(f"{where}: measured: expected true (only measurements calibrate a profile)")
+    rows = _get(data, "latency", list, where)
+    if not rows:
+        raise BadInputError(f"{where}: latency: expected at least one measured audio length")
+    latency = []
+    for i, row in enumerate(rows):
+        audio_s = float(_get(row, "audio_s", _NUMBER, f"{where}: latency[{i}]"))
+        p50 = float(_get(row, "p50_ms", _NUMBER, f"{where}: latency[{i}]"))
+        if audio_s <= 0 or p50 <= 0:
+            raise BadInputError(f"{where}: latency[{i}]: expected positive audio_s and p50_ms, got {audio_s}, {p50}")
+        latency.append((audio_s, p50))
+    bits = _get(data, "bundle.weight_bits", int, where)
+    if bits not in PRECISION_OF_BITS:
+        raise BadInputError(f"{where}: bundle.weight_bits: expected 32, 8 or 4, got {bits}")
+    macs = float(_get(data, "bundle.macs_per_second", _NUMBER, where))
+    if macs <= 0:
+        raise BadInputError(f"{where}: bundle.macs_per_second: expected a positive number, got {macs}")
+    return LatencyReport(
+        path=where, date=_get(data, "date", str, where), machine=_get(data, "device.machine", str, where),
+        system=_get(data, "device.system", str, where), cpu=str(data["device"].get("cpu", "")),
+        runner=_get(data, "runner", str, where), subnet=_get(data, "bundle.subnet", str, where), weight_bits=bits,
+        macs_per_second=macs, pte_bytes=_get(data, "bundle.pte_bytes", int, where),
+        profile=_get(data, "bundle.profile", str, where), threads=_get(data, "threads", int, where),
+        latency=tuple(latency), peak_rss_bytes=_get(data, "peak_rss_bytes", int, where))
+
+
+def report_points(report: LatencyReport) -> list[LatencyPoint]:
+    return [LatencyPoint(report.subnet, report.weight_bits, report.macs_per_second, audio_s, ms)
+            for audio_s, ms in report.latency]
+
+
+# uname -m of each target; iOS reports the device model ("iPhone15,4") or arm64.
+_MACHINES = {"linux-x86_64": ("x86_64", "amd64"), "linux-arm64": ("aarch64", "arm64"),
+             "android-arm64": ("aarch64", "arm64"), "ios-arm64": ("arm64", "iphone", "ipad")}
+_SYSTEMS = {"linux-x86_64": ("linux",), "linux-arm64": ("linux",), "android-arm64": ("linux", "android"),
+            "ios-arm64": ("darwin", "ios", "iphone")}
+
+
+def check_report_device(report: LatencyReport, profile: DeviceProfile) -> None:
+    """BadInputError unless the report plausibly comes from the profile's device: its CPU architecture and OS
+    match the profile's target and it ran with the profile's thread count (the throughputs are per count)."""
+    machine, system = report.machine.lower(), report.system.lower()
+    machines, systems = _MACHINES[profile.target], _SYSTEMS[profile.target]
+    if not machine.startswith(machines):
+        raise BadInputError(f"{report.path}: device.machine {report.machine!r} does not match profile {profile.name} "
+                            f"(target {profile.target} runs on {' or '.join(machines[:2])}); pass --force if the "
+                            f"report really comes from this device")
+    if not system.startswith(systems):
+        raise BadInputError(f"{report.path}: device.system {report.system!r} does not match profile {profile.name} "
+                            f"(target {profile.target}); pass --force if the report really comes from this device")
+    if report.threads != profile.threads:
+        raise BadInputError(f"{report.path}: threads {report.threads} differs from profile {profile.name}'s threads "
+                            f"{profile.threads} (its throughputs are for that count); rerun with "
+                            f"--threads {profile.threads} or pass --force")
+
+
+@dataclass(frozen=True)
+class Calibration:
+    profile: DeviceProfile
+    fit: LatencyFit
+    notes: tuple[str, ...]
+
+
+def calibrate_profile(profile: DeviceProfile, reports: Sequence[LatencyReport], *, force: bool = False,
+                      today: datetime.date | None = None) -> Calibration:
+    """Refit `profile`'s latency model from reports measured on its device; source becomes `calibrated`.
+
+    Every report's device must match the profile (`check_report_device`) unless `force`."""
+    if not reports:
+        raise BadInputError("calibrate: no reports; expected at least one report.json")
+    if not force:
+        for report in reports:
+            check_report_device(report, profile)
+    points = [p for report in reports for p in report_points(report)]
+    fit = fit_latency_model(points, prior_overhead_ms=profile.latency_model.overhead_ms)
+    date = (today or datetime.date.today()).isoformat()
+    citations = [f"calibrated by allinone calibrate on {date} from {r.path}: {r.subnet} ({r.runner} runner, "
+                 f"{r.threads} threads) on {r.cpu or r.machine}, measured {r.date[:10]}; p50 at "
+                 + ", ".join(f"{a:g} s = {ms:.1f} ms" for a, ms in r.latency) for r in reports]
+    model, notes = fitted_latency_model(fit, profile.latency_model, source="calibrated", date=date,
+                                        citations=citations)
+    old = profile.latency_model
+    notes = [f"refitted from {len(points)} measured call(s) in {len(reports)} report(s); largest fit error "
+             f"{fit.max_abs_error:.1%}; before: overhead_ms {old.overhead_ms:g}, effective GMAC/s "
+             + ", ".join(f"{PRECISION_OF_BITS[b]} {old.effective_gmacs(b):.1f}" for b in profile.weight_bits
+                         if getattr(old.throughput_gmacs, PRECISION_OF_BITS[b]) is not None)] + notes
+    if force:
+        notes.append("device checks skipped (--force)")
+    # A recalibration replaces the previous calibration's line rather than piling up stale ones.
+    kept = [line for line in profile.notes.splitlines() if not line.startswith("Calibration: ")]
+    calibrated = dataclasses.replace(profile, latency_model=model,
+                                     notes="\n".join(kept + ["Calibration: " + "; ".join(notes)]))
+    # Round-trip through the validator: a calibrated profile must load like any other.
+    return Calibration(profile_from_dict(calibrated.to_dict(), "calibrated profile"), fit, tuple(notes))
+
+
+def save_profile(profile: DeviceProfile, path: str | Path, *, header: str = "") -> Path:
+    """Write `profile` as YAML atomically (temp file in the same folder, then renamed)."""
+    import yaml
+
+    from allinone.checkpoint import atomic_write_text
+
+    path = Path(path)
+    lines = [f"# {line}" for line in header.splitlines()]
+    lines.append("# Units are in key names: _mib = MiB (2**20 bytes), _ms = milliseconds, _s = seconds, "
+                 "_gmacs = GMAC/s.")
+    body = yaml.safe_dump(profile.to_dict(), sort_keys=False, allow_unicode=True, width=110)
+    atomic_write_text(path, "\n".join(lines) + "\n" + body)
+    return path
+
+
+def host_device() -> dict[str, Any]:
+    """This machine in report.json's `device` terms, for labelling host measurements."""
+    cpu = ""
+    try:
+        cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                    if line.startswith("model name")), "")
+    except OSError:
+        pass
+    return {"hostname": platform.node(), "machine": platform.machine(), "system": platform.platform(),
+            "cpu": cpu, "cores": os.cpu_count()}

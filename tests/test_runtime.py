@@ -1,0 +1,340 @@
+"""allinone_runtime on real bundles: checks that refuse broken bundles, transcription (identical to the eager model
+on real speech, with word times), bad audio, long audio in chunks, the latency report and the CLIs."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.resources
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from allinone_runtime import Bundle, RuntimeInputError, Transcriber, validate_report
+from allinone_runtime.bench import bench
+from allinone_runtime.bundle import check_executorch_compat
+from allinone_runtime.report import merge_reports, write_report
+
+SAMPLE = Path(str(importlib.resources.files("allinone") / "assets" / "sample.wav"))
+SPECS = {"w32": "d2-f128-h2-w32", "w4": "d1-f64-h1-w4"}
+TRAIN_STEPS = 30  # on the shipped clip at lr 5e-3: enough for the tiny model to spell it out (CTC loss < 0.2)
+
+
+def build_runtime_bundles(base: Path) -> dict:
+    """A tiny checkpoint trained until it emits characters, its float and 4-bit bundles, and the eager model's
+    transcripts of the shipped clip. Built once per test session (both runtime test modules use it)."""
+    root = base / "runtime_bundles"
+    if Path("/tmp/rt/rb_cache/built.json").exists(): return json.loads(Path("/tmp/rt/rb_cache/built.json").read_text())  # DEVHACK
+    done = root / "built.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    import torch
+
+    from allinone.build import export_bundle
+    from allinone.checkpoint import load_checkpoint
+    from allinone.export import WaveformToLogProbs
+    from allinone.quantize import quantize_subnet_
+    from allinone.spec import SubnetSpec
+    from allinone.train.recipe import load_recipe
+    from allinone.train.trainer import train
+
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    # The model overfits the shipped clip: quick, and its transcript is real text rather than all blanks.
+    text = SAMPLE.with_suffix(".txt").read_text().strip()
+    line = json.dumps({"audio_filepath": str(SAMPLE), "text": text, "duration": sf.info(str(SAMPLE)).duration})
+    (root / "train.jsonl").write_text((line + "\n") * 4)
+    (root / "dev.jsonl").write_text(line + "\n")
+    recipe = dataclasses.replace(load_recipe("tiny"), lr=5e-3, warmup_steps=5)
+    train(recipe, root / "train.jsonl", root / "dev.jsonl", root / "ckpt", max_steps=TRAIN_STEPS, progress=False)
+    ckpt = load_checkpoint(root / "ckpt")
+    waveform = torch.from_numpy(sf.read(str(SAMPLE), dtype="float32")[0])[None]  # (1, N), what the runtime reads
+    built = {"checkpoint": str(root / "ckpt")}
+    for name, spec_id in SPECS.items():
+        spec = SubnetSpec.from_id(spec_id)
+        export_bundle(ckpt, spec, root / name, force=True)
+        subnet = ckpt.model.extract_subnet(spec)
+        quantize_subnet_(subnet, spec.weight_bits)
+        with torch.no_grad():
+            log_probs = WaveformToLogProbs(subnet).eval()(waveform)  # (1, T, V)
+        eager = ckpt.tokenizer().decode_ctc(log_probs[0].argmax(-1).tolist())
+        built[name] = {"bundle": str(root / name), "eager": eager}
+    done.write_text(json.dumps(built))
+    return built
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> dict:
+    return build_runtime_bundles(tmp_path_factory.getbasetemp())
+
+
+@pytest.fixture(scope="module")
+def w4(built) -> Transcriber:
+    return Transcriber(built["w4"]["bundle"], threads=1)
+
+
+def _copy_bundle(built, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(built["w4"]["bundle"], tmp_path / "bundle"))
+
+
+# --- transcripts ---
+
+@pytest.mark.parametrize("name", ["w32", "w4"])
+def test_transcript_identical_to_eager_model_on_real_speech(built, name):
+    result = Transcriber(built[name]["bundle"], threads=1).transcribe(SAMPLE)
+    assert result.text == built[name]["eager"]
+    assert len(result.text.split()) >= 8, result.text  # the trained model spells real words, not blanks
+    assert not result.resampled and not result.silent and result.chunks == 1
+
+
+def test_words_carry_times_from_the_ctc_alignment(w4):
+    result = w4.transcribe(SAMPLE)
+    assert [w.word for w in result.words] == result.text.split()
+    for word, following in zip(result.words, result.words[1:]):
+        assert 0 <= word.start_s < word.end_s <= following.start_s
+    assert result.words[-1].end_s <= result.audio_s + 0.04
+    assert result.words[0].start_s < 1.0 and result.words[-1].end_s > result.audio_s - 1.5  # speech spans the clip
+    assert result.timings["inference_ms"] > 0 and result.timings["rtf"] > 0
+
+
+def test_array_input_int16_and_channels_last(w4):
+    audio, rate = sf.read(str(SAMPLE), dtype="int16")
+    expected = w4.transcribe(SAMPLE).text
+    assert w4.transcribe(audio, rate).text == expected
+    stereo = np.stack([audio, audio], axis=1)  # (N, 2)
+    result = w4.transcribe(stereo, rate)
+    assert result.text == expected and result.source_channels == 2
+
+
+# --- bad audio ---
+
+def test_stereo_file_is_mixed_down(w4, tmp_path):
+    audio, rate = sf.read(str(SAMPLE), dtype="int16")
+    sf.write(tmp_path / "stereo.wav", np.stack([audio, audio], axis=1), rate, subtype="PCM_16")
+    result = w4.transcribe(tmp_path / "stereo.wav")
+    assert result.source_channels == 2 and result.text == w4.transcribe(SAMPLE).text
+
+
+def test_other_sample_rates_are_resampled_and_said_so(w4, tmp_path):
+    from scipy.signal import resample_poly
+
+    audio, rate = sf.read(str(SAMPLE), dtype="float32")
+    sf.write(tmp_path / "48k.wav", resample_poly(audio, 3, 1), 48000, subtype="FLOAT")
+    result = w4.transcribe(tmp_path / "48k.wav")
+    assert result.resampled and result.source_sample_rate == 48000
+    assert result.text == w4.transcribe(SAMPLE).text  # downsampling keeps the whole speech band
+    sf.write(tmp_path / "8k.wav", resample_poly(audio, 1, 2), 8000, subtype="PCM_16")
+    result = w4.transcribe(tmp_path / "8k.wav")
+    # Telephone audio lacks the 4-8 kHz band the model saw in training: text, but not necessarily the same.
+    assert result.resampled and result.source_sample_rate == 8000 and result.text
+    assert abs(result.audio_s - len(audio) / rate) < 0.01
+
+
+def test_resampling_is_band_limited_and_keeps_amplitude():
+    from allinone_runtime.audio import resample_fft
+
+    t8, t16 = np.arange(8000) / 8000, np.arange(16000) / 16000
+    up = resample_fft(np.sin(2 * np.pi * 1000 * t8), 8000, 16000)
+    assert np.abs(up - np.sin(2 * np.pi * 1000 * t16)).max() < 1e-4
+    down = resample_fft(np.sin(2 * np.pi * 1000 * t16) + np.sin(2 * np.pi * 6000 * t16), 16000, 8000)
+    assert np.abs(down - np.sin(2 * np.pi * 1000 * t8)).max() < 1e-4  # 6 kHz is above 8 kHz's Nyquist: removed
+
+
+def test_silence_gives_empty_text(w4, tmp_path):
+    sf.write(tmp_path / "silence.wav", np.zeros(32000, np.int16), 16000, subtype="PCM_16")
+    result = w4.transcribe(tmp_path / "silence.wav")
+    assert result.text == "" and result.words == [] and result.silent
+
+
+def test_short_audio_is_padded(w4):
+    audio = sf.read(str(SAMPLE), dtype="float32")[0][:4800]  # 0.3 s, under the program's 0.5 s minimum
+    result = w4.transcribe(audio)
+    assert result.chunks == 1 and result.audio_s == pytest.approx(0.3)
+
+
+def test_audio_longer_than_30s_is_transcribed_in_overlapping_chunks(w4, monkeypatch):
+    # The overfit test model only spells its one clip where it was trained, so this checks the documented
+    # window/seam rule on the program's own outputs; test_runtime_cpp checks the C++ runner merges the same way.
+    audio = np.resize(sf.read(str(SAMPLE), dtype="float32")[0], 41 * 16000)  # (656000,) 41 s of speech
+    calls, run = [], w4.engine.run
+    monkeypatch.setattr(w4.engine, "run", lambda samples: calls.append((samples, run(samples))) or calls[-1][1])
+    log_probs, chunks = w4.log_probs(audio)
+    assert chunks == 2 and w4.hop == 26 * 16000 and w4.overlap == 4 * 16000  # windows of 30 s every 26 s
+    (first, out0), (second, out1) = calls
+    assert np.array_equal(first, audio[:480000]) and np.array_equal(second, audio[416000:])
+    seam = (26 + 2) * 25  # frame 700: the middle of the overlap (28 s), 25 frames per second
+    assert np.array_equal(log_probs[:seam], out0[:seam]) and np.array_equal(log_probs[seam:], out1[2 * 25:])
+    assert abs(len(log_probs) - 41 * 25) <= 3  # one frame grid over the whole audio
+
+    result = w4.transcribe(audio)
+    assert result.chunks == 2 and result.audio_s == 41 and result.text
+    starts = [w.start_s for w in result.words]
+    assert starts == sorted(starts) and result.words[-1].end_s <= result.audio_s + 0.04
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda d: d / "missing.wav", "audio file not found"),
+    (lambda d: d, "not a file"),
+    (lambda d: (d / "notes.wav").write_text("these are not samples") and d / "notes.wav", "unreadable audio"),
+    (lambda d: (d / "cut.wav").write_bytes(SAMPLE.read_bytes()[:30]) and d / "cut.wav", "unreadable audio"),
+    (lambda d: sf.write(d / "empty.wav", np.zeros(0, np.int16), 16000) or d / "empty.wav", "empty audio"),
+    (lambda d: sf.write(d / "nan.wav", np.array([0.1, np.nan, 0.2] * 8000, np.float32), 16000, subtype="FLOAT")
+     or d / "nan.wav", "NaN or infinite"),
+])
+def test_bad_audio_is_refused_with_one_line(w4, tmp_path, make, message):
+    with pytest.raises(RuntimeInputError, match=message) as err:
+        w4.transcribe(make(tmp_path))
+    assert "\n" not in str(err.value)
+
+
+def test_infinite_samples_in_an_array_are_refused(w4):
+    audio = np.full(16000, 0.1, np.float32)
+    audio[8000] = np.inf
+    with pytest.raises(RuntimeInputError, match=r"1 NaN or infinite samples \(first at 0.500 s\)"):
+        w4.transcribe(audio)
+
+
+# --- broken bundles ---
+
+def test_flipped_byte_in_model_pte_is_refused(built, tmp_path):
+    bundle = _copy_bundle(built, tmp_path)
+    data = bytearray((bundle / "model.pte").read_bytes())
+    data[len(data) // 2] ^= 0x01
+    (bundle / "model.pte").write_bytes(bytes(data))
+    with pytest.raises(RuntimeInputError, match=r"model.pte: sha256 .* differs from the manifest's .*corrupted"):
+        Bundle.open(bundle)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda b: (b / "manifest.json").unlink(), r"manifest.json: missing; a bundle is model.pte \+ manifest.json"),
+    (lambda b: (b / "model.pte").unlink(), r"model.pte: missing"),
+    (lambda b: (b / "manifest.json").write_text("{not json"), "not valid JSON"),
+    (lambda b: _edit_manifest(b, format_version=2), "format_version: expected 1, got 2"),
+    (lambda b: _edit_manifest(b, kind="something-else"), "kind: expected 'allinone-bundle'"),
+    (lambda b: _edit_manifest(b, io=None), "io.output.blank_id: missing; the runtime needs it"),
+    (lambda b: _edit_manifest(b, versions={"executorch": "9.1.0"}), "built with executorch 9.1.0, but the installed"),
+])
+def test_broken_bundle_is_refused_with_one_line(built, tmp_path, edit, message):
+    bundle = _copy_bundle(built, tmp_path)
+    edit(bundle)
+    with pytest.raises(RuntimeInputError, match=message) as err:
+        Bundle.open(bundle)
+    assert "\n" not in str(err.value)
+
+
+def _edit_manifest(bundle: Path, **changes) -> None:
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest.update(changes)
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_executorch_compatibility_rule():
+    assert check_executorch_compat("1.5.1", "1.5.0") == "guaranteed"  # patch releases keep the format
+    assert check_executorch_compat("1.5.1", "1.6.2") == "guaranteed"  # the next non-patch release
+    assert check_executorch_compat("1.9.0", "2.0.0") == "guaranteed"
+    assert check_executorch_compat("1.3.0", "1.5.1") == "not guaranteed"  # allowed, with a warning
+    with pytest.raises(RuntimeInputError, match="no forward compatibility"):
+        check_executorch_compat("1.6.0", "1.5.1")
+    with pytest.raises(RuntimeInputError, match="expected an ExecuTorch version"):
+        check_executorch_compat("latest", "1.5.1")
+
+
+# --- latency report ---
+
+@pytest.fixture(scope="module")
+def report(built) -> dict:
+    return bench(built["w4"]["bundle"], lengths_s=(1, 2), runs=3, threads=1, etdump=True, audio=SAMPLE)
+
+
+def test_bench_report_validates_and_is_written(report, built, tmp_path):
+    assert validate_report(report) is report
+    assert report["runner"] == "python" and report["measured"] is True and report["threads"] == 1
+    assert [row["audio_s"] for row in report["latency"]] == [1, 2]
+    assert report["bundle"]["pte_bytes"] == Path(built["w4"]["bundle"], "model.pte").stat().st_size
+    assert report["transcript"] == built["w4"]["eager"]
+    assert report["peak_rss_bytes"] > report["rss_before_load_bytes"] > 0
+    ops = report["operators"]  # ETDump through the devtools Inspector
+    assert any(op["delegated"] for op in ops) and any(not op["delegated"] for op in ops)
+    assert any("Fully Connected" in op["name"] for op in ops)
+    write_report(report, tmp_path / "bench")
+    assert validate_report(json.loads((tmp_path / "bench" / "report.json").read_text())) == report
+    assert "| audio s | p50 ms |" in (tmp_path / "bench" / "report.md").read_text()
+    assert (tmp_path / "bench" / "latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_report_merges_many_bundles(report, tmp_path):
+    write_report(report, tmp_path / "dist" / "phone" / "bench")
+    other = json.loads(json.dumps(report))
+    other["threads"], other["bundle"]["subnet"] = 2, "d2-f128-h2-w8"
+    write_report(other, tmp_path / "dist" / "pi" / "bench")
+    rows, md = merge_reports(tmp_path / "dist")
+    assert [label for label, _ in rows] == ["phone/bench", "pi/bench"]
+    table = md.read_text()
+    assert "d2-f128-h2-w8" in table and "p50 ms @2s" in table
+    assert (tmp_path / "dist" / "comparison.png").is_file()
+    assert len(json.loads((tmp_path / "dist" / "comparison.json").read_text())["reports"]) == 2
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda r: r.pop("load_ms"), "load_ms: missing"),
+    (lambda r: r.update(latncy=[]), "latncy: unknown key; did you mean latency?"),
+    (lambda r: r["latency"][0].update(p90_ms=-1.0), r"latency\[0\]: expected 0 <= min_ms <= p50_ms <= p90_ms"),
+    (lambda r: r["latency"][1].update(rtf=0.5), r"latency\[1\].rtf: 0.5 is not p50_ms / audio duration"),
+    (lambda r: r.update(runner="java"), "runner: expected 'python' or 'cpp'"),
+    (lambda r: r.update(measured=False), "measured: expected true"),
+    (lambda r: r["device"].update(cores="two"), "device.cores: expected a integer"),
+    (lambda r: r.update(format_version=2), "format_version: expected 1, got 2"),
+])
+def test_invalid_reports_are_refused(report, edit, message):
+    bad = json.loads(json.dumps(report))
+    edit(bad)
+    with pytest.raises(RuntimeInputError, match=message):
+        validate_report(bad)
+
+
+# --- command lines ---
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=600)
+
+
+def test_cli_transcribe_json_with_word_times(built, tmp_path):
+    sf.write(tmp_path / "8k.wav", sf.read(str(SAMPLE), dtype="float32")[0][::2], 8000)
+    done = _run("-m", "allinone.cli", "transcribe", built["w4"]["bundle"], str(SAMPLE), str(tmp_path / "8k.wav"),
+                str(tmp_path / "missing.wav"), "--json")
+    assert done.returncode == 2  # one file was bad; the others were still transcribed
+    assert f"error: {tmp_path / 'missing.wav'}: audio file not found" in done.stderr
+    out = json.loads(done.stdout)
+    first, second, third = out["results"]
+    assert third["error"].endswith("missing.wav: audio file not found")
+    assert first["text"] == built["w4"]["eager"] and first["words"][0].keys() == {"word", "start_s", "end_s"}
+    assert second["resampled"] and "resampled from 8000 Hz to 16000 Hz" in second["notes"]
+
+
+def test_cli_bench_and_report(built, tmp_path):
+    out = tmp_path / "dist" / "w4"
+    done = _run("-m", "allinone.cli", "bench", built["w4"]["bundle"], "--lengths", "1,2", "--runs", "2",
+                "--threads", "1", "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    report = validate_report(json.loads((out / "report.json").read_text()))
+    assert report["transcript"] == built["w4"]["eager"]  # the CLI benches the shipped speech clip
+    done = _run("-m", "allinone.cli", "report", str(tmp_path / "dist"))
+    assert done.returncode == 0 and "d1-f64-h1-w4" in done.stdout
+
+
+def test_cli_errors_are_one_line(built, tmp_path):
+    bundle = _copy_bundle(built, tmp_path)
+    _edit_manifest(bundle, format_version=7)
+    for prog in (["-m", "allinone.cli"], ["-m", "allinone_runtime"]):
+        done = _run(*prog, "transcribe", str(bundle), str(SAMPLE))
+        assert done.returncode == 2
+        assert done.stderr.strip().splitlines() == [f"{prog[1].split('.')[0]}: error: {bundle / 'manifest.json'}: "
+                                                    f"format_version: expected 1, got 7; this runtime reads bundle "
+                                                    f"format 1 only"]
+    done = _run("-m", "allinone_runtime", "bench", built["w4"]["bundle"], "--lengths", "1,45", "--out", str(tmp_path))
+    assert done.returncode == 2 and "--lengths: 45 s is outside the program's range 0.5-30 s" in done.stderr
