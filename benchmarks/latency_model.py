@@ -1,13 +1,14 @@
 """Latency model on this host: predicted vs measured latency of lowered conformer_small systems.
 
 Lowers each system (random-initialised weights: timing does not depend on their values; cached in --work),
-times it in the ExecuTorch runtime at the profile's reference length and thread count in a fresh process,
-fits the profile's latency model (overhead + MACs / throughput per precision) and prints, per system:
+times them in the ExecuTorch runtime at the profile's reference length and thread count, interleaved in one
+fresh process (one call of each in turn, so other load on a shared machine hits all systems alike), fits the
+profile's latency model (overhead + MACs / throughput per precision) and prints, per system:
 
-- the measured median (best of the interleaved rounds),
+- the measured median of the interleaved calls (and the fastest call),
 - the prediction of the fit to all systems and its error,
 - the leave-one-out prediction (fit to the other systems) and its error: what to expect for a system that
-  was not measured,
+  was not measured; and the same with a cost per encoder block added to the model,
 - the prediction of the profile as shipped before this run,
 - measured peak RSS vs the predicted .pte + planned activations + runtime overhead (the overhead measured
   here on a tiny program).
@@ -20,6 +21,8 @@ from __future__ import annotations
 import argparse
 import datetime
 import logging
+import math
+import os
 import sys
 from pathlib import Path
 
@@ -36,8 +39,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--profile", default="host-x86_64", help="profile giving threads and reference length")
     p.add_argument("--systems", nargs="+", default=DEFAULT_SYSTEMS, metavar="ID", help="conformer_small systems")
     p.add_argument("--work", default="runs/latency_model", help="cache of lowered programs (default: %(default)s)")
-    p.add_argument("--runs", type=int, default=10, help="timed calls per round after one warm-up call")
-    p.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds; the best median counts")
+    p.add_argument("--runs", type=int, default=30, help="timed calls per system after one warm-up call")
     p.add_argument("--write-profile", metavar="FILE", help="write the profile refitted from these measurements")
     return p.parse_args(argv)
 
@@ -69,8 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(0)
     model = conformer_small(len(CharTokenizer())).eval()
     specs = [model.search_space.validate(SubnetSpec.from_id(s)) for s in args.systems]
-    systems = measure_host(model, specs, threads=threads, audio_s=audio_s, runs=args.runs, rounds=args.rounds,
-                           work_dir=args.work, log=log)
+    load_before = os.getloadavg()
+    systems = measure_host(model, specs, threads=threads, audio_s=audio_s, runs=args.runs, work_dir=args.work, log=log)
+    load_after = os.getloadavg()
     tiny = tiny_program(args.work)
     overhead, _ = runtime_overhead_bytes(tiny, threads=threads, audio_s=audio_s)
     log(f"runtime overhead {overhead / MIB:.1f} MiB (tiny program {len(tiny)} B, activations "
@@ -78,39 +81,48 @@ def main(argv: list[str] | None = None) -> int:
 
     points = [s.point() for s in systems]
     fit = fit_latency_model(points, prior_overhead_ms=profile.latency_model.overhead_ms)
-    rows = [("system", "MMAC/s", "measured ms", "fit ms", "err", "leave-1-out ms", "err", "shipped ms", "err",
-             "peak MiB", "predicted", "err", "act MiB")]
-    loo_errors, shipped_errors, peak_errors = [], [], []
+    # The same fit with a cost per encoder block: what the profile's model leaves out (see the docs).
+    block_fit = fit_latency_model(points, prior_overhead_ms=profile.latency_model.overhead_ms, per_block=True)
+    rows = [("system", "MMAC/s", "measured ms", "min ms", "fit ms", "err", "leave-1-out", "err", "+block l-1-o", "err",
+             "shipped ms", "err", "peak MiB", "predicted", "err")]
+    loo_errors, block_errors, shipped_errors, peak_errors = [], [], [], []
     for i, (s, point) in enumerate(zip(systems, points)):
         others = points[:i] + points[i + 1:]
-        same_bits = [p for p in others if p.weight_bits == s.weight_bits]
-        loo = fit_latency_model(others, prior_overhead_ms=fit.overhead_ms).predict_ms(point.macs, s.weight_bits) \
-            if same_bits else float("nan")
-        fitted = fit.predict_ms(point.macs, s.weight_bits)
+        loo = fit_latency_model(others, prior_overhead_ms=fit.overhead_ms).predict(point)
+        loo_block = fit_latency_model(others, prior_overhead_ms=fit.overhead_ms, per_block=True).predict(point)
+        fitted = fit.predict(point)
         shipped = profile.predict_latency_ms(point.macs, s.weight_bits)
         peak_pred = s.pte_bytes + s.activation_bytes + overhead
-        errs = [(v - s.ms) / s.ms for v in (fitted, loo, shipped)]
+        errs = [(v - s.ms) / s.ms for v in (fitted, loo, loo_block, shipped)]
         loo_errors.append(abs(errs[1]))
-        shipped_errors.append(abs(errs[2]))
+        block_errors.append(abs(errs[2]))
+        shipped_errors.append(abs(errs[3]))
         peak_errors.append((peak_pred - s.peak_rss_bytes) / s.peak_rss_bytes)
-        rows.append((s.subnet, f"{s.macs_per_second / 1e6:.1f}", f"{s.ms:.1f}", f"{fitted:.1f}", f"{errs[0]:+.1%}",
-                     f"{loo:.1f}", f"{errs[1]:+.1%}", f"{shipped:.1f}", f"{errs[2]:+.1%}",
-                     f"{s.peak_rss_bytes / MIB:.1f}", f"{peak_pred / MIB:.1f}", f"{peak_errors[-1]:+.1%}",
-                     f"{s.activation_bytes / MIB:.2f}"))
+        rows.append((s.subnet, f"{s.macs_per_second / 1e6:.1f}", f"{s.ms:.1f}", f"{s.timing.min_ms:.1f}",
+                     f"{fitted:.1f}", f"{errs[0]:+.1%}",
+                     f"{loo:.1f}", f"{errs[1]:+.1%}", f"{loo_block:.1f}", f"{errs[2]:+.1%}", f"{shipped:.1f}",
+                     f"{errs[3]:+.1%}", f"{s.peak_rss_bytes / MIB:.1f}", f"{peak_pred / MIB:.1f}",
+                     f"{peak_errors[-1]:+.1%}"))
 
     device = host_device()
     print(f"host: {device['cpu']} ({device['cores']} cores, {device['system']}); profile {profile.name}: "
-          f"{threads} threads, {audio_s:g} s of audio; best median of {args.rounds} rounds x {args.runs} calls")
+          f"{threads} threads, {audio_s:g} s of audio; median of {args.runs} interleaved calls; load average "
+          f"{load_before[0]:.1f} before, {load_after[0]:.1f} after")
     print(_fmt_table(rows))
     print()
     gmacs = ", ".join(f"{b}-bit {g:.1f}" for b, g in sorted(fit.effective_gmacs.items(), reverse=True))
-    print(f"fit: overhead_ms {fit.overhead_ms:.2f}{'' if fit.overhead_fitted else ' (kept)'}; effective GMAC/s "
-          f"{gmacs}")
-    print(f"error |predicted - measured| / measured: fit max {fit.max_abs_error:.1%}; leave-one-out max "
-          f"{max(loo_errors):.1%}, mean {sum(loo_errors) / len(loo_errors):.1%}; shipped profile max "
-          f"{max(shipped_errors):.1%}")
-    print(f"peak memory: predicted vs measured max {max(peak_errors, key=abs):+.1%}; runtime overhead "
-          f"{overhead / MIB:.1f} MiB")
+    print(f"fit (the profile's model): overhead_ms {fit.overhead_ms:.2f}{'' if fit.overhead_fitted else ' (kept)'}; "
+          f"effective GMAC/s {gmacs}")
+    print(f"  error |predicted - measured| / measured: fit max {fit.max_abs_error:.1%}; leave-one-out max "
+          f"{max(loo_errors):.1%}, mean {sum(loo_errors) / len(loo_errors):.1%}")
+    gmacs = ", ".join(f"{b}-bit {g:.1f}" for b, g in sorted(block_fit.effective_gmacs.items(), reverse=True))
+    print(f"fit + per-block term: overhead_ms {block_fit.overhead_ms:.2f}, {block_fit.block_ms_per_s:.3f} ms per block "
+          f"per audio second; effective GMAC/s {gmacs}")
+    print(f"  error: fit max {block_fit.max_abs_error:.1%}; leave-one-out max {max(block_errors):.1%}, mean "
+          f"{sum(block_errors) / len(block_errors):.1%}")
+    print(f"shipped profile ({profile.latency_model.source}): max error {max(shipped_errors):.1%}")
+    print(f"peak memory (.pte + planned activations {systems[0].activation_bytes} B + runtime overhead "
+          f"{overhead / MIB:.1f} MiB) vs measured VmHWM: max {max(peak_errors, key=abs):+.1%}")
     for b in sorted(fit.effective_gmacs, reverse=True):
         dense = getattr(profile.latency_model.throughput_gmacs, {32: "fp32", 8: "int8", 4: "int4"}[b])
         if dense is not None and profile.latency_model.workload_factor < 1:  # dense GEMM figures to compare with
@@ -120,9 +132,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.write_profile:
         today = datetime.date.today().isoformat()
         citation = (f"timed {len(systems)} lowered conformer_small systems on this host ({device['cpu']}), "
-                    f"ExecuTorch XNNPACK, {threads} threads, {audio_s:g} s, best median of {args.rounds}x"
-                    f"{args.runs}: benchmarks/latency_model.py; leave-one-out error max {max(loo_errors):.0%}")
-        new, notes = measured_profile(profile, fit, overhead_bytes=overhead, date=today, citations=[citation])
+                    f"ExecuTorch XNNPACK, {threads} threads, {audio_s:g} s, median of {args.runs} interleaved calls: "
+                    f"benchmarks/latency_model.py; leave-one-out error max {max(loo_errors):.0%}")
+        # Uncertainty from leave-one-out: the error to expect on a system that was not timed.
+        note = (f"Fitted on {len(systems)} conformer_small systems at {threads} threads; workload_factor is 1 "
+                f"because the throughputs were measured on the speech encoder itself. Leave-one-out error max "
+                f"{max(loo_errors):.0%}, mean {sum(loo_errors) / len(loo_errors):.0%}; with a per-block term "
+                f"max {max(block_errors):.0%}. Load average {load_before[0]:.1f}-{load_after[0]:.1f} during timing: "
+                f"on a shared machine absolute speed varies between runs.")
+        new, notes = measured_profile(profile, fit, overhead_bytes=overhead, date=today, citations=[citation],
+                                      uncertainty_pct=math.ceil(100 * max(loo_errors)), notes=note)
         save_profile(new, args.write_profile, header=f"Measured by benchmarks/latency_model.py on {today}.")
         print(f"wrote {args.write_profile}: " + "; ".join(notes))
     return 0

@@ -20,7 +20,6 @@ import argparse
 import importlib.resources
 import json
 import logging
-import os
 import statistics
 import time
 from pathlib import Path
@@ -33,6 +32,7 @@ from allinone.data.tokenizer import CharTokenizer
 from allinone.export import MAX_SAMPLES, WaveformToLogProbs, export_subnet
 from allinone.models.conformer import MIN_SAMPLES, conformer_small
 from allinone.package import io_signature, quantization_info, versions, write_bundle
+from allinone.quantize import quantize_subnet_
 from allinone.size import subnet_size
 from allinone_runtime.cpp import build_runner, run_runner
 from allinone_runtime.engine import Engine, set_threads
@@ -50,7 +50,7 @@ def _time_calls(call, runs: int) -> list[float]:
     return times
 
 
-def _bundle(model, spec, program, directory: Path) -> Path:
+def _bundle(model, spec, program, directory: Path, lowering: dict) -> Path:
     """A bundle the runtimes can open (the benchmark's random weights would fail `allinone build`'s
     transcript verification, which needs a trained model)."""
     size = subnet_size(model, spec)
@@ -59,7 +59,7 @@ def _bundle(model, spec, program, directory: Path) -> Path:
                 "quantization": quantization_info(spec.weight_bits, program.float_layers),
                 "vocabulary": CharTokenizer().to_dict(), "sample_rate": 16000,
                 "io": io_signature(model.cfg.vocab_size, MIN_SAMPLES, MAX_SAMPLES), "profile": None,
-                "versions": versions()}
+                "lowering": lowering, "versions": versions()}
     return write_bundle(directory, program.pte, manifest, force=True)
 
 
@@ -109,6 +109,12 @@ def _onnx_quantized(float_path: Path, bits: int, directory: Path) -> tuple[Path,
     return out, f"MatMulNBits int4, block 32, symmetric, accuracy_level 4, {len(linears)} linears"
 
 
+def _onnx_bytes(path: Path) -> int:
+    """The model and its external weights file, when the exporter wrote one."""
+    data = path.with_name(path.name + ".data")
+    return path.stat().st_size + (data.stat().st_size if data.exists() else 0)
+
+
 def _ort_session(path: Path, threads: int):
     import onnxruntime as ort
 
@@ -126,6 +132,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=20, help="timed calls per runtime (default: 20)")
     parser.add_argument("--bits", default="32,8,4", help="precisions (default: 32,8,4)")
     parser.add_argument("--threads", default="1,2", help="thread counts (default: 1,2)")
+    parser.add_argument("--reuse", action="store_true",
+                        help="reuse bundles and the float ONNX file an earlier run left in --out (same seed)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("torchao").setLevel(logging.ERROR)
@@ -146,27 +154,39 @@ def main() -> None:
     rows = []
     for bits in (int(b) for b in args.bits.split(",")):
         spec = largest.with_bits(bits)
-        start = time.perf_counter()
-        program = export_subnet(model, spec)
-        lower_s = time.perf_counter() - start
-        bundle = _bundle(model, spec, program, out / f"bundle-{spec.id}")
+        bundle_dir = out / f"bundle-{spec.id}"
+        if args.reuse and (bundle_dir / "manifest.json").is_file():  # lowered by an earlier run, same seed
+            eager = WaveformToLogProbs(model.extract_subnet(spec)).eval()
+            quantize_subnet_(eager.subnet, bits)
+            lowering = json.loads((bundle_dir / "manifest.json").read_text())["lowering"]
+            bundle = bundle_dir
+        else:
+            program = export_subnet(model, spec)
+            eager = program.module
+            lowering = {"seconds": round(sum(program.seconds.values()), 1),
+                        "portable_ops": dict(program.portable_ops)}
+            bundle = _bundle(model, spec, program, bundle_dir, lowering)
         with torch.no_grad():
             if float_onnx is None:
-                float_module = WaveformToLogProbs(model.extract_subnet(largest.with_bits(32))).eval()
-                float_onnx = _onnx_float(float_module, waveform, out / "model-w32.onnx")
+                float_onnx = out / "model-w32.onnx"
+                if not (args.reuse and float_onnx.is_file()):
+                    float_module = WaveformToLogProbs(model.extract_subnet(largest.with_bits(32))).eval()
+                    _onnx_float(float_module, waveform, float_onnx)
         onnx_path, onnx_scheme = (float_onnx, "float32") if bits == 32 else _onnx_quantized(float_onnx, bits, out)
-        engine = Engine(bundle / "model.pte")
         for threads in (int(t) for t in args.threads.split(",")):
+            # Size both thread pools before loading: resetting ExecuTorch's pool under a loaded program is unsafe.
             torch.set_num_threads(threads)
             set_threads(threads)
+            engine = Engine(bundle / "model.pte")
             session = _ort_session(onnx_path, threads)
             feed = {session.get_inputs()[0].name: samples[None]}
             with torch.no_grad():
                 times = {
                     "onnxruntime": _time_calls(lambda: session.run(None, feed), args.runs),
-                    "eager": _time_calls(lambda: program.module(waveform), args.runs),
+                    "eager": _time_calls(lambda: eager(waveform), args.runs),
                     "pte-python": _time_calls(lambda: engine.run(samples), args.runs),
                 }
+            del engine, session
             _, report = run_runner(binary, bundle, audio_path, lengths_s=(args.seconds,), runs=args.runs,
                                    threads=threads, out_dir=out / f"cpp-{spec.id}-t{threads}")
             cpp_p50 = report["latency"][0]["p50_ms"]
@@ -178,8 +198,9 @@ def main() -> None:
                              "ratio_to_ort": round(p50 / ort_p50, 3),
                              "onnx_scheme": onnx_scheme if runtime == "onnxruntime" else None})
                 log.info("%s %d thr %-12s p50 %.1f ms (x%.2f of ORT)", spec.id, threads, runtime, p50, p50 / ort_p50)
-        rows.append({"bits": bits, "subnet": spec.id, "lower_s": round(lower_s, 1), "pte_bytes": len(program.pte),
-                     "onnx_bytes": os.path.getsize(onnx_path), "portable_ops": dict(program.portable_ops)})
+        rows.append({"bits": bits, "subnet": spec.id, "lower_s": lowering["seconds"],
+                     "pte_bytes": (bundle / "model.pte").stat().st_size, "onnx_bytes": _onnx_bytes(onnx_path),
+                     "portable_ops": lowering["portable_ops"]})
     results = {"seconds": args.seconds, "runs": args.runs, "torch_threads_note": "torch.set_num_threads per row",
                "rows": rows, "versions": versions()}
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")

@@ -51,7 +51,8 @@ def test_lowered_program_runs_speech_like_eager(trained, bits):
     tiny, tokenizer = trained
     spec = SubnetSpec(2, 128, 2, bits)
     exported = export_subnet(tiny, spec)
-    method = Runtime.get().load_program(exported.pte).load_method("forward")
+    program = Runtime.get().load_program(exported.pte)  # keep the program alive while its method runs
+    method = program.load_method("forward")
     speech = _speech()
     long_input = torch.cat([speech] * (MAX_SAMPLES // speech.shape[1] + 1), dim=1)[:, :MAX_SAMPLES]
     max_tol, mean_tol = TOLERANCE[bits]
@@ -88,6 +89,7 @@ def test_lowered_program_runs_speech_like_eager(trained, bits):
 
 def test_input_outside_the_exported_range_is_refused(trained):
     exported = export_subnet(trained[0], SubnetSpec(1, 64, 1, 32))
-    method = Runtime.get().load_program(exported.pte).load_method("forward")
+    program = Runtime.get().load_program(exported.pte)
+    method = program.load_method("forward")
     with pytest.raises(RuntimeError):
         method.execute([torch.zeros(1, MAX_SAMPLES + 16000)])

@@ -64,6 +64,21 @@ def test_fit_never_reports_a_negative_overhead():
     assert fit.overhead_ms == 0.0 and not fit.overhead_fitted
 
 
+def test_per_block_fit_separates_depth_from_macs():
+    """Two systems with equal MACs but different depth: only the per-block term can tell them apart."""
+    truth = dict(overhead=2.0, block=0.1, gmacs=50.0)
+    points = [LatencyPoint(f"d{d}", 8, m, 10.0, truth["overhead"] + truth["block"] * d * 10 + m * 10 / 50e6, d)
+              for d, m in ((4, 58e6), (10, 85e6), (4, 81e6), (12, 172e6))]
+    plain = fit_latency_model(points)
+    assert plain.max_abs_error > 0.03 and plain.block_ms_per_s == 0.0
+    fit = fit_latency_model(points, per_block=True)
+    assert fit.overhead_ms == pytest.approx(2.0) and fit.block_ms_per_s == pytest.approx(0.1)
+    assert fit.effective_gmacs[8] == pytest.approx(50.0) and fit.max_abs_error < 1e-6
+    with pytest.raises(ValueError, match="no place in a device profile"):
+        fitted_latency_model(fit, load_profile("host-x86_64").latency_model, source="measured", date="2026-01-01",
+                             citations=["x"])
+
+
 def test_unmeasured_precisions_scale_like_the_measured_ones():
     prior = load_profile("raspberry-pi-5").latency_model
     fit = fit_latency_model(_points(3.0, {8: prior.effective_gmacs(8) * 2}, [50e6, 150e6]))

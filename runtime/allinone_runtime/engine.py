@@ -29,12 +29,18 @@ def _bindings():
 
 
 def set_threads(threads: int | None) -> None:
-    """Size ExecuTorch's shared thread pool (XNNPACK and the optimized kernels use it); None keeps it."""
+    """Size ExecuTorch's process-wide thread pool (XNNPACK and the optimized kernels use it); None keeps it.
+
+    Call it before loading programs: ExecuTorch rebuilds the pool, and a program already loaded may still
+    hold the old one (its API is `_unsafe_reset_threadpool`; a crash was seen resetting under a loaded
+    conformer_small). A request for the size already in use changes nothing."""
     if threads is None:
         return
     if threads < 1:
         raise RuntimeInputError(f"threads: expected >= 1, got {threads}")
-    _bindings()._unsafe_reset_threadpool(int(threads))
+    bindings = _bindings()
+    if bindings._threadpool_get_thread_count() != threads:
+        bindings._unsafe_reset_threadpool(int(threads))
 
 
 def thread_count() -> int:

@@ -62,7 +62,10 @@ def chunk_starts(n_samples: int, max_samples: int, hop: int) -> list[int]:
 
 
 class Transcriber:
-    """Loads a bundle's program once; `transcribe` takes a file path or an array, returns a `Transcript`."""
+    """Loads a bundle's program once; `transcribe` takes a file path or an array, returns a `Transcript`.
+
+    `threads` sizes ExecuTorch's process-wide thread pool before the program loads; with several programs
+    in one process, give them all the same count (see `engine.set_threads`)."""
 
     def __init__(self, bundle: Bundle | str | Path, *, threads: int | None = None,
                  overlap_s: float = DEFAULT_OVERLAP_S):

@@ -43,7 +43,8 @@ def verify_program(pte: bytes, eager: torch.nn.Module, tokenizer, weight_bits: i
     from executorch.runtime import Runtime
 
     waveform = sample_audio() if audio is None else audio
-    method = Runtime.get().load_program(pte).load_method("forward")
+    program = Runtime.get().load_program(pte)  # must outlive the method: it owns the memory the method runs in
+    method = program.load_method("forward")
     got = method.execute([waveform])[0]
     with torch.no_grad():
         expected = eager(waveform)

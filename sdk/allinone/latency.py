@@ -14,8 +14,9 @@ Peak memory of a system is predicted as .pte bytes + the program's planned activ
 non-constant buffers, read from the .pte) + the runtime's own overhead (measured on the host by running a
 tiny program in a fresh process).
 
-Host measurements run each program in a fresh Python process: its peak resident memory then belongs to that
-program alone, and the thread-pool size set for it cannot leak into the caller.
+Host measurements time programs in a fresh Python process, so the thread-pool size set for them cannot leak
+into the caller; several programs are timed interleaved in one process (comparable on a shared machine) and
+each program's peak resident memory is measured in a process of its own.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from allinone.profiles import MIB, PRECISION_OF_BITS, DeviceProfile, LatencyMode
 
 __all__ = [
     "REPORT_FORMAT_VERSION", "LatencyPoint", "Timing", "LatencyFit", "LatencyReport", "Calibration",
-    "planned_activation_bytes", "predict_peak_bytes", "time_program", "runtime_overhead_bytes",
+    "planned_activation_bytes", "predict_peak_bytes", "time_program", "time_programs", "runtime_overhead_bytes",
     "fit_latency_model", "fitted_latency_model", "read_report", "report_points", "check_report_device",
     "calibrate_profile", "save_profile", "host_device", "lowered_program", "HostSystem", "measure_host",
     "tiny_program", "measured_profile",
@@ -90,7 +91,7 @@ class Timing:
     load_ms: float  # program load + method init
     first_run_ms: float  # the cold call, not counted in times_ms
     times_ms: tuple[float, ...]  # the timed calls after it
-    peak_rss_bytes: int  # of the whole process: Python, the runtime, the program and its run
+    peak_rss_bytes: int  # of the whole process: Python, the runtime, the program(s) and their runs
 
     @property
     def p50_ms(self) -> float:
@@ -103,28 +104,43 @@ class Timing:
         return min(self.times_ms)
 
 
-def time_program(pte: bytes | str | Path, *, threads: int, audio_s: float, runs: int = 10,
-                 timeout_s: float = 900) -> Timing:
-    """Time the program's `forward` on `audio_s` seconds of 16 kHz noise with `threads` threads, in a fresh
-    Python process: one cold call, then `runs` timed calls."""
-    if runs < 1 or threads < 1 or not 0.5 <= audio_s <= 30:
-        raise BadInputError(f"time_program: expected runs >= 1, threads >= 1 and audio_s in 0.5-30, "
-                            f"got runs={runs}, threads={threads}, audio_s={audio_s}")
+def time_programs(ptes: Sequence[bytes | str | Path], *, threads: int, audio_s: float, runs: int = 10,
+                  timeout_s: float = 1800) -> list[Timing]:
+    """Time each program's `forward` on `audio_s` seconds of 16 kHz noise with `threads` threads, all in one
+    fresh Python process: one cold call each, then `runs` rounds of one call per program, interleaved.
+
+    Interleaving matters on a shared machine: a burst of other work slows every program's calls alike, so
+    their medians stay comparable, where timing one program after another would hand a quiet spell to some
+    and a busy one to others. Each Timing's peak_rss_bytes is the whole process's (all programs loaded)."""
+    if runs < 1 or threads < 1 or not 0.5 <= audio_s <= 30 or not ptes:
+        raise BadInputError(f"time_programs: expected programs, runs >= 1, threads >= 1 and audio_s in 0.5-30, "
+                            f"got {len(ptes)} programs, runs={runs}, threads={threads}, audio_s={audio_s}")
     with tempfile.TemporaryDirectory(prefix="allinone-timing-") as tmp:
-        path = Path(pte) if not isinstance(pte, (bytes, bytearray)) else Path(tmp) / "model.pte"
-        if isinstance(pte, (bytes, bytearray)):
-            path.write_bytes(pte)
+        paths = []
+        for k, pte in enumerate(ptes):
+            if isinstance(pte, (bytes, bytearray)):
+                paths.append(Path(tmp) / f"program{k}.pte")
+                paths[-1].write_bytes(pte)
+            else:
+                paths.append(Path(pte))
         out = Path(tmp) / "timing.json"
-        args = json.dumps({"pte": str(path), "threads": threads, "audio_s": audio_s, "runs": runs, "out": str(out)})
+        args = json.dumps({"ptes": [str(p) for p in paths], "threads": threads, "audio_s": audio_s, "runs": runs,
+                           "out": str(out)})
         code = "import sys; from allinone.latency import _timing_child; _timing_child(sys.argv[1])"
         proc = subprocess.run([sys.executable, "-c", code, args], capture_output=True, text=True,
                               timeout=timeout_s, env={**os.environ, "OMP_NUM_THREADS": str(threads)})
         if proc.returncode != 0 or not out.exists():
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
-            raise RuntimeError(f"timing {path.name} failed (exit {proc.returncode}): {tail[0]}")
+            raise RuntimeError(f"timing {', '.join(p.name for p in paths)} failed (exit {proc.returncode}): {tail[0]}")
         data = json.loads(out.read_text())
-    return Timing(audio_s, threads, data["load_ms"], data["first_run_ms"], tuple(data["times_ms"]),
-                  data["peak_rss_bytes"])
+    return [Timing(audio_s, threads, d["load_ms"], d["first_run_ms"], tuple(d["times_ms"]), data["peak_rss_bytes"])
+            for d in data["programs"]]
+
+
+def time_program(pte: bytes | str | Path, *, threads: int, audio_s: float, runs: int = 10,
+                 timeout_s: float = 900) -> Timing:
+    """`time_programs` for one program: its process's peak RSS is then that program's alone."""
+    return time_programs([pte], threads=threads, audio_s=audio_s, runs=runs, timeout_s=timeout_s)[0]
 
 
 def _timing_child(args_json: str) -> None:
@@ -141,22 +157,36 @@ def _timing_child(args_json: str) -> None:
     args = json.loads(args_json)
     # XNNPACK runs on the pybindings' shared thread pool; this is its only thread-count setting.
     portable_lib._unsafe_reset_threadpool(int(args["threads"]))
-    start = time.perf_counter()
-    method = Runtime.get().load_program(Path(args["pte"])).load_method("forward")
-    load_ms = (time.perf_counter() - start) * 1000
     # Low-level noise, not silence: every kernel does its full work whatever the values, but noise keeps
     # dynamic quantization scales realistic.
     noise = np.random.default_rng(0).standard_normal((1, int(args["audio_s"] * 16000))) * 0.05
     waveform = torch.from_numpy(noise.astype(np.float32))
-    times = []
-    for _ in range(int(args["runs"]) + 1):
+
+    def timed(fn) -> float:
         start = time.perf_counter()
-        method.execute([waveform])
-        times.append((time.perf_counter() - start) * 1000)
-    # Linux reports ru_maxrss in KiB, macOS in bytes.
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
-    Path(args["out"]).write_text(json.dumps({"load_ms": load_ms, "first_run_ms": times[0], "times_ms": times[1:],
-                                             "peak_rss_bytes": peak}))
+        fn()
+        return (time.perf_counter() - start) * 1000
+
+    programs = []
+    for path in args["ptes"]:
+        holder = {}
+        load_ms = timed(lambda: holder.update(method=Runtime.get().load_program(Path(path)).load_method("forward")))
+        method = holder["method"]
+        programs.append({"method": method, "load_ms": load_ms, "times_ms": [],
+                         "first_run_ms": timed(lambda: method.execute([waveform]))})
+    for _ in range(int(args["runs"])):
+        for program in programs:
+            program["times_ms"].append(timed(lambda: program["method"].execute([waveform])))
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent across fork + exec, so a child of a
+    # big process would report the parent's peak.
+    try:
+        hwm = next(line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith("VmHWM:"))
+        peak = int(hwm.split()[1]) * 1024
+    except (OSError, StopIteration):  # no procfs (macOS): ru_maxrss, in bytes there
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+    Path(args["out"]).write_text(json.dumps({
+        "peak_rss_bytes": peak,
+        "programs": [{k: v for k, v in program.items() if k != "method"} for program in programs]}))
 
 
 def runtime_overhead_bytes(pte: bytes, *, threads: int, audio_s: float) -> tuple[int, Timing]:
@@ -172,19 +202,24 @@ def runtime_overhead_bytes(pte: bytes, *, threads: int, audio_s: float) -> tuple
 def lowered_program(model, spec, work_dir: str | Path | None = None) -> bytes:
     """The .pte of `spec` cut from `model`, lowered once and cached in `work_dir` when given.
 
-    The cache is keyed by the architecture and the ExecuTorch version, not the weights: timing and memory
-    planning do not depend on weight values, so random-initialised weights time like trained ones."""
+    The cache is keyed by the architecture, the ExecuTorch version and the source of the code that builds the
+    program (models, quantization, export), not by the weights: timing and memory planning do not depend on
+    weight values, so random-initialised weights time like trained ones."""
+    import hashlib
+    from importlib.metadata import version
+
+    import allinone
+    from allinone.checkpoint import atomic_write_bytes
     from allinone.export import export_subnet
 
     if work_dir is None:
         return export_subnet(model, spec).pte
-    import hashlib
-    from importlib.metadata import version
-
-    from allinone.checkpoint import atomic_write_bytes
-
-    arch = hashlib.sha256(json.dumps(model.cfg.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
-    path = Path(work_dir) / f"{arch}-executorch{version('executorch')}" / f"{spec.id}.pte"
+    digest = hashlib.sha256(json.dumps(model.cfg.to_dict(), sort_keys=True).encode())
+    package = Path(allinone.__file__).parent
+    for source in sorted([package / "export.py", package / "quantize.py", *package.glob("nn/*.py"),
+                          *package.glob("models/*.py")]):
+        digest.update(source.read_bytes())
+    path = Path(work_dir) / f"{digest.hexdigest()[:12]}-executorch{version('executorch')}" / f"{spec.id}.pte"
     if path.is_file():
         return path.read_bytes()
     pte = export_subnet(model, spec).pte
@@ -194,7 +229,7 @@ def lowered_program(model, spec, work_dir: str | Path | None = None) -> bytes:
 
 @dataclass(frozen=True)
 class HostSystem:
-    """A lowered system timed on this machine; rounds are timed in turn with the other systems."""
+    """A lowered system timed on this machine, interleaved with the others, and its own peak memory."""
 
     subnet: str
     weight_bits: int
@@ -202,42 +237,44 @@ class HostSystem:
     weight_bytes: int
     pte_bytes: int
     activation_bytes: int
-    timings: tuple[Timing, ...]
+    timing: Timing  # interleaved calls in the shared timing process
+    peak_rss_bytes: int  # of a process that ran this program alone
 
     @property
     def ms(self) -> float:
-        """The smallest per-round median: other work on a shared machine only ever adds time."""
-        return min(t.p50_ms for t in self.timings)
-
-    @property
-    def peak_rss_bytes(self) -> int:
-        return max(t.peak_rss_bytes for t in self.timings)
+        return self.timing.p50_ms
 
     def point(self) -> LatencyPoint:
-        return LatencyPoint(self.subnet, self.weight_bits, self.macs_per_second, self.timings[0].audio_s, self.ms)
+        from allinone.spec import SubnetSpec
+
+        return LatencyPoint(self.subnet, self.weight_bits, self.macs_per_second, self.timing.audio_s, self.ms,
+                            SubnetSpec.from_id(self.subnet).depth)
 
 
-def measure_host(model, specs: Sequence[Any], *, threads: int, audio_s: float, runs: int = 10, rounds: int = 2,
+def measure_host(model, specs: Sequence[Any], *, threads: int, audio_s: float, runs: int = 30,
                  work_dir: str | Path | None = None, log=None) -> list[HostSystem]:
-    """Lower each spec of `model` (cached in `work_dir`) and time it here `rounds` times, interleaved, so a
-    burst of other load on the machine hits one round of every system rather than all rounds of one."""
+    """Lower each spec of `model` (cached in `work_dir`), time them here interleaved in one process
+    (`time_programs`), and run each once alone in its own process for its peak memory."""
     from allinone.size import subnet_size
 
     programs = []
     for spec in specs:
         if log:
-            log(f"lowering {spec.id} (cached in {work_dir})" if work_dir else f"lowering {spec.id}")
+            log(f"lowering {spec.id}" + (f" (cached in {work_dir})" if work_dir else ""))
         pte = lowered_program(model, spec, work_dir)
-        size = subnet_size(model, spec)
-        programs.append((spec, size, pte, planned_activation_bytes(pte)))
-    timings: dict[str, list[Timing]] = {spec.id: [] for spec, *_ in programs}
-    for round_ in range(rounds):
-        for spec, _, pte, _ in programs if round_ % 2 == 0 else reversed(programs):
-            timings[spec.id].append(time_program(pte, threads=threads, audio_s=audio_s, runs=runs))
-            if log:
-                log(f"round {round_ + 1}: {spec.id} p50 {timings[spec.id][-1].p50_ms:.1f} ms")
-    return [HostSystem(spec.id, spec.weight_bits, float(size.macs_per_second), size.weight_bytes, len(pte), act,
-                       tuple(timings[spec.id])) for spec, size, pte, act in programs]
+        programs.append((spec, subnet_size(model, spec), pte, planned_activation_bytes(pte)))
+    if log:
+        log(f"timing {len(programs)} programs interleaved, {runs} calls each")
+    timings = time_programs([pte for _, _, pte, _ in programs], threads=threads, audio_s=audio_s, runs=runs)
+    out = []
+    for (spec, size, pte, act), timing in zip(programs, timings):
+        alone = time_program(pte, threads=threads, audio_s=audio_s, runs=1)
+        if log:
+            log(f"{spec.id}: p50 {timing.p50_ms:.1f} ms (min {timing.min_ms:.1f}), peak RSS alone "
+                f"{alone.peak_rss_bytes / MIB:.1f} MiB")
+        out.append(HostSystem(spec.id, spec.weight_bits, float(size.macs_per_second), size.weight_bytes, len(pte),
+                              act, timing, alone.peak_rss_bytes))
+    return out
 
 
 def tiny_program(work_dir: str | Path | None = None) -> bytes:
@@ -254,15 +291,18 @@ def tiny_program(work_dir: str | Path | None = None) -> bytes:
 
 
 def measured_profile(profile: DeviceProfile, fit: LatencyFit, *, overhead_bytes: int | None, date: str,
-                     citations: Sequence[str]) -> tuple[DeviceProfile, list[str]]:
+                     citations: Sequence[str], uncertainty_pct: float | None = None,
+                     notes: str | None = None) -> tuple[DeviceProfile, list[str]]:
     """`profile` with its latency model (and runtime overhead, when given) replaced by host measurements;
-    source `measured`. Returns the profile and notes on where each figure came from."""
-    model, notes = fitted_latency_model(fit, profile.latency_model, source="measured", date=date, citations=citations)
+    source `measured`; `notes` replace the profile's. Returns the profile and where each figure came from."""
+    model, sources = fitted_latency_model(fit, profile.latency_model, source="measured", date=date,
+                                          citations=citations, uncertainty_pct=uncertainty_pct)
     memory = profile.memory
     if overhead_bytes is not None:
         memory = dataclasses.replace(memory, runtime_overhead_mib=math.ceil(overhead_bytes / MIB))
-    out = dataclasses.replace(profile, latency_model=model, memory=memory)
-    return profile_from_dict(out.to_dict(), "measured profile"), notes
+    out = dataclasses.replace(profile, latency_model=model, memory=memory,
+                              notes=profile.notes if notes is None else notes)
+    return profile_from_dict(out.to_dict(), "measured profile"), sources
 
 
 # ---- the fit ---------------------------------------------------------------------------------------------------
@@ -277,6 +317,7 @@ class LatencyPoint:
     macs_per_second: float
     audio_s: float
     ms: float
+    blocks: int = 0  # encoder blocks (depth); only the per-block fit reads it
 
     @property
     def macs(self) -> float:
@@ -292,45 +333,62 @@ class LatencyFit:
     effective_gmacs: dict[int, float]  # weight bits -> GMAC/s the encoder reached
     overhead_fitted: bool  # False: the points could not separate it, the prior profile's value was kept
     points: tuple[LatencyPoint, ...]
+    # ms per encoder block per second of audio, for work MACs do not count (element-wise ops, dispatch);
+    # 0 unless fitted with per_block=True. Profiles have no key for it yet.
+    block_ms_per_s: float = 0.0
 
-    def predict_ms(self, macs: float, weight_bits: int) -> float:
-        return self.overhead_ms + macs / (self.effective_gmacs[weight_bits] * 1e6)
+    def predict_ms(self, macs: float, weight_bits: int, *, blocks: int = 0, audio_s: float = 0.0) -> float:
+        return (self.overhead_ms + self.block_ms_per_s * blocks * audio_s
+                + macs / (self.effective_gmacs[weight_bits] * 1e6))
+
+    def predict(self, point: LatencyPoint) -> float:
+        return self.predict_ms(point.macs, point.weight_bits, blocks=point.blocks, audio_s=point.audio_s)
 
     def relative_errors(self) -> list[float]:
         """(predicted - measured) / measured for every point."""
-        return [(self.predict_ms(p.macs, p.weight_bits) - p.ms) / p.ms for p in self.points]
+        return [(self.predict(p) - p.ms) / p.ms for p in self.points]
 
     @property
     def max_abs_error(self) -> float:
         return max(abs(e) for e in self.relative_errors())
 
 
-def _solve(points: Sequence[LatencyPoint], bits: list[int], overhead_ms: float | None) -> tuple[float, list[float]]:
-    """Weighted least squares for y = o + M * x_b; `overhead_ms` given = o fixed. Returns (o, [x_b])."""
+def _columns(points: Sequence[LatencyPoint], bits: list[int], free_overhead: bool, per_block: bool) -> list[list[float]]:
+    """Design matrix columns of y = [o] + [c * blocks * audio_s] + M * x_b, one MAC column per precision."""
+    cols = [[1.0] * len(points)] if free_overhead else []
+    if per_block:
+        cols.append([float(p.blocks) * p.audio_s for p in points])
+    return cols + [[p.macs if p.weight_bits == b else 0.0 for p in points] for b in bits]
+
+
+def _solve(points: Sequence[LatencyPoint], bits: list[int], overhead_ms: float | None,
+           per_block: bool) -> tuple[float, float, list[float]]:
+    """Weighted least squares; `overhead_ms` given = overhead fixed. Returns (overhead, block term, [x_b])."""
     import numpy as np
 
     y = np.array([p.ms for p in points])
-    cols = [[p.macs if p.weight_bits == b else 0.0 for p in points] for b in bits]
-    target = y - (overhead_ms or 0.0)
-    if overhead_ms is None:
-        cols.insert(0, [1.0] * len(points))
-    a = np.array(cols).T / y[:, None]  # rows scaled by 1/y: relative residuals
-    x, *_ = np.linalg.lstsq(a, target / y, rcond=None)
-    return (float(x[0]), [float(v) for v in x[1:]]) if overhead_ms is None else (overhead_ms, [float(v) for v in x])
+    a = np.array(_columns(points, bits, overhead_ms is None, per_block)).T / y[:, None]  # rows / y: relative
+    x, *_ = np.linalg.lstsq(a, (y - (overhead_ms or 0.0)) / y, rcond=None)
+    values = [float(v) for v in x]
+    overhead = values.pop(0) if overhead_ms is None else overhead_ms
+    block = values.pop(0) if per_block else 0.0
+    return overhead, block, values
 
 
-def _rank(points: Sequence[LatencyPoint], bits: list[int]) -> int:
+def _rank(points: Sequence[LatencyPoint], bits: list[int], per_block: bool) -> int:
     import numpy as np
 
-    cols = [[1.0] * len(points)] + [[p.macs if p.weight_bits == b else 0.0 for p in points] for b in bits]
-    return int(np.linalg.matrix_rank(np.array(cols).T / max(p.macs for p in points)))
+    a = np.array(_columns(points, bits, True, per_block)).T
+    return int(np.linalg.matrix_rank(a / np.abs(a).max(axis=0)))  # columns scaled: MACs are ~1e9, the rest ~1
 
 
-def fit_latency_model(points: Iterable[LatencyPoint], *, prior_overhead_ms: float = 0.0) -> LatencyFit:
-    """Fit overhead_ms and one effective throughput per precision present in `points`.
+def fit_latency_model(points: Iterable[LatencyPoint], *, prior_overhead_ms: float = 0.0,
+                      per_block: bool = False) -> LatencyFit:
+    """Fit overhead_ms and one effective throughput per precision present in `points` (and, with `per_block`,
+    a cost per encoder block per second of audio).
 
-    The overhead is fitted only when the points can separate it from throughput (two different MAC counts
-    at some precision) and it comes out non-negative; otherwise `prior_overhead_ms` is kept."""
+    The overhead is fitted only when the points can separate it from the rest (two different MAC counts at
+    some precision) and it comes out non-negative; otherwise `prior_overhead_ms` is kept."""
     points = tuple(points)
     if not points:
         raise BadInputError("latency fit: no measurements; expected at least one timed call")
@@ -339,26 +397,29 @@ def fit_latency_model(points: Iterable[LatencyPoint], *, prior_overhead_ms: floa
         raise BadInputError(f"latency fit: {bad[0].subnet}: expected positive latency and MACs, got "
                             f"{bad[0].ms} ms and {bad[0].macs:.3g} MACs")
     bits = sorted({p.weight_bits for p in points}, reverse=True)
-    overhead, fitted = prior_overhead_ms, False
-    if _rank(points, bits) == len(bits) + 1:
-        o, inverse = _solve(points, bits, None)
-        if o >= 0 and all(v > 0 for v in inverse):
-            overhead, fitted = o, True
+    n_unknowns = 1 + per_block + len(bits)
+    fitted = False
+    if _rank(points, bits, per_block) == n_unknowns:
+        overhead, block, inverse = _solve(points, bits, None, per_block)
+        fitted = overhead >= 0 and all(v > 0 for v in inverse)
     if not fitted:
-        overhead, inverse = _solve(points, bits, prior_overhead_ms)
+        overhead, block, inverse = _solve(points, bits, prior_overhead_ms, per_block)
     if any(v <= 0 for v in inverse):
         worst = bits[min(range(len(bits)), key=lambda i: inverse[i])]
         raise BadInputError(f"latency fit: {worst}-bit measurements are faster than the overhead alone allows; "
                             f"expected latencies above overhead_ms {overhead:g}")
-    return LatencyFit(overhead, {b: 1.0 / (x * 1e6) for b, x in zip(bits, inverse)}, fitted, points)
+    return LatencyFit(overhead, {b: 1.0 / (x * 1e6) for b, x in zip(bits, inverse)}, fitted, points, block)
 
 
 def fitted_latency_model(fit: LatencyFit, prior: LatencyModel, *, source: str, date: str,
-                         citations: Sequence[str]) -> tuple[LatencyModel, list[str]]:
+                         citations: Sequence[str], uncertainty_pct: float | None = None) -> tuple[LatencyModel, list[str]]:
     """A profile latency model from `fit`; precisions the fit did not measure keep the prior's effective
-    throughput scaled by the geometric-mean ratio fitted / prior of the measured ones.
+    throughput scaled by the geometric-mean ratio fitted / prior of the measured ones. `uncertainty_pct`
+    defaults to the fit's largest error (at least MIN_UNCERTAINTY_PCT).
 
     Returns the model and one note per precision saying where its figure came from."""
+    if fit.block_ms_per_s:
+        raise ValueError("a fit with a per-block term has no place in a device profile; fit without per_block")
     ratios = []
     for bits, gmacs in fit.effective_gmacs.items():
         try:
@@ -377,7 +438,8 @@ def fitted_latency_model(fit: LatencyFit, prior: LatencyModel, *, source: str, d
             notes.append(f"{precision}: not measured; prior figure scaled by {scale:.2f} like the measured ones")
         elif getattr(prior.throughput_gmacs, precision) is not None:
             throughput[precision] = getattr(prior.throughput_gmacs, precision)
-    uncertainty = max(MIN_UNCERTAINTY_PCT, math.ceil(100 * fit.max_abs_error))
+    uncertainty = uncertainty_pct if uncertainty_pct is not None else \
+        max(MIN_UNCERTAINTY_PCT, math.ceil(100 * fit.max_abs_error))
     model = LatencyModel(overhead_ms=round(fit.overhead_ms, 2), throughput_gmacs=Throughput(**throughput),
                          workload_factor=1.0, source=source, citations=tuple(citations),
                          uncertainty_pct=uncertainty, date=date)
