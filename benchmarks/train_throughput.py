@@ -62,9 +62,10 @@ def main() -> None:
     parser.add_argument("--manifest", required=True)
     parser.add_argument("--recipe", default="conformer_small")
     parser.add_argument("--steps", type=int, default=6, help="timed steps per setting (after one warm-up)")
+    parser.add_argument("--max-batch-seconds", type=float, help="batch size in audio seconds (default: the recipe's)")
     args = parser.parse_args()
     recipe = load_recipe(args.recipe)
-    batches = _batches(args.manifest, recipe.max_batch_seconds, args.steps + 1)
+    batches = _batches(args.manifest, args.max_batch_seconds or recipe.max_batch_seconds, args.steps + 1)
     base = recipe.to_dict()
     settings = {
         "full system alone": Recipe(**{**base, "targets": (recipe.targets[0],), "systems_per_step": None, "kl_weight": 0.0}),

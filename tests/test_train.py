@@ -13,6 +13,7 @@ import yaml
 
 from allinone.checkpoint import load_checkpoint
 from allinone.errors import BadInputError
+from allinone.eval_run import evaluate_checkpoint
 from allinone.spec import SubnetSpec
 from allinone.train.recipe import load_recipe, recipe_from_dict
 from allinone.train.trainer import choose_systems, learning_rate, train
@@ -64,6 +65,11 @@ def test_train_save_resume_and_baseline(synth_corpus, tmp_path):
     result = train(recipe, train_m, dev_m, out, max_steps=10, resume=True, progress=False)
     assert result.steps == 10
     assert [m["step"] for m in _metrics(out)] == list(range(1, 11))
+
+    results = evaluate_checkpoint(out, dev_m, progress=False)
+    assert [r.subnet for r in results] == list(recipe.targets)
+    assert all(0.0 <= r.cer and r.n_utterances > 0 for r in results)
+    assert sorted(p.name for p in (out / "eval" / "dev").iterdir()) == sorted(f"{t}.hyps.jsonl" for t in recipe.targets)
 
     base = tmp_path / "only"
     train(recipe, train_m, dev_m, base, max_steps=3, only="d1-f64-h1-w4", progress=False)
