@@ -24,7 +24,6 @@ import logging
 import math
 import os
 import sys
-from pathlib import Path
 
 DEFAULT_SYSTEMS = [  # three per precision, spanning depth, feed-forward width and heads
     "d12-f512-h4-w32", "d8-f384-h3-w32", "d4-f128-h2-w32",

@@ -218,14 +218,13 @@ def test_calibration_fits_several_reports_and_precisions(tmp_path):
 
 @pytest.mark.slow
 def test_planned_activations_timing_and_runtime_overhead_of_a_lowered_program(tmp_path):
+    from allinone.data.tokenizer import CharTokenizer
     from allinone.latency import planned_activation_bytes, runtime_overhead_bytes, time_program, tiny_program
-    from allinone.models.conformer import MIN_SAMPLES  # noqa: F401 - the .pte's range starts here
 
     pte = tiny_program(tmp_path)
     assert tiny_program(tmp_path) == pte  # cached: the second call does not lower again
     activations = planned_activation_bytes(pte)
     # The output log-probs of a 30 s input are planned memory: 748 frames x vocabulary x float32.
-    from allinone.data.tokenizer import CharTokenizer
     assert activations >= 748 * len(CharTokenizer()) * 4
     timing = time_program(pte, threads=1, audio_s=2.0, runs=3)
     assert len(timing.times_ms) == 3 and 0 < timing.min_ms <= timing.p50_ms and timing.first_run_ms > 0

@@ -60,9 +60,27 @@ def verify_program(pte: bytes, eager: torch.nn.Module, tokenizer, weight_bits: i
     return Verification(diff, text_pte, audio_name)
 
 
+def _predicted(latency: dict, profile) -> dict | None:
+    """The selector's prediction for the manifest's `latency.predicted` (never a measurement)."""
+    predicted = latency.get("predicted")
+    if predicted is None:
+        return None
+    return {"ms": predicted["ms"], "rtf": predicted["rtf"], "reference_audio_s": latency["reference_audio_s"],
+            "measured": False, "model": predicted["model"], "profile": profile.name}
+
+
+def _measured(latency: dict) -> dict | None:
+    """A latency the catalog holds from a report of this profile's own device, else None."""
+    if not latency.get("measured"):
+        return None
+    device = latency["device"]
+    return {"ms": latency["ms"], "rtf": latency["rtf"], "reference_audio_s": latency["reference_audio_s"],
+            "device": device, "date": device["date"], "report": device["report"]}
+
+
 def export_bundle(checkpoint, spec: SubnetSpec | str, out: str | Path, *, profile=None, expected: dict | None = None,
-                  predicted_latency: dict | None = None, audio: torch.Tensor | None = None, force: bool = False,
-                  exported=None) -> Path:
+                  predicted_latency: dict | None = None, measured_latency: dict | None = None,
+                  audio: torch.Tensor | None = None, force: bool = False, exported=None) -> Path:
     """Lower `spec` of `checkpoint` (a path or a loaded Checkpoint), verify the .pte on real speech and write
     the bundle directory `out`. `exported` reuses an already lowered program of the same spec."""
     from allinone.checkpoint import Checkpoint, load_checkpoint
@@ -93,7 +111,7 @@ def export_bundle(checkpoint, spec: SubnetSpec | str, out: str | Path, *, profil
         "io": io_signature(ckpt.model.cfg.vocab_size, MIN_SAMPLES, MAX_SAMPLES),
         "profile": profile.to_dict() if profile is not None else None,
         "expected": expected or {"wer": None, "cer": None, "manifest": None},
-        "latency": {"predicted": predicted_latency, "measured": None},
+        "latency": {"predicted": predicted_latency, "measured": measured_latency},
         "sizes": {"pte_bytes": len(program.pte), "weight_bytes": size.weight_bytes,
                   "float_full_weight_bytes": full.weight_bytes,
                   "compression_ratio": round(full.weight_bytes / size.weight_bytes, 3)},
@@ -177,7 +195,8 @@ def build_bundles(checkpoint: str | Path, profiles: list[str], out: str | Path, 
             path = export_bundle(ckpt, spec, out / profile.name, profile=profile, audio=audio, force=force,
                                  exported=lowered[spec],
                                  expected={"wer": chosen["wer"], "cer": None, "manifest": catalog.meta.get("manifest")},
-                                 predicted_latency={**chosen["latency"], "profile": profile.name})
+                                 predicted_latency=_predicted(chosen["latency"], profile),
+                                 measured_latency=_measured(chosen["latency"]))
             manifest = json.loads((path / "manifest.json").read_text())
             built.append(BuiltBundle(profile.name, path, spec.id, manifest["sizes"]["pte_bytes"],
                                      manifest["sizes"]["weight_bytes"], manifest["pte"]["sha256"], chosen["wer"], reused))

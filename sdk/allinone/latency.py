@@ -170,9 +170,11 @@ def _timing_child(args_json: str) -> None:
     programs = []
     for path in args["ptes"]:
         holder = {}
-        load_ms = timed(lambda: holder.update(method=Runtime.get().load_program(Path(path)).load_method("forward")))
+        # The Program must outlive its Method (the method runs in the program's memory), so both are kept.
+        load_ms = timed(lambda: holder.update(program=Runtime.get().load_program(Path(path))))
+        load_ms += timed(lambda: holder.update(method=holder["program"].load_method("forward")))
         method = holder["method"]
-        programs.append({"method": method, "load_ms": load_ms, "times_ms": [],
+        programs.append({"program": holder["program"], "method": method, "load_ms": load_ms, "times_ms": [],
                          "first_run_ms": timed(lambda: method.execute([waveform]))})
     for _ in range(int(args["runs"])):
         for program in programs:
