@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from allinone.errors import BadInputError
+from allinone.jsonfile import read_json
 
 __all__ = ["CATALOG_FORMAT_VERSION", "CATALOG_FILE", "MeasuredLatency", "CatalogEntry", "Catalog", "load_catalog",
            "save_catalog", "CatalogRun", "compute_catalog", "manifest_sha256", "add_reports", "format_catalog"]
@@ -238,14 +239,7 @@ class Catalog:
 def load_catalog(path: str | Path) -> Catalog:
     """Read and validate catalog.json; BadInputError with one line naming the file otherwise."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise BadInputError(f"{path}: no such file; expected a catalog (catalog.json)") from None
-    except json.JSONDecodeError as err:
-        raise BadInputError(f"{path}: not valid JSON at line {err.lineno}: {err.msg}") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise BadInputError(f"{path}: cannot read ({err.__class__.__name__}); expected a UTF-8 JSON file") from None
+    data = read_json(path, "a catalog (catalog.json)")
     return Catalog.from_dict(data, str(path))
 
 

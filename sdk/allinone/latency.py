@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from allinone.errors import BadInputError
+from allinone.jsonfile import read_json
 from allinone.profiles import MIB, PRECISION_OF_BITS, DeviceProfile, LatencyModel, Throughput, profile_from_dict
 
 __all__ = [
@@ -492,14 +493,7 @@ def _get(data: Any, dotted: str, kind: type | tuple[type, ...], where: str) -> A
 def read_report(path: str | Path) -> LatencyReport:
     """Read and check a runtime latency report; BadInputError with one line naming the file and key."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise BadInputError(f"{path}: no such file; expected a latency report (report.json)") from None
-    except json.JSONDecodeError as err:
-        raise BadInputError(f"{path}: not valid JSON at line {err.lineno}: {err.msg}") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise BadInputError(f"{path}: cannot read ({err.__class__.__name__}); expected a UTF-8 JSON file") from None
+    data = read_json(path, "a latency report (report.json)")
     where = str(path)
     if not isinstance(data, dict) or data.get("kind") != "allinone-latency-report":
         raise BadInputError(f"{where}: kind: expected \"allinone-latency-report\" (a report written by allinone "
