@@ -260,7 +260,7 @@ def test_catalog_save_failure_keeps_the_old_file(tmp_path, monkeypatch):
 
     def broken_replace(src, dst):
         raise OSError("disk full")
-    monkeypatch.setattr("allinone.catalog.os.replace", broken_replace)
+    monkeypatch.setattr("allinone.files.os.replace", broken_replace)  # where the atomic write renames
     with pytest.raises(OSError):
         save_catalog(Catalog((entry("new"),)), path)
     assert [p.name for p in tmp_path.iterdir()] == ["catalog.json"]

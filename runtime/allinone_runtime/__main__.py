@@ -8,20 +8,20 @@ import sys
 
 from allinone_runtime.errors import RuntimeInputError
 
-__all__ = ["build_parser", "main"]
+__all__ = ["add_commands", "build_parser", "main"]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m allinone_runtime", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    p = sub.add_parser("transcribe", help="transcribe audio files with a bundle (greedy CTC)")
+def add_commands(sub) -> dict:
+    """Declare transcribe, bench and report on an argparse subparsers object; returns the three parsers by
+    name. Shared with the `allinone` CLI, so both front ends take the same arguments."""
+    parsers = {}
+    p = parsers["transcribe"] = sub.add_parser("transcribe", help="transcribe audio files with a bundle (greedy CTC)")
     p.add_argument("bundle", metavar="BUNDLE", help="bundle directory (model.pte + manifest.json)")
     p.add_argument("files", nargs="+", metavar="FILE", help="audio files (WAV/FLAC/OGG, any rate; resampled to 16 kHz)")
     p.add_argument("--json", action="store_true", help="print JSON: text, per-word start/end times, timings")
     p.add_argument("--threads", type=int, help="CPU threads (default: ExecuTorch's, the performance cores)")
 
-    p = sub.add_parser("bench", help="time a bundle on this machine; write report.json, report.md, latency.png")
+    p = parsers["bench"] = sub.add_parser("bench", help="time a bundle on this machine; write report.json, report.md, latency.png")
     p.add_argument("bundle", metavar="BUNDLE", help="bundle directory")
     p.add_argument("--out", required=True, metavar="DIR", help="where the report goes")
     p.add_argument("--lengths", default="1,5,10,20", help="audio lengths in seconds, 0.5-30 (default: 1,5,10,20)")
@@ -32,8 +32,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runner", choices=["python", "cpp"], default="python",
                    help="python: this runtime; cpp: build and run the native runner (needs cmake, g++)")
 
-    p = sub.add_parser("report", help="merge the report.json files under DIST into one table and plot")
+    p = parsers["report"] = sub.add_parser("report", help="merge the report.json files under DIST into one table and plot")
     p.add_argument("dist", metavar="DIST", help="folder holding bundles' bench reports")
+    return parsers
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m allinone_runtime", description=__doc__.splitlines()[0])
+    add_commands(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
     return parser
 
 

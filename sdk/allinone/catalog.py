@@ -16,14 +16,12 @@ import hashlib
 import json
 import logging
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from allinone.errors import BadInputError
-from allinone.jsonfile import read_json
+from allinone.files import atomic_write_text, read_json, sha256_file
 
 __all__ = ["CATALOG_FORMAT_VERSION", "CATALOG_FILE", "MeasuredLatency", "CatalogEntry", "Catalog", "load_catalog",
            "save_catalog", "CatalogRun", "compute_catalog", "manifest_sha256", "add_reports", "format_catalog"]
@@ -246,18 +244,7 @@ def load_catalog(path: str | Path) -> Catalog:
 def save_catalog(catalog: Catalog, path: str | Path) -> None:
     """Write catalog.json atomically: a reader never sees half a file, an interrupted write leaves the old one."""
     path = Path(path)
-    text = json.dumps(catalog.to_dict(), indent=2) + "\n"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a catalog is an ordinary shared file
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, json.dumps(catalog.to_dict(), indent=2) + "\n")
 
 
 # ---- computing a catalog from a checkpoint ---------------------------------------------------------------------
@@ -269,8 +256,6 @@ def manifest_sha256(path: str | Path) -> str:
     """Fingerprint of a dev set: a manifest file's sha256; for a Kaldi or LibriSpeech folder, the sha256 of
     every listing and transcript file in it (audio files are named by those, and hashing hours of audio on
     every run would cost more than the evaluation it saves)."""
-    from allinone.checkpoint import sha256_file
-
     path = Path(path)
     if path.is_file():
         return sha256_file(path)

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,66 +19,14 @@ import torch
 from torch import nn
 
 from allinone.errors import BadInputError
+from allinone.files import sha256_file, write_files_atomically
 from allinone.spec import SubnetSpec
 
 __all__ = ["CHECKPOINT_FORMAT_VERSION", "Checkpoint", "save_checkpoint", "checkpoint_files", "load_checkpoint",
-           "build_model", "atomic_write_bytes", "atomic_write_text", "write_files_atomically", "sha256_file"]
+           "build_model"]
 
 CHECKPOINT_FORMAT_VERSION = 1
 WEIGHTS, CONFIG = "model.safetensors", "config.json"
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` through a temporary file in the same directory, fsync, then rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.chmod(tmp, 0o644)  # mkstemp creates 0600; these are ordinary shared files
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def write_files_atomically(directory: Path, files: list[tuple[str, bytes]]) -> None:
-    """Write every file to a temporary name first (fsynced), then rename them in the given order.
-
-    All slow writing happens before the first rename, so an interruption leaves either the old set or a
-    set whose last-renamed file (the one that vouches for the others by hash) is still the old one."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    staged = []
-    try:
-        for name, data in files:
-            fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".tmp")
-            staged.append((tmp, directory / name))
-            os.chmod(tmp, 0o644)
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-        for tmp, final in staged:
-            os.replace(tmp, final)
-    finally:
-        for tmp, _ in staged:
-            Path(tmp).unlink(missing_ok=True)
 
 
 def _families():

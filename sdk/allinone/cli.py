@@ -141,28 +141,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_inspect)
 
     # --- runtime (issue 7) ---
-    p = sub.add_parser("transcribe", help="transcribe audio files with a bundle (greedy CTC, on this machine)")
-    p.add_argument("bundle", metavar="BUNDLE", help="bundle directory (model.pte + manifest.json)")
-    p.add_argument("files", nargs="+", metavar="FILE", help="audio files (WAV/FLAC/OGG, any rate; resampled to 16 kHz)")
-    p.add_argument("--json", action="store_true", help="print JSON: text, per-word start/end times, timings")
-    p.add_argument("--threads", type=int, help="CPU threads (default: ExecuTorch's, the performance cores)")
-    p.set_defaults(func=_cmd_transcribe)
+    # Declared once in allinone_runtime (its own `python -m allinone_runtime` takes the same arguments).
+    from allinone_runtime.__main__ import add_commands
 
-    p = sub.add_parser("bench", help="measure a bundle's latency and memory here; write report.json/.md and a plot")
-    p.add_argument("bundle", metavar="BUNDLE", help="bundle directory")
-    p.add_argument("--out", required=True, metavar="DIR", help="where report.json, report.md and latency.png go")
-    p.add_argument("--lengths", default="1,5,10,20", help="audio lengths in seconds, 0.5-30 (default: 1,5,10,20)")
-    p.add_argument("--runs", type=int, default=10, help="timed runs per length after one warm-up (default: 10)")
-    p.add_argument("--threads", type=int, help="CPU threads (default: ExecuTorch's, the performance cores)")
-    p.add_argument("--etdump", action="store_true", help="add the per-operator breakdown (ETDump + Inspector)")
-    p.add_argument("--audio", metavar="FILE", help="speech repeated to each length (default: the shipped clip)")
-    p.add_argument("--runner", choices=["python", "cpp"], default="python",
-                   help="python: allinone_runtime; cpp: build and run the native runner (needs cmake, g++)")
-    p.set_defaults(func=_cmd_bench)
-
-    p = sub.add_parser("report", help="merge the bench reports under DIST into one comparison table and plot")
-    p.add_argument("dist", metavar="DIST", help="folder of bundles holding report.json files")
-    p.set_defaults(func=_cmd_report)
+    runtime = add_commands(sub)
+    runtime["transcribe"].set_defaults(func=_cmd_transcribe)
+    runtime["bench"].set_defaults(func=_cmd_bench)
+    runtime["report"].set_defaults(func=_cmd_report)
 
     # --- train (issue 4) ---
     p = sub.add_parser("train", help="train an all-in-one supernet (or one system alone with --only)")

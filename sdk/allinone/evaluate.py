@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import jiwer
 
 from allinone.errors import BadInputError
+from allinone.files import atomic_write_text
 
 if TYPE_CHECKING:  # torch is imported where it runs, so `allinone compare` never pays for it
     import torch
@@ -289,21 +288,8 @@ def save_hypotheses(result: SystemResult, path: str | Path, *, checkpoint: str |
     `checkpoint` and `manifest` (e.g. their paths) are recorded in the header, overriding the result's own.
     Written to a temp file in the same folder and renamed, so `path` is whole or absent, never partial.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     lines = [_header(result, checkpoint, manifest)] + [h.to_dict() for h in result.hypotheses]
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for obj in lines:
-                f.write(json.dumps(obj, ensure_ascii=False) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a hypotheses file is an ordinary shared file
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(Path(path), "".join(json.dumps(obj, ensure_ascii=False) + "\n" for obj in lines))
 
 
 def _check_keys(obj: Any, keys: Sequence[str], where: str) -> dict:

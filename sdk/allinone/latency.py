@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from allinone.errors import BadInputError
-from allinone.jsonfile import read_json
+from allinone.files import read_json
 from allinone.profiles import MIB, PRECISION_OF_BITS, DeviceProfile, LatencyModel, Throughput, profile_from_dict
 
 __all__ = [
@@ -212,7 +212,7 @@ def lowered_program(model, spec, work_dir: str | Path | None = None) -> bytes:
     from importlib.metadata import version
 
     import allinone
-    from allinone.checkpoint import atomic_write_bytes
+    from allinone.files import atomic_write_bytes
     from allinone.export import export_subnet
 
     if work_dir is None:
@@ -602,7 +602,7 @@ def save_profile(profile: DeviceProfile, path: str | Path, *, header: str = "") 
     """Write `profile` as YAML atomically (temp file in the same folder, then renamed)."""
     import yaml
 
-    from allinone.checkpoint import atomic_write_text
+    from allinone.files import atomic_write_text
 
     path = Path(path)
     lines = [f"# {line}" for line in header.splitlines()]

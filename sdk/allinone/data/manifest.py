@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ from allinone.data.audio import audio_duration
 from allinone.data.text import normalize_text
 from allinone.data.tokenizer import CharTokenizer
 from allinone.errors import BadInputError
+from allinone.files import atomic_write_text
 
 __all__ = ["Utterance", "Problem", "ManifestReadResult", "read_manifest", "read_jsonl", "read_librispeech",
            "read_kaldi", "read_tsv", "write_jsonl"]
@@ -300,16 +300,5 @@ def read_manifest(path: str | Path, *, strict: bool = False, tokenizer: CharToke
 
 def write_jsonl(path: str | Path, entries: Iterable[dict | Utterance]) -> None:
     """Write one JSON object per line via a temp file + rename, so `path` is whole or absent, never partial."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for e in entries:
-                f.write(json.dumps(asdict(e) if isinstance(e, Utterance) else e, ensure_ascii=False) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(Path(path), "".join(
+        json.dumps(asdict(e) if isinstance(e, Utterance) else e, ensure_ascii=False) + "\n" for e in entries))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from allinone.checkpoint import sha256_file
+from allinone.files import sha256_file
 from allinone.errors import BadInputError
 
 __all__ = ["trainer_state_files", "load_trainer_state", "STATE_TENSORS", "STATE_JSON"]

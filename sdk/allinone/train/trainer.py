@@ -24,7 +24,8 @@ import torch
 import torch.distributed as dist
 from torch.nn import functional as F
 
-from allinone.checkpoint import CONFIG, checkpoint_files, load_checkpoint, sha256_file, write_files_atomically
+from allinone.checkpoint import CONFIG, checkpoint_files, load_checkpoint
+from allinone.files import sha256_file, write_files_atomically
 from allinone.errors import BadInputError
 from allinone.spec import SubnetSpec
 from allinone.train.recipe import Recipe
@@ -140,7 +141,7 @@ def _check_resumable(out: Path, model) -> None:
 def train(recipe: Recipe, train_manifest, dev_manifest, out, *, max_steps: int | None = None, resume: bool = False,
           only: str | None = None, init: str | Path | None = None, progress: bool = True) -> TrainResult:
     """Train the recipe's supernet (or, with `only`, one system alone) into checkpoint directory `out`."""
-    from allinone.data.batching import make_loader
+    from allinone.data.batching import DurationBatchSampler, SpeechDataset, collate_speech
     from allinone.data.tokenizer import CharTokenizer
 
     out = Path(out)
@@ -178,8 +179,9 @@ def train(recipe: Recipe, train_manifest, dev_manifest, out, *, max_steps: int |
             dist.broadcast(tensor.data, src=0)
 
     data_info = {"train": _fingerprint(train_manifest), "dev": _fingerprint(dev_manifest)}
-    loader = make_loader(train_utts, tokenizer, max_batch_seconds=recipe.max_batch_seconds, seed=recipe.seed,
-                         num_workers=recipe.num_workers, num_replicas=world, rank=rank)
+    dataset = SpeechDataset(train_utts, tokenizer)
+    sampler = DurationBatchSampler([u.duration for u in train_utts], recipe.max_batch_seconds, seed=recipe.seed,
+                                   num_replicas=world, rank=rank)
     trainer = _Loop(recipe, model, optimizer, targets, device, rank, world)
 
     def save() -> None:
@@ -199,10 +201,10 @@ def train(recipe: Recipe, train_manifest, dev_manifest, out, *, max_steps: int |
     base_seconds, base_audio = progress_state["seconds"], progress_state["audio_seconds"]
     try:
         while progress_state["step"] < recipe.max_steps:
-            loader.batch_sampler.set_epoch(progress_state["epoch"])
+            sampler.set_epoch(progress_state["epoch"])
             batches = torch.utils.data.DataLoader(
-                loader.dataset, batch_sampler=_SkipFirst(loader.batch_sampler, progress_state["batch_in_epoch"]),
-                collate_fn=loader.collate_fn, num_workers=recipe.num_workers)
+                dataset, batch_sampler=_SkipFirst(sampler, progress_state["batch_in_epoch"]),
+                collate_fn=collate_speech, num_workers=recipe.num_workers)
             for batch in batches:
                 record = trainer.step(batch, progress_state["step"])
                 progress_state["step"] += 1
