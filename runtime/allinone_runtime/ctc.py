@@ -38,7 +38,9 @@ def decode_greedy(ids: Sequence[int] | np.ndarray, vocab: Sequence[str], frame_s
             end = t + 1  # a repeated frame extends the symbol it repeats
         elif i != prev and i != blank_id:
             symbol = vocab[i]
-            if symbol == space:
+            if len(symbol) > 2 and symbol[0] == "<" and symbol[-1] == ">":
+                pass  # a special token (an imported model's <s>, <unk>...) prints nothing
+            elif symbol == space:
                 if chars:
                     words.append(Word("".join(chars), start * frame_shift_s, end * frame_shift_s))
                     chars = []

@@ -101,6 +101,9 @@ def export_bundle(checkpoint, spec: SubnetSpec | str, out: str | Path, *, profil
     check = verify_program(program.pte, program.module, tokenizer, spec.weight_bits, audio)
     size = subnet_size(ckpt.model, spec)
     full = subnet_size(ckpt.model, ckpt.model.search_space.largest())
+    io = io_signature(ckpt.model.cfg.vocab_size, MIN_SAMPLES, MAX_SAMPLES)
+    # The Conformer's 40 ms frames are the default; other families (wav2vec2: 20 ms) state their own.
+    io["output"]["frame_shift_s"] = getattr(ckpt.model, "frame_shift_s", io["output"]["frame_shift_s"])
     manifest = {
         "model": {"family": ckpt.family, "subnet": spec.to_dict(),
                   "checkpoint": {"path": str(ckpt.path), "weights_sha256": ckpt.config["weights_sha256"]},
@@ -108,7 +111,7 @@ def export_bundle(checkpoint, spec: SubnetSpec | str, out: str | Path, *, profil
         "quantization": quantization_info(spec.weight_bits, program.float_layers),
         "vocabulary": ckpt.config["vocabulary"],
         "sample_rate": ckpt.model.cfg.frontend.sample_rate,
-        "io": io_signature(ckpt.model.cfg.vocab_size, MIN_SAMPLES, MAX_SAMPLES),
+        "io": io,
         "profile": profile.to_dict() if profile is not None else None,
         "expected": expected or {"wer": None, "cer": None, "manifest": None},
         "latency": {"predicted": predicted_latency, "measured": measured_latency},

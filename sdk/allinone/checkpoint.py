@@ -31,8 +31,9 @@ WEIGHTS, CONFIG = "model.safetensors", "config.json"
 
 def _families():
     from allinone.models.conformer import ConformerConfig, ConformerSupernet
+    from allinone.models.wav2vec2 import Wav2Vec2Config, Wav2Vec2Supernet
 
-    return {"conformer": (ConformerConfig, ConformerSupernet)}
+    return {"conformer": (ConformerConfig, ConformerSupernet), "wav2vec2": (Wav2Vec2Config, Wav2Vec2Supernet)}
 
 
 def build_model(family: str, architecture: dict) -> nn.Module:

@@ -162,7 +162,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar (logs still go to metrics.jsonl)")
     p.set_defaults(func=_cmd_train)
 
+    # --- wav2vec2 import (issue 8) ---
+    p = sub.add_parser("import-hf", help="convert a local Hugging Face Wav2Vec2ForCTC folder into an all-in-one "
+                       "checkpoint (needs no transformers)")
+    p.add_argument("directory", metavar="DIR", help="folder with config.json, vocab.json and model.safetensors "
+                   "(or pytorch_model.bin, read with weights_only=True)")
+    p.add_argument("--out", required=True, metavar="CKPT", help="checkpoint directory to write")
+    p.add_argument("--depths", type=_int_list, help="elastic depth choices, e.g. 6,9,12 (default: 1/2, 3/4, all)")
+    p.add_argument("--ffn-dims", type=_int_list, help="elastic feed-forward widths (default: 1/4 .. 4/4)")
+    p.add_argument("--heads", type=_int_list, help="elastic head counts (default: 1/2, 3/4, all)")
+    p.add_argument("--weight-bits", type=_int_list, help="precisions, from 32,8,4 (default: all that fit)")
+    p.add_argument("--no-reorder", action="store_true", help="keep HF's unit and head order (no importance sort)")
+    p.add_argument("--force", action="store_true", help="replace an existing checkpoint in --out")
+    p.set_defaults(func=_cmd_import_hf)
+
     return parser
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _cmd_import_hf(args: argparse.Namespace) -> int:
+    from allinone.hf_import import import_hf
+
+    search = {key: value for key, value in (("depths", args.depths), ("ffn_dims", args.ffn_dims),
+                                            ("head_choices", args.heads), ("weight_bits", args.weight_bits)) if value}
+    print(import_hf(args.directory, args.out, search=search, reorder=not args.no_reorder, force=args.force))
+    return 0
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:

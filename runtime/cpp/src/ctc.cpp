@@ -21,7 +21,10 @@ std::string decode_greedy(const std::vector<int>& ids, const std::vector<std::st
   for (int id : ids) {
     if (id != prev && id != 0) {
       const std::string& symbol = vocab[static_cast<size_t>(id)];
-      if (symbol == " ") {
+      bool special = symbol.size() > 2 && symbol.front() == '<' && symbol.back() == '>';
+      if (special) {
+        // a special token (an imported model's <s>, <unk>...) prints nothing
+      } else if (symbol == " ") {
         if (!text.empty() && text.back() != ' ') text += ' ';
       } else {
         text += symbol;

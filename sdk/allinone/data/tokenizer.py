@@ -11,11 +11,16 @@ from collections.abc import Iterable, Sequence
 
 from allinone.errors import BadInputError
 
-__all__ = ["CharTokenizer", "BLANK", "DEFAULT_VOCAB", "TOKENIZER_FORMAT_VERSION"]
+__all__ = ["CharTokenizer", "BLANK", "DEFAULT_VOCAB", "TOKENIZER_FORMAT_VERSION", "is_special"]
 
 TOKENIZER_FORMAT_VERSION = 1
 BLANK = "<blank>"
 DEFAULT_VOCAB: tuple[str, ...] = (BLANK, " ", "'", *string.ascii_lowercase)
+
+
+def is_special(symbol: str) -> bool:
+    """A special token `<...>` (the blank, or an imported model's <s>, </s>, <unk>): never spelled, prints nothing."""
+    return len(symbol) > 2 and symbol.startswith("<") and symbol.endswith(">")
 
 
 class CharTokenizer:
@@ -29,10 +34,13 @@ class CharTokenizer:
             raise BadInputError(f"tokenizer vocabulary must start with the CTC blank {BLANK!r}, got {vocab[:1]}")
         if len(set(vocab)) != len(vocab):
             raise BadInputError("tokenizer vocabulary has duplicate symbols")
-        if any(len(s) != 1 for s in vocab[1:]):
-            raise BadInputError("tokenizer vocabulary symbols after the blank must be single characters")
+        if any(len(s) != 1 and not is_special(s) for s in vocab[1:]):
+            raise BadInputError("tokenizer vocabulary symbols after the blank must be single characters "
+                                "or special <...> tokens")
         self.vocab = vocab
-        self._index = {s: i for i, s in enumerate(vocab) if i != 0}
+        self._index = {s: i for i, s in enumerate(vocab) if i != 0 and not is_special(s)}
+        # What each id prints: special tokens (an imported model's <s>, <unk>...) print nothing.
+        self._text = tuple("" if is_special(s) else s for s in vocab)
 
     def __len__(self) -> int:
         return len(self.vocab)
@@ -61,14 +69,14 @@ class CharTokenizer:
 
     def decode(self, ids: Iterable[int]) -> str:
         """Text of a token id sequence; blanks are dropped, repeats are kept (see `decode_ctc`)."""
-        return "".join(self.vocab[i] for i in map(int, ids) if i != 0)
+        return "".join(self._text[i] for i in map(int, ids) if i != 0)
 
     def decode_ctc(self, ids: Iterable[int]) -> str:
         """Greedy CTC decoding of per-frame argmax ids: collapse repeats, then drop blanks."""
         out, prev = [], None
         for i in map(int, ids):
             if i != prev and i != 0:
-                out.append(self.vocab[i])
+                out.append(self._text[i])
             prev = i
         return " ".join("".join(out).split())
 

@@ -23,7 +23,7 @@ RECIPE_FORMAT_VERSION = 1
 @dataclass(frozen=True)
 class Recipe:
     name: str
-    model: str  # factory name: conformer_small or conformer_tiny
+    model: str  # factory name (conformer_small, conformer_tiny, wav2vec2_small, wav2vec2_tiny); --init overrides it
     targets: tuple[str, ...]  # spec ids the run promises to deliver
     systems_per_step: int | None = None  # None: every target each step; else a sandwich sample of this size
     loss_weights: dict = field(default_factory=dict)  # spec id -> CTC weight (default 1.0)
@@ -46,7 +46,7 @@ class Recipe:
         return data
 
 
-_MODELS = ("conformer_small", "conformer_tiny")
+_MODELS = ("conformer_small", "conformer_tiny", "wav2vec2_small", "wav2vec2_tiny")
 
 
 def _fail(source: str, key: str, expected: str, got) -> BadInputError:

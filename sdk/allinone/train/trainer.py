@@ -122,14 +122,15 @@ def _fingerprint(path) -> dict:
 
 
 def _model_for(recipe: Recipe, vocab_size: int, init: Path | None):
-    from allinone.models import conformer
+    from allinone.models import conformer, wav2vec2
 
     if init is not None:
         model = load_checkpoint(init).model
         if model.cfg.vocab_size != vocab_size:
             raise BadInputError(f"--init {init}: vocabulary of {model.cfg.vocab_size} symbols, the data needs {vocab_size}")
         return model
-    return getattr(conformer, recipe.model)(vocab_size)
+    family = wav2vec2 if recipe.model.startswith("wav2vec2") else conformer
+    return getattr(family, recipe.model)(vocab_size)
 
 
 def _check_resumable(out: Path, model) -> None:
@@ -157,7 +158,8 @@ def train(recipe: Recipe, train_manifest, dev_manifest, out, *, max_steps: int |
         raise BadInputError(f"{out}: already holds a checkpoint (use --resume to continue it, or another --out)")
 
     rank, world, device = _ddp_setup()
-    tokenizer = CharTokenizer()
+    # An --init checkpoint brings its vocabulary (an imported wav2vec2 keeps its own); else the default one.
+    tokenizer = load_checkpoint(init).tokenizer() if init else CharTokenizer()
     train_utts = _read_split(train_manifest, tokenizer, "train")
     _read_split(dev_manifest, tokenizer, "dev")  # fail before training, not after
     torch.manual_seed(recipe.seed)  # the same initial weights for the same recipe
@@ -171,7 +173,7 @@ def train(recipe: Recipe, train_manifest, dev_manifest, out, *, max_steps: int |
         model.load_state_dict(load_checkpoint(out, verify=True).model.state_dict())
         progress_state.update(load_trainer_state(out, optimizer))
         log.info("resuming %s at step %d", out, progress_state["step"])
-    elif init is None:
+    elif init is None and model.family == "conformer":  # wav2vec2 normalises each utterance in-graph instead
         _feature_statistics(model, train_utts)
     model.to(device)
     if world > 1:  # identical start on every rank
