@@ -140,6 +140,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the whole manifest.json")
     p.set_defaults(func=_cmd_inspect)
 
+    # --- demo (issue 9) ---
+    from allinone.demo import DEFAULT_CHECKPOINT, DEFAULT_OUT
+
+    p = sub.add_parser("demo", help="the whole SDK in one command: bundles for every profile, a transcript, a report",
+                       description="Build a bundle for every device profile from a checkpoint, transcribe a sample "
+                                   "clip with the bundle for this machine, time it here, and print one table: system, "
+                                   "WER, size, compression and latency per profile (measured here for this machine's "
+                                   "profile, predicted for the others). The demo owns --out: a rerun replaces "
+                                   "everything in it. It refuses an existing, non-empty --out it did not make "
+                                   "(one without a .allinone-demo marker file). Exit codes: 0 done (a profile that "
+                                   "nothing fits is a row of the table); 2 bad input; 3 no profile got a bundle "
+                                   "(nothing fits any); 4 no profile got a bundle (verification failed).")
+    p.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT, metavar="DIR",
+                   help=f"checkpoint directory with catalog.json (default: {DEFAULT_CHECKPOINT})")
+    p.add_argument("--out", default=DEFAULT_OUT, metavar="DIR",
+                   help=f"output directory, owned and replaced by the demo (default: {DEFAULT_OUT})")
+    p.add_argument("--audio", metavar="FILE", help="speech to transcribe and time (default: the packaged sample clip "
+                   "allinone/assets/sample.wav)")
+    p.add_argument("--profile", action="append", metavar="P", help="profile name or YAML path (repeatable; "
+                   "default: every shipped profile)")
+    p.add_argument("--threads", type=int, metavar="N", help="runtime threads for the run here (default: this "
+                   "machine's profile's threads)")
+    p.set_defaults(func=_cmd_demo)
+
     # --- runtime (issue 7) ---
     # Declared once in allinone_runtime (its own `python -m allinone_runtime` takes the same arguments).
     from allinone_runtime.__main__ import add_commands
@@ -250,6 +274,14 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
     print(json.dumps(read_bundle_manifest(args.bundle), indent=2) if args.json else describe_bundle(args.bundle))
     return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from allinone.demo import format_summary, run_demo
+
+    result = run_demo(args.checkpoint, args.out, audio=args.audio, profiles=args.profile, threads=args.threads)
+    print(format_summary(result))
+    return result.exit_code
 
 
 def _cmd_train(args: argparse.Namespace) -> int:

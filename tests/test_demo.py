@@ -1,0 +1,164 @@
+"""`allinone demo` end to end on the trained tiny checkpoint: bundles for two profiles and one that nothing fits,
+the clip transcribed by this machine's bundle exactly like the eager model, one table with measured/predicted
+labels, demo.json and the runtime's report; reruns replace the demo's own output, foreign directories are refused."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from allinone.build import sample_audio
+from allinone.checkpoint import load_checkpoint
+from allinone.demo import DEMO_MARKER, match_host_profile
+from allinone.profiles import load_profile
+from allinone.quantize import quantize_subnet_
+from allinone.spec import SubnetSpec
+from allinone_runtime import Bundle
+from allinone_runtime.device import device_info
+from allinone_runtime.report import load_report
+
+ROOT = Path(__file__).parents[1]
+ALLINONE = str(Path(sys.executable).parent / "allinone")
+SAMPLE_WAV = ROOT / "sdk/allinone/assets/sample.wav"
+SAMPLE_TEXT = (ROOT / "sdk/allinone/assets/sample.txt").read_text().strip()
+
+NO_FIT_PROFILE = """\
+format_version: 1
+name: tight-board
+description: a test board with room for no model at all
+target: linux-arm64
+backend: xnnpack
+threads: 1
+weight_bits: [32]
+memory: {max_model_mib: 0.1, max_peak_rss_mib: 512, runtime_overhead_mib: 40}
+latency: {max_rtf: 1.0, reference_audio_s: 10}
+latency_model:
+  overhead_ms: 5
+  throughput_gmacs: {fp32: 5}
+  workload_factor: 0.5
+  source: estimated
+  citations: ["test profile"]
+  uncertainty_pct: 50
+"""
+
+
+def _run(*args, check=True):
+    proc = subprocess.run([ALLINONE, *args], capture_output=True, text=True, timeout=1800)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"allinone {' '.join(args)} -> {proc.returncode}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """The trained tiny fixture with a catalog measured on the clip it learned (no activation probes: they
+    lower every precision, which the demo does not need)."""
+    ckpt = tmp_path_factory.mktemp("ckpt") / "tiny"
+    shutil.copytree(ROOT / "tests/fixtures/tiny_overfit", ckpt)
+    manifest = ckpt.parent / "clip.jsonl"
+    manifest.write_text(json.dumps({"audio_filepath": str(SAMPLE_WAV), "text": SAMPLE_TEXT, "duration": 4.05}) + "\n")
+    _run("catalog", "--checkpoint", str(ckpt), "--manifest", str(manifest), "--no-activations")
+    return ckpt
+
+
+def _eager_transcript(checkpoint: Path, subnet: str) -> str:
+    ckpt = load_checkpoint(checkpoint)
+    spec = SubnetSpec.from_id(subnet)
+    eager = ckpt.model.extract_subnet(spec)
+    quantize_subnet_(eager, spec.weight_bits)
+    with torch.no_grad():
+        return ckpt.tokenizer().decode_ctc(eager(sample_audio(), None)[0][0].argmax(-1).tolist())
+
+
+def _table_row(text: str, profile: str) -> str:
+    rows = [line for line in text.splitlines() if line.startswith(f"| {profile} |")]
+    assert len(rows) == 1, text
+    return rows[0]
+
+
+def test_demo_builds_transcribes_and_reports(checkpoint, tmp_path):
+    tight = tmp_path / "tight-board.yaml"
+    tight.write_text(NO_FIT_PROFILE)
+    out = tmp_path / "demo"
+    proc = _run("demo", "--checkpoint", str(checkpoint), "--out", str(out), "--profile", "host-x86_64",
+                "--profile", "pixel-8", "--profile", str(tight))
+    summary = json.loads((out / "demo.json").read_text())
+    rows = {r["profile"]: r for r in summary["profiles"]}
+    assert [r["profile"] for r in summary["profiles"]] == ["host-x86_64", "pixel-8", "tight-board"]
+
+    # Bundles for the two profiles that fit; they load in the runtime.
+    for name in ("host-x86_64", "pixel-8"):
+        bundle = Bundle.open(out / name)
+        assert bundle.subnet == rows[name]["subnet"] and rows[name]["status"] == "built"
+        assert rows[name]["pte_bytes"] == bundle.pte_bytes and rows[name]["compression"] > 1
+        assert rows[name]["wer"] == 0.0  # the catalog's WER on the clip the model learned
+    assert not (out / "tight-board").exists()
+    assert rows["tight-board"]["status"] == "no fit" and "max_model_mib" in rows["tight-board"]["error"]
+    assert "| no fit |" in _table_row(proc.stdout, "tight-board")
+    assert "tight-board (no fit): no system fits" in proc.stdout
+
+    # This machine's bundle (host-x86_64 on an x86-64 Linux host) transcribed the clip like the eager model.
+    measured = summary["measured_here"]
+    host = match_host_profile([load_profile("host-x86_64"), load_profile("pixel-8")], device_info())
+    timed = host.name if host is not None else "host-x86_64"  # no match: the first built bundle is timed
+    assert Path(measured["bundle"]) == out / timed and measured["profile"] == (host and host.name)
+    assert measured["transcript"] == _eager_transcript(checkpoint, rows[timed]["subnet"]) == SAMPLE_TEXT
+    assert SAMPLE_TEXT in proc.stdout
+
+    # Measured here for this machine's row only, predicted (with its source) for the others.
+    if host is not None:
+        assert rows[host.name]["latency_kind"] == "measured here"
+        assert rows[host.name]["latency_ms"] == measured["p50_ms"] > 0
+        assert "measured here" in _table_row(proc.stdout, host.name)
+    assert rows["pixel-8"]["latency_kind"] == "predicted" and rows["pixel-8"]["latency_ms"] > 0
+    assert "predicted (published figures" in _table_row(proc.stdout, "pixel-8")
+    assert "measured" not in _table_row(proc.stdout, "pixel-8")
+
+    # The runtime's own report of the timed bundle; the same table in demo.md.
+    report = load_report(out / "report" / "report.json")
+    assert report["bundle"]["path"] == str(out / timed) and report["transcript"] == SAMPLE_TEXT
+    assert (out / "report" / "report.md").is_file()
+    assert _table_row(proc.stdout, "pixel-8") in (out / "demo.md").read_text()
+
+    # A rerun replaces the demo's own output, including what the previous run built and this one does not.
+    (out / "notes.txt").write_text("inside the demo's directory, so the demo's to replace")
+    again = _run("demo", "--checkpoint", str(checkpoint), "--out", str(out), "--profile", str(tight), check=False)
+    assert again.returncode == 3, again.stderr  # no profile got a bundle
+    assert sorted(p.name for p in out.iterdir()) == sorted([DEMO_MARKER, "demo.json", "demo.md"])
+    assert [r["status"] for r in json.loads((out / "demo.json").read_text())["profiles"]] == ["no fit"]
+
+
+def test_demo_refuses_a_directory_it_did_not_make(checkpoint, tmp_path):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "thesis.tex").write_text("precious")
+    proc = _run("demo", "--checkpoint", str(checkpoint), "--out", str(out), "--profile", "host-x86_64", check=False)
+    assert proc.returncode == 2 and "was not made by `allinone demo`" in proc.stderr, proc.stderr
+    assert proc.stderr.count("\n") == 1
+    assert sorted(p.name for p in out.iterdir()) == ["thesis.tex"] and (out / "thesis.tex").read_text() == "precious"
+
+
+@pytest.mark.parametrize("case, message", [
+    ("no checkpoint", "no such directory"),
+    ("no catalog", "missing catalog.json; make it with `allinone catalog"),
+    ("bad audio", "unreadable audio"),
+])
+def test_demo_bad_input_is_one_line(checkpoint, tmp_path, case, message):
+    args = {"no checkpoint": ["--checkpoint", str(tmp_path / "nowhere")],
+            "no catalog": ["--checkpoint", str(ROOT / "tests/fixtures/tiny_overfit")],
+            "bad audio": ["--checkpoint", str(checkpoint), "--audio", str(ROOT / "README.md")]}[case]
+    proc = _run("demo", *args, "--out", str(tmp_path / "out"), "--profile", "host-x86_64", check=False)
+    assert proc.returncode == 2 and message in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_host_matching_follows_the_calibration_rule():
+    profiles = [load_profile("pixel-8"), load_profile("host-x86_64"), load_profile("raspberry-pi-5")]
+    assert match_host_profile(profiles, {"machine": "x86_64", "system": "Linux 6.1.0"}).name == "host-x86_64"
+    assert match_host_profile(profiles, {"machine": "aarch64", "system": "Linux 6.6.31+rpt"}).name == "raspberry-pi-5"
+    assert match_host_profile(profiles, {"machine": "aarch64", "system": "Linux 5.10.107-android13"}).name == "pixel-8"
+    assert match_host_profile(profiles, {"machine": "riscv64", "system": "Linux 6.1.0"}) is None
