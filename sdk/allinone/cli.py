@@ -186,6 +186,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar (logs still go to metrics.jsonl)")
     p.set_defaults(func=_cmd_train)
 
+    p = sub.add_parser("pack", help="a training run -> a checkpoint to ship: weights (float16 by default) + config + "
+                       "thinned log, no trainer state; refused if the float full system's dev WER moves")
+    p.add_argument("--checkpoint", required=True, metavar="RUN", help="training run directory (allinone train --out)")
+    p.add_argument("--out", required=True, metavar="DIR", help="checkpoint directory to write")
+    p.add_argument("--dtype", default="float16", help="weight storage: float16 (default), bfloat16 or float32")
+    p.add_argument("--dev", metavar="M", help="dev manifest: check the float full system's WER is unchanged")
+    p.add_argument("--log-every", type=int, default=10, help="keep every Nth step of metrics.jsonl (default 10)")
+    p.add_argument("--force", action="store_true", help="replace an existing --out")
+    p.set_defaults(func=_cmd_pack)
+
     # --- wav2vec2 import (issue 8) ---
     p = sub.add_parser("import-hf", help="convert a local Hugging Face Wav2Vec2ForCTC folder into an all-in-one "
                        "checkpoint (needs no transformers)")
@@ -292,6 +302,18 @@ def _cmd_train(args: argparse.Namespace) -> int:
                    resume=args.resume, only=args.only, init=args.init, progress=not args.no_progress)
     rate = result.audio_seconds / max(result.seconds, 1e-9)
     print(f"trained {result.steps} steps in {result.seconds:.0f} s ({rate:.1f} audio-s/s) -> {result.out}")
+    return 0
+
+
+def _cmd_pack(args: argparse.Namespace) -> int:
+    from allinone.pack import pack_checkpoint
+
+    checked = pack_checkpoint(args.checkpoint, args.out, dtype=args.dtype, dev=args.dev, log_every=args.log_every,
+                              force=args.force)
+    if checked["dev_wer_before"] is not None:
+        print(f"{checked['subnet']} dev WER {checked['dev_wer_before']:.2%} in float32, "
+              f"{checked['dev_wer_after']:.2%} as stored ({args.dtype})")
+    print(args.out)
     return 0
 
 

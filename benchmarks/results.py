@@ -1,0 +1,322 @@
+"""The all-in-one paper's headline comparisons on our corpus; writes docs/results.md and its WER-vs-size plot.
+
+Li et al., "One-pass Multiple Conformer and Foundation Speech Systems Compression and Quantization Using An
+All-in-one Neural Model", Interspeech 2024, claim: nested systems as good as individually trained ones,
+12.8x compression with no significant WER increase, and a 3.4x training-time saving. This script tests them:
+
+1. train   the recipe's all-in-one run (WORK/allinone) and each --baselines target alone with the same data,
+           code and schedule (WORK/only-ID). Finished runs are skipped, interrupted ones resumed (--resume).
+2. eval    every target of the all-in-one checkpoint and each baseline on the test set; hypotheses are saved
+           under WORK/eval and reused while newer than the checkpoint.
+3. compare MAPSSWE of each all-in-one target against its individually trained twin, and of every target
+           against the individually trained float full system (the compression claim).
+4. cost    training time: one all-in-one step (the recipe's sandwich) vs one step of each target alone, timed
+           on the same batches in this process, settings taking turns (ratios, not absolute seconds, are
+           what a shared machine can measure); plus the CPU seconds of the real runs where recorded.
+5. write   docs/results.md and docs/results_wer_vs_size.png (dev WER of every nested system from the
+           shipped checkpoint's catalog, targets marked).
+
+    .venv/bin/python benchmarks/results.py --corpus corpus/synth --work runs/results \\
+        --baselines d12-f512-h4-w32,d8-f384-h3-w4,d6-f256-h2-w8,d4-f128-h2-w4 --jobs 2
+
+An interrupted run of this script is resumed by running the same command again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from allinone.checkpoint import load_checkpoint
+from allinone.evaluate import evaluate, load_hypotheses, mapsswe, save_hypotheses
+from allinone.files import atomic_write_bytes, atomic_write_text
+from allinone.spec import SubnetSpec
+from allinone.train.recipe import Recipe, load_recipe
+
+ROOT = Path(__file__).resolve().parents[1]
+CPU_SECONDS = "cpu_seconds.json"  # per run directory name: CPU seconds of its training process(es)
+
+
+# ---- 1. training ------------------------------------------------------------------------------------------------
+
+
+def _finished(run: Path, recipe: Recipe) -> bool:
+    state = run / "trainer_state.json"
+    return state.is_file() and json.loads(state.read_text())["step"] >= recipe.max_steps
+
+
+def _train_command(args, run: Path, only: str | None) -> list[str]:
+    cmd = [sys.executable, "-m", "allinone.cli", "train", "--recipe", args.recipe, "--train",
+           str(Path(args.corpus) / "train.jsonl"), "--dev", str(Path(args.corpus) / "dev.jsonl"), "--out", str(run),
+           "--no-progress"]
+    if only:
+        cmd += ["--only", only]
+    if (run / "trainer_state.json").is_file():
+        cmd.append("--resume")
+    return cmd
+
+
+def train_all(args, recipe: Recipe, work: Path) -> None:
+    """Run the missing trainings, `args.jobs` at a time, one thread each; record each run's CPU seconds."""
+    runs = [(work / "allinone", None)] + [(work / f"only-{b}", b) for b in args.baselines]
+    todo = [(run, only) for run, only in runs if not _finished(run, recipe)]
+    cpu_path = work / CPU_SECONDS
+    cpu = json.loads(cpu_path.read_text()) if cpu_path.is_file() else {}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    running: dict[int, tuple[Path, subprocess.Popen]] = {}
+    while todo or running:
+        while todo and len(running) < args.jobs:
+            run, only = todo.pop(0)
+            print(f"training {run.name} ({'resuming' if (run / 'trainer_state.json').is_file() else 'new'})", flush=True)
+            log = open(work / f"{run.name}.log", "a")
+            proc = subprocess.Popen(_train_command(args, run, only), env=env, stdout=log, stderr=subprocess.STDOUT)
+            running[proc.pid] = (run, proc)
+        pid, status, usage = os.wait4(-1, 0)  # rusage of that child and its waited-for children (data workers)
+        if pid not in running:
+            continue
+        run, _ = running.pop(pid)
+        if os.waitstatus_to_exitcode(status) != 0:
+            raise SystemExit(f"training {run} failed (exit {os.waitstatus_to_exitcode(status)}); see {work / run.name}.log")
+        cpu[run.name] = cpu.get(run.name, 0.0) + usage.ru_utime + usage.ru_stime
+        atomic_write_text(cpu_path, json.dumps(cpu, indent=2) + "\n")
+
+
+# ---- 2. evaluation ----------------------------------------------------------------------------------------------
+
+
+def _evaluated(checkpoint: Path, subnets: list[str], test: Path, out: Path) -> dict:
+    """SystemResult per subnet on `test`, reusing saved hypotheses newer than the checkpoint's weights."""
+    weights_time = (checkpoint / "model.safetensors").stat().st_mtime
+    paths = {s: out / f"{s}.hyps.jsonl" for s in subnets}
+    todo = [s for s, p in paths.items() if not p.is_file() or p.stat().st_mtime < weights_time]
+    if todo:
+        print(f"evaluating {checkpoint.name}: {', '.join(todo)}", flush=True)
+        ckpt = load_checkpoint(checkpoint)
+        from allinone.data.manifest import read_manifest
+
+        utterances = read_manifest(test, tokenizer=ckpt.tokenizer()).utterances
+        for result in evaluate(ckpt.model, [SubnetSpec.from_id(s) for s in todo], utterances, ckpt.tokenizer()):
+            save_hypotheses(result, paths[result.subnet], checkpoint=str(checkpoint), manifest=str(test))
+    return {s: load_hypotheses(p) for s, p in paths.items()}
+
+
+# ---- 4. training cost -------------------------------------------------------------------------------------------
+
+
+def step_costs(recipe: Recipe, manifest: Path, steps: int) -> dict[str, float]:
+    """Seconds per optimisation step of the all-in-one recipe and of each target alone, on the same batches,
+    settings taking turns. The all-in-one steps are the recipe's own steps 0..steps, so the sampled middle
+    targets vary as they do in the real run."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from train_throughput import _batches, _time_interleaved
+
+    from allinone.models import conformer
+    from allinone.train.trainer import _Loop
+
+    def loop(r: Recipe) -> _Loop:
+        torch.manual_seed(0)
+        model = getattr(conformer, r.model)(29)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=r.lr)
+        return _Loop(r, model, optimizer, [SubnetSpec.from_id(t) for t in r.targets], torch.device("cpu"), 0, 1)
+
+    base = recipe.to_dict()
+    settings = {"all-in-one": recipe}
+    for target in recipe.targets:
+        settings[target] = Recipe(**{**base, "targets": (target,), "systems_per_step": None, "kl_weight": 0.0})
+    batches = _batches(str(manifest), recipe.max_batch_seconds, steps + 1)
+    timed = _time_interleaved({name: loop(r) for name, r in settings.items()}, batches)
+    return {name: seconds / steps for name, (_, seconds) in timed.items()}
+
+
+# ---- 5. report --------------------------------------------------------------------------------------------------
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def _verdict(result) -> str:
+    if not result.significant:
+        return f"not significant (p={result.p_value:.3f})"
+    return f"{'better' if result.better == 'a' else 'worse'}, p={result.p_value:.3g}"
+
+
+def plot_wer_vs_size(catalog_path: Path, targets: list[str], full_bytes: int, out: Path) -> int:
+    """Dev WER of every catalogued system against its weight size; targets marked. Returns the point count."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    entries = [e for e in json.loads(catalog_path.read_text())["entries"] if e.get("wer") is not None]
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+    colours = {32: "tab:blue", 8: "tab:orange", 4: "tab:green"}
+    for bits in (32, 8, 4):
+        pts = [e for e in entries if e["weight_bits"] == bits]
+        ax.scatter([e["weight_bytes"] / 2**20 for e in pts], [100 * e["wer"] for e in pts], s=12, alpha=0.6,
+                   color=colours[bits], label=f"{bits}-bit weights")
+    marked = [e for e in entries if e["subnet"] in targets]
+    ax.scatter([e["weight_bytes"] / 2**20 for e in marked], [100 * e["wer"] for e in marked], s=70,
+               facecolors="none", edgecolors="black", linewidths=1.2, label="trained targets")
+    ax.axvline(full_bytes / 12.8 / 2**20, color="grey", linestyle=":", label="12.8x smaller than float full")
+    ax.set_xscale("log")
+    ax.set_xlabel("weights (MiB, log scale)")
+    ax.set_ylabel("dev WER (%)")
+    ax.set_title(f"All {len(entries)} nested systems of the shipped checkpoint")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    import io
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    atomic_write_bytes(out, buffer.getvalue())
+    return len(entries)
+
+
+def write_report(args, recipe: Recipe, work: Path, aio: dict, twins: dict, costs: dict[str, float]) -> str:
+    full_id = recipe.targets[0]
+    reference = twins.get(full_id) or aio[full_id]  # the individually trained float full system when trained
+    reference_name = "individually trained" if full_id in twins else "all-in-one"
+    full_bytes = aio[full_id].bytes
+    lines = [
+        "# Results: the all-in-one paper's claims at our scale",
+        "",
+        f"Generated by `benchmarks/results.py` on {datetime.date.today().isoformat()} ({platform.machine()}, "
+        f"{os.cpu_count()} CPUs). Command:",
+        "",
+        "```",
+        "nice .venv/bin/python benchmarks/results.py --corpus " + args.corpus + " --work " + args.work_arg +
+        " --baselines " + ",".join(args.baselines) + f" --jobs {args.jobs}",
+        "```",
+        "",
+        f"Recipe `{args.recipe}`: {len(recipe.targets)} targets, {recipe.max_steps} steps, sandwich of "
+        f"{recipe.systems_per_step} systems per step, KL weight {recipe.kl_weight}, batches of <= "
+        f"{recipe.max_batch_seconds:g} s. Baselines: the same code, data, schedule and seed with one system "
+        "(`allinone train --only ID`). Test set: " + f"{aio[full_id].n_utterances} utterances, "
+        f"{aio[full_id].ref_words} words (held-out sentences; see docs/data.md). WER is greedy CTC, corpus level; "
+        "significance is the MAPSSWE test at p < 0.05 (`allinone compare`).",
+        "",
+        "## Every target: all-in-one vs individually trained, size and compression",
+        "",
+        f"Compression is against the float full system ({full_id}, {full_bytes / 2**20:.2f} MiB of weights, "
+        "frontend constants included). \"vs float full\" tests each all-in-one system against the "
+        f"{reference_name} float full system ({_pct(reference.wer)} WER).",
+        "",
+        "| target | weights MiB | compression | all-in-one WER | individual WER | all-in-one vs individual | vs float full |",
+        "|---|---:|---:|---:|---:|---|---|",
+    ]
+    rows = []
+    for target in recipe.targets:
+        a = aio[target]
+        twin = twins.get(target)
+        vs_twin = mapsswe(a, twin) if twin else None
+        vs_full = mapsswe(a, reference) if not (twin is None and target == full_id) else None
+        rows.append((target, a, twin, vs_twin, vs_full))
+        lines.append(f"| {target} | {a.bytes / 2**20:.2f} | {full_bytes / a.bytes:.1f}x | {_pct(a.wer)} | "
+                     f"{_pct(twin.wer) if twin else '-'} | {_verdict(vs_twin) if vs_twin else 'not trained alone'} | "
+                     f"{_verdict(vs_full) if vs_full and a is not reference else '-'} |")
+
+    # Target 1: no all-in-one target significantly worse than its twin.
+    compared = [(t, v) for t, _, _, v, _ in rows if v is not None]
+    worse = [t for t, v in compared if v.better == "b"]
+    # Target 2: >= 12.8x with no significant increase vs the float full system.
+    small = [(t, full_bytes / a.bytes, v) for t, a, _, _, v in rows if full_bytes / a.bytes >= 12.8 and v is not None]
+    ok_small = [(t, c) for t, c, v in small if v.better != "b"]
+    # Target 3: training-time saving from the interleaved per-step costs (same batches, same process).
+    individual = sum(costs[t] for t in recipe.targets)
+    saving = individual / costs["all-in-one"]
+
+    lines += ["", "## Training time", "",
+              f"Seconds per optimisation step on the same {args.cost_steps} batches, settings taking turns in one "
+              f"process ({torch.get_num_threads()} threads). Every run has the same number of steps "
+              f"({recipe.max_steps}), so the ratio of step costs is the ratio of total training times.", "",
+              "| setting | s/step | share of one-by-one |", "|---|---:|---:|"]
+    for name, seconds in costs.items():
+        lines.append(f"| {name}{' (alone)' if name != 'all-in-one' else ''} | {seconds:.3f} | "
+                     f"{seconds / individual:.1%} |")
+    lines += ["", f"Training all {len(recipe.targets)} targets one by one: {individual:.3f} s per step; the single "
+              f"all-in-one run: {costs['all-in-one']:.3f} s per step: **{saving:.2f}x less training time**."]
+    cpu_path = work / CPU_SECONDS
+    if cpu_path.is_file():
+        cpu = json.loads(cpu_path.read_text())
+        lines += ["", "CPU seconds of the real runs (one thread each; " + (
+            "how they were recorded: " + cpu["_how"] if "_how" in cpu else "from wait4 on the training processes") + "):", "",
+            "| run | CPU s |", "|---|---:|"]
+        for name, seconds in cpu.items():
+            if not name.startswith("_"):
+                lines.append(f"| {name} | {seconds:,.0f} |")
+        if "allinone" in cpu:
+            measured = [t for t in args.baselines if f"only-{t}" in cpu]
+            if measured:
+                ratio = sum(cpu[f"only-{t}"] for t in measured) / sum(costs[t] for t in measured)
+                lines += ["", f"The {len(measured)} baselines used {ratio:.0f} CPU s per second of benchmarked step "
+                          f"cost; at that rate the {len(recipe.targets)} targets one by one would take "
+                          f"{individual * ratio:,.0f} CPU s against {cpu['allinone']:,.0f} for the all-in-one run "
+                          f"({individual * ratio / cpu['allinone']:.2f}x)."]
+
+    lines += ["", "## The paper's targets", "",
+              f"- **No target worse than its individually trained twin**: "
+              + ("met" if not worse else f"NOT met ({', '.join(worse)} significantly worse)")
+              + f" — {len(compared)} targets compared; "
+              + ", ".join(f"{t}: {_pct(aio[t].wer)} vs {_pct(twins[t].wer)} ({_verdict(v)})" for t, v in compared) + ".",
+              "- **A system >= 12.8x smaller than the float full system with no significant WER increase**: "
+              + (f"met by {', '.join(f'{t} ({c:.1f}x)' for t, c in ok_small)}" if ok_small else
+                 "NOT met — " + ("; ".join(f"{t} ({c:.1f}x): {_pct(aio[t].wer)} vs {_pct(reference.wer)}, {_verdict(v)}"
+                                          for t, c, v in small) or "no target is that small")) + ".",
+              f"- **>= 3.4x less training time than one by one**: {'met' if saving >= 3.4 else 'NOT met'} "
+              f"({saving:.2f}x).", ""]
+    catalog = Path(args.checkpoint) / "catalog.json"
+    plot = ROOT / "docs" / "results_wer_vs_size.png"
+    if catalog.is_file():
+        n = plot_wer_vs_size(catalog, list(recipe.targets), full_bytes, plot)
+        lines += ["## WER vs size of every nested system", "",
+                  f"Dev-set WER of all {n} nested systems of the shipped checkpoint ({args.checkpoint}, fp16 "
+                  "weights of the all-in-one run; from its catalog.json), the trained targets circled.", "",
+                  f"![WER vs size]({plot.name})", ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--corpus", default="corpus/synth", help="directory with train/dev/test.jsonl")
+    parser.add_argument("--recipe", default="recipes/conformer_small.yaml")
+    parser.add_argument("--work", default="runs/results", help="training runs and evaluations go here")
+    parser.add_argument("--baselines", default="d12-f512-h4-w32,d8-f384-h3-w4,d6-f256-h2-w8,d4-f128-h2-w4",
+                        help="targets to train individually (comma-separated)")
+    parser.add_argument("--checkpoint", default="checkpoints/conformer_small",
+                        help="the shipped checkpoint whose catalog gives the WER-vs-size plot")
+    parser.add_argument("--jobs", type=int, default=2, help="trainings run side by side (one thread each)")
+    parser.add_argument("--cost-steps", type=int, default=10, help="timed steps per setting for the cost table")
+    parser.add_argument("--out", default=str(ROOT / "docs" / "results.md"))
+    args = parser.parse_args()
+    args.baselines = [b.strip() for b in args.baselines.split(",") if b.strip()]
+    args.work_arg = args.work
+    recipe = load_recipe(args.recipe)
+    unknown = [b for b in args.baselines if b not in recipe.targets]
+    if unknown:
+        raise SystemExit(f"--baselines {','.join(unknown)}: not targets of {args.recipe}; expected some of {', '.join(recipe.targets)}")
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    start = time.monotonic()
+    train_all(args, recipe, work)
+    test = Path(args.corpus) / "test.jsonl"
+    aio = _evaluated(work / "allinone", list(recipe.targets), test, work / "eval" / "allinone")
+    twins = {b: _evaluated(work / f"only-{b}", [b], test, work / "eval" / f"only-{b}")[b] for b in args.baselines}
+    print("timing training steps", flush=True)
+    costs = step_costs(recipe, Path(args.corpus) / "train.jsonl", args.cost_steps)
+    atomic_write_text(Path(args.out), write_report(args, recipe, work, aio, twins, costs))
+    print(f"wrote {args.out} in {time.monotonic() - start:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,99 @@
+"""`allinone pack`: turn a training run into a checkpoint to ship or commit.
+
+Keeps the weights (optionally in float16, half the bytes), config and a thinned training log; drops the
+trainer state. With a dev manifest, the float full system is evaluated before and after the dtype change
+and the pack is refused if its WER moved, so a smaller file never costs accuracy silently.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+from allinone.errors import BadInputError, VerificationError
+
+__all__ = ["pack_checkpoint", "thin_log"]
+
+METRICS = "metrics.jsonl"
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def thin_log(text: str, every: int) -> str:
+    """Keep every `every`-th step's line of a metrics.jsonl (and the last), so the log stays small."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    kept = [line for i, line in enumerate(lines) if json.loads(line)["step"] % every == 0 or i == len(lines) - 1]
+    return "".join(line + "\n" for line in kept)
+
+
+def _full_float(ckpt):
+    """The largest float target: the system a dtype change must not hurt."""
+    floats = [s for s in ckpt.targets if s.weight_bits == 32] or list(ckpt.targets)
+    return max(floats, key=lambda s: (s.depth, s.ffn_dim, s.heads))
+
+
+def _dev_wer(model, spec, utterances, tokenizer) -> float:
+    from allinone.evaluate import evaluate
+
+    return evaluate(model, [spec], utterances, tokenizer, progress=False)[0].wer
+
+
+def pack_checkpoint(run: str | Path, out: str | Path, *, dtype: str = "float16", dev: str | Path | None = None,
+                    log_every: int = 10, force: bool = False) -> dict:
+    """Write the checkpoint of training run `run` to `out` (weights + config + thinned metrics.jsonl).
+
+    Returns what was checked: {"subnet", "dev_wer_before", "dev_wer_after"} (WERs None without `dev`).
+    `out` is assembled in a temporary sibling directory and renamed into place."""
+    from allinone.checkpoint import checkpoint_files, load_checkpoint
+    from allinone.files import write_files_atomically
+
+    if dtype not in DTYPES:
+        raise BadInputError(f"--dtype {dtype}: expected one of {', '.join(DTYPES)}")
+    if log_every < 1:
+        raise BadInputError(f"--log-every {log_every}: expected a positive number of steps")
+    run, out = Path(run), Path(out)
+    if out.exists() and not force:
+        raise BadInputError(f"{out}: already exists (pass --force to replace it)")
+    ckpt = load_checkpoint(run)
+    config = ckpt.config
+    spec = _full_float(ckpt)
+    files = checkpoint_files(ckpt.model, targets=ckpt.targets, vocabulary=config["vocabulary"],
+                             recipe=config.get("recipe"), data=config.get("data"),
+                             extra={"trained_steps": config.get("trained_steps"),
+                                    "packed_from": {"weights_sha256": config["weights_sha256"],
+                                                    "weights_dtype": config.get("weights_dtype", "float32")}},
+                             dtype=DTYPES[dtype])
+    checked = {"subnet": spec.id, "dev_wer_before": None, "dev_wer_after": None}
+    if dev is not None:
+        from safetensors.torch import load
+
+        from allinone.data.manifest import read_manifest
+
+        tokenizer = ckpt.tokenizer()
+        utterances = read_manifest(dev, tokenizer=tokenizer).utterances
+        if not utterances:
+            raise BadInputError(f"--dev {dev}: no usable utterances; expected a dev manifest")
+        checked["dev_wer_before"] = _dev_wer(ckpt.model, spec, utterances, tokenizer)
+        packed = {k: v.to(torch.float32) if v.is_floating_point() else v for k, v in load(files[0][1]).items()}
+        ckpt.model.load_state_dict(packed)
+        checked["dev_wer_after"] = _dev_wer(ckpt.model, spec, utterances, tokenizer)
+        if checked["dev_wer_after"] != checked["dev_wer_before"]:
+            raise VerificationError(f"{run}: {spec.id} dev WER changes from {checked['dev_wer_before']:.4f} to "
+                                    f"{checked['dev_wer_after']:.4f} in {dtype}; keep float32 (--dtype float32)")
+    if (run / METRICS).is_file():
+        files.append((METRICS, thin_log((run / METRICS).read_text(), log_every).encode()))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    try:
+        write_files_atomically(staging, files)
+        os.chmod(staging, 0o755)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return checked
