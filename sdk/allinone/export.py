@@ -48,16 +48,18 @@ class ExportedProgram:
     float_layers: list[str]  # weight layers left in float at this precision
     delegated_ops: Counter = field(default_factory=Counter)  # ops XNNPACK runs, by name
     portable_ops: Counter = field(default_factory=Counter)  # ops left to ExecuTorch's portable kernels
+    partitions: int = 0  # XNNPACK delegate calls in the program (each one is lowered and run separately)
     seconds: dict[str, float] = field(default_factory=dict)  # time per stage
 
 
-def _count_ops(edge_program) -> tuple[Counter, Counter]:
-    """Ops inside XNNPACK delegate blobs vs ops left outside, from the lowered edge program."""
+def _count_ops(edge_program) -> tuple[Counter, Counter, int]:
+    """Ops inside XNNPACK delegate blobs vs ops left outside, and the number of delegate calls."""
     from executorch.exir.lowered_backend_module import get_lowered_submodules
 
     graph_module = edge_program.exported_program().graph_module
     delegated, portable = Counter(), Counter()
-    for _, lowered, _ in get_lowered_submodules(graph_module):
+    lowered_modules = get_lowered_submodules(graph_module)
+    for _, lowered, _ in lowered_modules:
         for node in lowered.original_module.graph.nodes:
             if node.op == "call_function":
                 delegated[_op_name(node.target)] += 1
@@ -65,7 +67,7 @@ def _count_ops(edge_program) -> tuple[Counter, Counter]:
         if node.op == "call_function" and "executorch_call_delegate" not in str(node.target) \
                 and "getitem" not in str(node.target):
             portable[_op_name(node.target)] += 1
-    return delegated, portable
+    return delegated, portable, len(lowered_modules)
 
 
 def _op_name(target) -> str:
@@ -73,7 +75,7 @@ def _op_name(target) -> str:
     return name.replace("aten.", "").split(".default")[0]
 
 
-def lower_to_pte(program: nn.Module, example: torch.Tensor) -> tuple[bytes, Counter, Counter, dict]:
+def lower_to_pte(program: nn.Module, example: torch.Tensor) -> tuple[bytes, Counter, Counter, int, dict]:
     """torch.export with a dynamic audio length, lower to XNNPACK, serialize; return the .pte bytes."""
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
@@ -92,14 +94,14 @@ def lower_to_pte(program: nn.Module, example: torch.Tensor) -> tuple[bytes, Coun
         start = time.perf_counter()
         edge = to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()])
         seconds["lower"] = time.perf_counter() - start
-        delegated, portable = _count_ops(edge)
+        delegated, portable, partitions = _count_ops(edge)
         start = time.perf_counter()
         pte = edge.to_executorch().buffer
         seconds["serialize"] = time.perf_counter() - start
     bounds = edge.exported_program().range_constraints
     if any(r.upper < MAX_SAMPLES for r in bounds.values()):
         raise RuntimeError(f"lowering narrowed the audio-length range to {bounds}; expected up to {MAX_SAMPLES}")
-    return pte, delegated, portable, seconds
+    return pte, delegated, portable, partitions, seconds
 
 
 def export_subnet(model: nn.Module, spec: SubnetSpec, example_seconds: float = 2.0) -> ExportedProgram:
@@ -111,8 +113,8 @@ def export_subnet(model: nn.Module, spec: SubnetSpec, example_seconds: float = 2
     extract_seconds = time.perf_counter() - start
     example = torch.zeros(1, int(example_seconds * model.cfg.frontend.sample_rate))
     with torch.no_grad():
-        pte, delegated, portable, seconds = lower_to_pte(program, example)
+        pte, delegated, portable, partitions, seconds = lower_to_pte(program, example)
     seconds = {"extract_quantize": extract_seconds, **seconds}
-    log.info("%s: lowered in %.1f s (%d bytes, %d ops delegated, %d not)", spec.id, sum(seconds.values()),
-             len(pte), sum(delegated.values()), sum(portable.values()))
-    return ExportedProgram(spec, pte, program, float_layers, delegated, portable, seconds)
+    log.info("%s: lowered in %.1f s (%d bytes, %d XNNPACK partitions, %d ops delegated, %d not)", spec.id,
+             sum(seconds.values()), len(pte), partitions, sum(delegated.values()), sum(portable.values()))
+    return ExportedProgram(spec, pte, program, float_layers, delegated, portable, partitions, seconds)

@@ -123,8 +123,11 @@ def _feed_forward(x, norm, up, down, dropout):
 
 def _self_attention(x, norm, q_proj, k_proj, v_proj, out_proj, heads, head_dim, attn_mask, dropout, dropout_p):
     """(B, T, D) -> (B, T, D) multi-head self-attention over `heads` heads of `head_dim`."""
-    # Reshapes name the time axis -1, never T: XNNPACK takes a reshape with one inferred dimension but not
-    # one with a symbolic size, and every op left outside the delegate splits the exported program.
+    # Reshapes name the time axis -1, never T, and only ever view a contiguous tensor: XNNPACK takes a
+    # reshape with one inferred dimension but not one with a symbolic size, and torch.export writes the
+    # symbolic size T into a reshape of a transposed (non-contiguous) tensor. `.contiguous().view(-1 ...)`
+    # computes the same values as `.reshape`, but keeps the -1, so the whole block stays inside XNNPACK
+    # (every op left outside the delegate splits the program, and each piece costs lowering time).
     batch = x.shape[0]
     y = norm(x)
     q = q_proj(y).reshape(batch, -1, heads, head_dim).transpose(1, 2)  # (B, H, T, hd)
@@ -133,13 +136,13 @@ def _self_attention(x, norm, q_proj, k_proj, v_proj, out_proj, heads, head_dim, 
     if attn_mask is None:
         # Unpadded (exported) case: 3-D bmm + softmax, which XNNPACK takes whole; SDPA's decomposition adds
         # guard ops (any/where for fully masked rows) and 4-D matmul adds expands, all outside the delegate.
-        q3, k3, v3 = (t.reshape(batch * heads, -1, head_dim) for t in (q, k, v))  # (B*H, T, hd)
+        q3, k3, v3 = (t.contiguous().view(batch * heads, -1, head_dim) for t in (q, k, v))  # (B*H, T, hd)
         scores = torch.bmm(q3, k3.transpose(1, 2)) * (head_dim ** -0.5)  # (B*H, T, T)
         o = torch.bmm(F.dropout(torch.softmax(scores, dim=-1), dropout_p), v3)  # (B*H, T, hd)
-        o = o.reshape(batch, heads, -1, head_dim)  # (B, H, T, hd)
+        o = o.view(batch, heads, -1, head_dim)  # (B, H, T, hd)
     else:
         o = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p)  # (B, H, T, hd)
-    return dropout(out_proj(o.transpose(1, 2).reshape(batch, -1, heads * head_dim)))
+    return dropout(out_proj(o.transpose(1, 2).contiguous().view(batch, -1, heads * head_dim)))  # (B, T, D)
 
 
 def _convolution(x, norm, pointwise_glu, depthwise, conv_norm, pointwise_out, pad_mask, dropout):
@@ -201,9 +204,13 @@ class _ConvSubsampling(nn.Module):
         self.conv2 = nn.Conv2d(channels, channels, kernel_size=3, stride=2)
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
-        y = F.relu(self.conv2(F.relu(self.conv1(feats.unsqueeze(1)))))  # (B, C, T', F')
-        y = y.transpose(1, 2)  # (B, T', C, F')
-        return y.reshape(y.shape[0], -1, y.shape[2] * y.shape[3])  # (B, T', C * F')
+        # Views of contiguous tensors with time as -1 rather than unsqueeze(1) / reshape of a transposed
+        # tensor: XNNPACK takes these (see _self_attention), so the frontend and subsampling join the
+        # encoder's partition instead of splitting the program.
+        batch, _, n_mels = feats.shape
+        y = F.relu(self.conv2(F.relu(self.conv1(feats.contiguous().view(batch, 1, -1, n_mels)))))  # (B, C, T', F')
+        channels, freq = y.shape[1], y.shape[3]
+        return y.transpose(1, 2).contiguous().view(batch, -1, channels * freq)  # (B, T', C * F')
 
 
 class _Block(nn.Module):
