@@ -237,3 +237,12 @@ def test_catalog_measures_activations_on_one_system_per_precision(checkpoint, sy
     monkeypatch.setattr(allinone.export, "export_subnet", no_lowering)
     again = compute_catalog(checkpoint, dev, progress=False)
     assert again.lowered == () and again.catalog.entries == run.catalog.entries
+
+
+def test_report_of_an_exported_bundle_names_no_device_for_the_catalog(tmp_path):
+    from allinone.latency import read_report
+
+    catalog = Catalog((CatalogEntry("d2-f128-h2-w8", 8, 177_533, 937_448, 28.2e6, 0.4),))
+    path = _report(tmp_path / "r.json", "d2-f128-h2-w8", machine="x86_64", profile=None, threads=2)
+    with pytest.raises(BadInputError, match="exported without a device profile"):
+        add_reports(catalog, [read_report(path)], force=True)

@@ -232,3 +232,12 @@ def test_planned_activations_timing_and_runtime_overhead_of_a_lowered_program(tm
     assert overhead == timing.peak_rss_bytes - len(pte) - activations and 50 * MIB < overhead < 2048 * MIB
     with pytest.raises(BadInputError, match="not an ExecuTorch program"):
         planned_activation_bytes(b"not a program at all")
+
+
+def test_cli_calibrate_accepts_a_report_of_an_exported_bundle(tmp_path):
+    """`allinone export` bundles carry no profile; calibrate names the profile itself, so their reports fit too."""
+    (tmp_path / "report.json").write_text(json.dumps(report_json(profile=None)))
+    result = _cli("calibrate", "--profile", "raspberry-pi-5", "--report", "report.json", "--out", "pi5.yaml",
+                  cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert load_profile(tmp_path / "pi5.yaml").latency_model.overhead_ms == pytest.approx(10.0, abs=0.01)

@@ -16,7 +16,7 @@ import pytest
 import soundfile as sf
 
 from allinone_runtime import Bundle, RuntimeInputError, Transcriber, validate_report
-from allinone_runtime.bench import bench
+from allinone_runtime.timing import bench
 from allinone_runtime.bundle import check_executorch_compat
 from allinone_runtime.report import merge_reports, write_report
 

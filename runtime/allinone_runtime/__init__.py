@@ -19,7 +19,7 @@ __version__ = "0.1.0"
 # Public names resolve on first use (PEP 562), so `allinone` importing the error class for its CLI does not
 # pay for numpy and soundfile at start-up.
 _HOMES = {"Bundle": "bundle", "check_executorch_compat": "bundle", "Transcriber": "transcribe",
-          "Transcript": "transcribe", "Word": "ctc", "RuntimeInputError": "errors", "bench": "bench",
+          "Transcript": "transcribe", "Word": "ctc", "RuntimeInputError": "errors", "bench": "timing",
           "write_report": "report", "merge_reports": "report", "validate_report": "schema"}
 
 

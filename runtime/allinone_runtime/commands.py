@@ -60,7 +60,7 @@ def _noise_wav(directory: Path, sample_rate: int) -> Path:
     """The Python bench's seeded noise as a float WAV, so the C++ runner times the same samples."""
     import soundfile as sf
 
-    from allinone_runtime.bench import noise_source
+    from allinone_runtime.timing import noise_source
 
     path = directory / "noise.wav"
     sf.write(str(path), noise_source(sample_rate), sample_rate, subtype="FLOAT")
@@ -70,7 +70,7 @@ def _noise_wav(directory: Path, sample_rate: int) -> Path:
 def bench_command(bundle: str, out: str, *, lengths: str = "1,5,10,20", runs: int = 10, threads: int | None = None,
                   etdump: bool = False, audio: str | None = None, runner: str = "python") -> int:
     """Benchmark one bundle with the Python runtime or the C++ runner; write OUT/report.{json,md} + latency.png."""
-    from allinone_runtime.bench import ETDUMP_RUNS, NOISE_SEED, bench, parse_lengths
+    from allinone_runtime.timing import ETDUMP_RUNS, NOISE_SEED, bench, parse_lengths
     from allinone_runtime.report import report_markdown, write_report
 
     lengths_s = parse_lengths(lengths)

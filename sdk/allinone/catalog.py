@@ -352,6 +352,9 @@ def add_reports(catalog: Catalog, reports: Sequence[Any], *, force: bool = False
         if entry is None:
             raise BadInputError(f"{report.path}: bundle.subnet {report.subnet} is not in the catalog; expected one "
                                 f"of its systems (`allinone catalog --all` adds every system)")
+        if report.profile is None:
+            raise BadInputError(f"{report.path}: the bundle was exported without a device profile, so the catalog "
+                                f"cannot say which device measured it; build it with `allinone build --profile P`")
         if not force:
             if report.profile not in list_profiles():
                 raise BadInputError(f"{report.path}: bundle.profile {report.profile!r} is not a shipped profile, so "

@@ -153,7 +153,7 @@ def measure_here(bundle_dir: Path, audio: Path, report_dir: Path, *, audio_s: fl
     """Transcribe `audio` with the bundle through the runtime and time `audio_s` seconds of it (the clip
     repeated) with the runtime's bench; the bench's report.json/md go to `report_dir`."""
     from allinone_runtime import Bundle, Transcriber, write_report
-    from allinone_runtime.bench import bench  # the package attribute `bench` is the submodule once imported
+    from allinone_runtime.timing import bench
     from allinone_runtime.engine import thread_count
 
     bundle = Bundle.open(bundle_dir)

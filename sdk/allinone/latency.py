@@ -468,14 +468,16 @@ class LatencyReport:
     weight_bits: int
     macs_per_second: float
     pte_bytes: int
-    profile: str  # the profile the bundle was built for
+    profile: str | None  # the profile the bundle was built for (None: `allinone export`, no profile)
     threads: int
     latency: tuple[tuple[float, float], ...]  # (audio_s, p50_ms) per measured length
     peak_rss_bytes: int
 
 
 _NUMBER = (int, float)
-_KIND_NAMES = {str: "a string", int: "an integer", list: "a list", _NUMBER: "a number"}
+_OPTIONAL_STR = (str, type(None))
+_KIND_NAMES = {str: "a string", int: "an integer", list: "a list", _NUMBER: "a number",
+               _OPTIONAL_STR: "a string or null"}
 
 
 def _get(data: Any, dotted: str, kind: type | tuple[type, ...], where: str) -> Any:
@@ -524,7 +526,7 @@ def read_report(path: str | Path) -> LatencyReport:
         system=_get(data, "device.system", str, where), cpu=str(data["device"].get("cpu", "")),
         runner=_get(data, "runner", str, where), subnet=_get(data, "bundle.subnet", str, where), weight_bits=bits,
         macs_per_second=macs, pte_bytes=_get(data, "bundle.pte_bytes", int, where),
-        profile=_get(data, "bundle.profile", str, where), threads=_get(data, "threads", int, where),
+        profile=_get(data, "bundle.profile", _OPTIONAL_STR, where), threads=_get(data, "threads", int, where),
         latency=tuple(latency), peak_rss_bytes=_get(data, "peak_rss_bytes", int, where))
 
 
