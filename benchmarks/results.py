@@ -13,7 +13,7 @@ All-in-one Neural Model", Interspeech 2024, claim: nested systems as good as ind
 4. cost    training time: one all-in-one step (the recipe's sandwich) vs one step of each target alone, timed
            on the same batches in this process, settings taking turns (ratios, not absolute seconds, are
            what a shared machine can measure); plus the CPU seconds of the real runs where recorded.
-5. write   docs/results.md and docs/results_wer_vs_size.png (dev WER of every nested system from the
+5. write   docs/results.md and docs/results_wer_vs_size.png (dev WER of the nested systems in the
            shipped checkpoint's catalog, targets marked).
 
     .venv/bin/python benchmarks/results.py --corpus corpus/synth --work runs/results \\
@@ -179,7 +179,7 @@ def plot_wer_vs_size(catalog_path: Path, targets: list[str], full_bytes: int, ou
     ax.set_xscale("log")
     ax.set_xlabel("weights (MiB, log scale)")
     ax.set_ylabel("dev WER (%)")
-    ax.set_title(f"All {len(entries)} nested systems of the shipped checkpoint")
+    ax.set_title(f"{len(entries)} nested systems of the shipped checkpoint (catalog)")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -275,13 +275,24 @@ def write_report(args, recipe: Recipe, work: Path, aio: dict, twins: dict, costs
                                           for t, c, v in small) or "no target is that small")) + ".",
               f"- **>= 3.4x less training time than one by one**: {'met' if saving >= 3.4 else 'NOT met'} "
               f"({saving:.2f}x).", ""]
+    own = aio[full_id]
+    if reference is not own and mapsswe(reference, own).better == "b":
+        # A reference that trained badly makes "no increase against it" an easy bar: say so, and test the small
+        # systems against the all-in-one float full system too.
+        lines += [f"Caution: the individually trained float full system ({_pct(reference.wer)}) is significantly worse "
+                  f"than the all-in-one run's own float full system ({_pct(own.wer)}): trained alone with this "
+                  "schedule it learned slowly, so beating it is an easy bar. Against the all-in-one float full "
+                  "system instead, the systems >= 12.8x smaller are: "
+                  + "; ".join(f"{t} ({c:.1f}x) {_pct(aio[t].wer)}, {_verdict(mapsswe(aio[t], own))}" for t, c, _ in small)
+                  + ". Read the compression target as met only against the individually trained baseline.", ""]
     catalog = Path(args.checkpoint) / "catalog.json"
     plot = ROOT / "docs" / "results_wer_vs_size.png"
     if catalog.is_file():
         n = plot_wer_vs_size(catalog, list(recipe.targets), full_bytes, plot)
-        lines += ["## WER vs size of every nested system", "",
-                  f"Dev-set WER of all {n} nested systems of the shipped checkpoint ({args.checkpoint}, fp16 "
-                  "weights of the all-in-one run; from its catalog.json), the trained targets circled.", "",
+        lines += ["## WER vs size of the nested systems", "",
+                  f"Dev-set WER of the {n} nested systems in the shipped checkpoint's catalog ({args.checkpoint}, "
+                  "float16 weights of the all-in-one run; `allinone catalog --all` adds every one of its "
+                  "systems, which takes about 2 h on 2 cores), the trained targets circled.", "",
                   f"![WER vs size]({plot.name})", ""]
     return "\n".join(lines)
 
