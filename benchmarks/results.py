@@ -118,23 +118,14 @@ def step_costs(recipe: Recipe, manifest: Path, steps: int) -> dict[str, float]:
     on a shared machine does not count. The all-in-one steps are the recipe's own steps 1..steps, so the
     sampled middle targets vary as they do in the real run."""
     sys.path.insert(0, str(Path(__file__).parent))
-    from train_throughput import _batches
-
-    from allinone.models import conformer
-    from allinone.train.trainer import _Loop
-
-    def loop(r: Recipe) -> _Loop:
-        torch.manual_seed(0)
-        model = getattr(conformer, r.model)(29)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=r.lr)
-        return _Loop(r, model, optimizer, [SubnetSpec.from_id(t) for t in r.targets], torch.device("cpu"), 0, 1)
+    from train_throughput import _batches, _loop
 
     torch.set_num_threads(1)
     base = recipe.to_dict()
     settings = {"all-in-one": recipe}
     for target in recipe.targets:
         settings[target] = Recipe(**{**base, "targets": (target,), "systems_per_step": None, "kl_weight": 0.0})
-    loops = {name: loop(r) for name, r in settings.items()}
+    loops = {name: _loop(r) for name, r in settings.items()}
     totals = dict.fromkeys(loops, 0.0)
     for i, batch in enumerate(_batches(str(manifest), recipe.max_batch_seconds, steps + 1)):
         for name, one in loops.items():

@@ -18,7 +18,7 @@ from torch.nn import functional as F
 from allinone.data.batching import make_loader
 from allinone.data.manifest import read_manifest
 from allinone.data.tokenizer import CharTokenizer
-from allinone.models.conformer import conformer_small
+from allinone.models import conformer
 from allinone.spec import SubnetSpec
 from allinone.train.recipe import Recipe, load_recipe
 from allinone.train.trainer import _Loop
@@ -38,7 +38,7 @@ def _batches(manifest: str, seconds: float, count: int):
 
 def _loop(recipe: Recipe) -> _Loop:
     torch.manual_seed(0)
-    model = conformer_small(29)
+    model = getattr(conformer, recipe.model)(29)
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr)
     return _Loop(recipe, model, optimizer, [SubnetSpec.from_id(t) for t in recipe.targets], torch.device("cpu"), 0, 1)
 

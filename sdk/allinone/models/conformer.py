@@ -27,6 +27,23 @@ __all__ = ["ConformerConfig", "ConformerSupernet", "ConformerSubnet", "conformer
 MIN_SAMPLES = 8000  # 0.5 s at 16 kHz: the shortest input the exported program accepts
 
 
+def check_elastic_choices(family: str, cfg, fixed_widths: dict[str, int]) -> None:
+    """The checks every elastic model config shares: with 4-bit weights, every quantized input width (the
+    family's fixed ones, each FFN choice, each head count's attention width) is a multiple of the int4 group
+    size (XNNPACK's kernels need it); and the largest depth/FFN/heads choices are the full model's."""
+    widths = dict(fixed_widths)
+    widths.update({f"ffn_dim {f}": f for f in cfg.ffn_dims})
+    widths.update({f"attention width of {h} heads": h * cfg.head_dim for h in cfg.head_choices})
+    if 4 in cfg.weight_bits:
+        for name, width in widths.items():
+            if width % GROUP_SIZE_INT4:
+                raise BadInputError(f"{family} config: {name} = {width} is not a multiple of "
+                                    f"{GROUP_SIZE_INT4}, which 4-bit weights need")
+    if max(cfg.depths) != cfg.n_layers or max(cfg.ffn_dims) != cfg.ffn_dim or max(cfg.head_choices) != cfg.n_heads:
+        raise BadInputError(f"{family} config: the largest depth, ffn_dim and heads choices must equal "
+                            "n_layers, ffn_dim and n_heads")
+
+
 @dataclass(frozen=True)
 class ConformerConfig:
     vocab_size: int  # CTC vocabulary including the blank at index 0
@@ -66,17 +83,8 @@ class ConformerConfig:
         if self.d_model % self.n_heads:
             raise BadInputError(f"conformer config: d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
         # XNNPACK's 4-bit kernels need every quantized input width to be a multiple of the group size.
-        widths = {"d_model": self.d_model, "subsampling output": self.subsampling_channels * self.subsampled_freq}
-        widths.update({f"ffn_dim {f}": f for f in self.ffn_dims})
-        widths.update({f"attention width of {h} heads": h * self.head_dim for h in self.head_choices})
-        if 4 in self.weight_bits:
-            for name, width in widths.items():
-                if width % GROUP_SIZE_INT4:
-                    raise BadInputError(f"conformer config: {name} = {width} is not a multiple of "
-                                        f"{GROUP_SIZE_INT4}, which 4-bit weights need")
-        if max(self.depths) != self.n_layers or max(self.ffn_dims) != self.ffn_dim or max(self.head_choices) != self.n_heads:
-            raise BadInputError("conformer config: the largest depth, ffn_dim and heads choices must equal "
-                                "n_layers, ffn_dim and n_heads")
+        check_elastic_choices("conformer", self, {"d_model": self.d_model,
+                                                  "subsampling output": self.subsampling_channels * self.subsampled_freq})
 
     def to_dict(self) -> dict:
         data = asdict(self)

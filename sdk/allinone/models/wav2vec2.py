@@ -19,9 +19,8 @@ from torch.nn import functional as F
 
 from allinone.errors import BadInputError
 from allinone.models.conformer import (MIN_SAMPLES, _check_inputs, _ExportableLayerNorm, _masks,
-                                       _self_attention)
+                                       _self_attention, check_elastic_choices)
 from allinone.nn.elastic import ElasticLinear
-from allinone.nn.quant import GROUP_SIZE_INT4
 from allinone.spec import SearchSpace, SubnetSpec
 
 __all__ = ["WaveformFrontend", "Wav2Vec2Config", "Wav2Vec2Supernet", "Wav2Vec2Subnet", "wav2vec2_tiny",
@@ -93,18 +92,7 @@ class Wav2Vec2Config:
         if self.hidden_size % self.n_heads or self.hidden_size % self.num_conv_pos_embedding_groups:
             raise BadInputError(f"wav2vec2 config: hidden_size {self.hidden_size} is not divisible by n_heads "
                                 f"{self.n_heads} and num_conv_pos_embedding_groups {self.num_conv_pos_embedding_groups}")
-        # XNNPACK's 4-bit kernels need every quantized input width to be a multiple of the group size.
-        widths = {"hidden_size": self.hidden_size, "conv_dim[-1]": self.conv_dim[-1]}
-        widths.update({f"ffn_dim {f}": f for f in self.ffn_dims})
-        widths.update({f"attention width of {h} heads": h * self.head_dim for h in self.head_choices})
-        if 4 in self.weight_bits:
-            for name, width in widths.items():
-                if width % GROUP_SIZE_INT4:
-                    raise BadInputError(f"wav2vec2 config: {name} = {width} is not a multiple of "
-                                        f"{GROUP_SIZE_INT4}, which 4-bit weights need")
-        if max(self.depths) != self.n_layers or max(self.ffn_dims) != self.ffn_dim or max(self.head_choices) != self.n_heads:
-            raise BadInputError("wav2vec2 config: the largest depth, ffn_dim and heads choices must equal "
-                                "n_layers, ffn_dim and n_heads")
+        check_elastic_choices("wav2vec2", self, {"hidden_size": self.hidden_size, "conv_dim[-1]": self.conv_dim[-1]})
 
     def to_dict(self) -> dict:
         data = asdict(self)
