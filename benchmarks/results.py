@@ -288,6 +288,14 @@ def write_report(args, recipe: Recipe, work: Path, aio: dict, twins: dict, costs
     return "\n".join(lines)
 
 
+def _kept_sections(path: Path) -> str:
+    """Sections other scripts own in the same file (benchmarks/wav2vec2_results.py), kept across rewrites."""
+    import re
+
+    text = path.read_text() if path.is_file() else ""
+    return "".join("\n" + m.group(0) for m in re.finditer(r"<!-- ([\w-]+):begin -->.*?<!-- \1:end -->\n?", text, re.S))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--corpus", default="corpus/synth", help="directory with train/dev/test.jsonl")
@@ -316,7 +324,7 @@ def main() -> None:
     twins = {b: _evaluated(work / f"only-{b}", [b], test, work / "eval" / f"only-{b}")[b] for b in args.baselines}
     print("timing training steps", flush=True)
     costs = step_costs(recipe, Path(args.corpus) / "train.jsonl", args.cost_steps)
-    atomic_write_text(Path(args.out), write_report(args, recipe, work, aio, twins, costs))
+    atomic_write_text(Path(args.out), write_report(args, recipe, work, aio, twins, costs) + _kept_sections(Path(args.out)))
     print(f"wrote {args.out} in {time.monotonic() - start:.0f} s")
 
 

@@ -108,6 +108,31 @@ def test_catalog_reuses_measured_systems_until_weights_or_dev_set_change(checkpo
     assert all(e.provenance["evaluated"] == "T4" for e in changed.catalog.entries)
 
 
+def test_interrupted_all_systems_run_resumes_from_the_saved_chunks(checkpoint, synth_corpus, monkeypatch):
+    import allinone.catalog
+    import allinone.evaluate
+
+    dev = _dev_subset(synth_corpus, 2, checkpoint / "dev-2.jsonl")
+    monkeypatch.setattr(allinone.catalog, "EVAL_CHUNK", 5)
+    real, calls = allinone.evaluate.evaluate, []
+
+    def interrupted_after_two_chunks(model, specs, *args, **kwargs):
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        calls.append([s.id for s in specs])
+        return real(model, specs, *args, **kwargs)
+    monkeypatch.setattr(allinone.evaluate, "evaluate", interrupted_after_two_chunks)
+    with pytest.raises(KeyboardInterrupt):
+        compute_catalog(checkpoint, dev, all_systems=True, activations=False, progress=False, now="T1")
+    saved = load_catalog(checkpoint / CATALOG_FILE)
+    assert [e.subnet for e in saved.entries] == calls[0] + calls[1] and all(e.wer is not None for e in saved.entries)
+
+    monkeypatch.setattr(allinone.evaluate, "evaluate", real)
+    resumed = compute_catalog(checkpoint, dev, all_systems=True, activations=False, progress=False, now="T2")
+    assert set(resumed.reused) == set(calls[0] + calls[1]) and len(resumed.catalog.entries) == 24
+    assert not set(resumed.evaluated) & set(resumed.reused)
+
+
 def test_measured_latency_from_a_report_is_checked_and_kept(tmp_path):
     from allinone.latency import read_report
 

@@ -293,8 +293,8 @@ class CatalogRun:
 
 
 ACTIVATION_RULE = ("planned activations measured on the smallest system of each weight precision; every other "
-                   "system of that precision is predicted to need the same (the planner's peak is the frontend's "
-                   "30 s spectrogram and the tensors between XNNPACK partitions, set by d_model and the vocabulary, "
+                   "system of that precision is predicted to need the same (the planner's peak is the 30 s input and "
+                   "the tensors entering and leaving the one XNNPACK partition, set by d_model and the vocabulary, "
                    "not by depth or width)")
 
 
@@ -369,6 +369,25 @@ def add_reports(catalog: Catalog, reports: Sequence[Any], *, force: bool = False
     return catalog.merged(updated.values())
 
 
+EVAL_CHUNK = 20  # systems evaluated between two saves of catalog.json
+
+
+def _evaluated_entry(result, prior: CatalogEntry | None, now: str) -> CatalogEntry:
+    """The catalog entry of a freshly evaluated system; lowered and on-device facts of `prior` are kept (they
+    do not depend on the weights)."""
+    from allinone.spec import SubnetSpec
+
+    fresh = CatalogEntry(subnet=result.subnet, weight_bits=SubnetSpec.from_id(result.subnet).weight_bits,
+                         params=result.params, weight_bytes=result.bytes,
+                         macs_per_second=float(result.macs_per_second), wer=result.wer,
+                         provenance={"evaluated": now})
+    if prior is None:
+        return fresh
+    return dataclasses.replace(fresh, pte_bytes=prior.pte_bytes, activation_bytes=prior.activation_bytes,
+                               measured_latency=prior.measured_latency,
+                               provenance={**prior.provenance, "evaluated": now})
+
+
 def compute_catalog(checkpoint: str | Path, manifest: str | Path, *, all_systems: bool = False,
                     activations: bool = True, reports: Sequence[Any] = (), force: bool = False,
                     progress: bool = True, now: str | None = None) -> CatalogRun:
@@ -383,7 +402,6 @@ def compute_catalog(checkpoint: str | Path, manifest: str | Path, *, all_systems
     from allinone.checkpoint import load_checkpoint
     from allinone.data.manifest import read_manifest
     from allinone.evaluate import evaluate, save_hypotheses
-    from allinone.spec import SubnetSpec
 
     now = now or datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     ckpt = load_checkpoint(checkpoint)
@@ -417,17 +435,19 @@ def compute_catalog(checkpoint: str | Path, manifest: str | Path, *, all_systems
         if not read.utterances:
             raise BadInputError(f"{manifest}: no usable utterances ({read.skipped} skipped); expected a dev set")
         hyps_dir = Path(checkpoint) / "eval" / Path(manifest).stem
-        for r in evaluate(ckpt.model, todo, read.utterances, tokenizer, progress=progress):
-            save_hypotheses(r, hyps_dir / f"{r.subnet}.hyps.jsonl", checkpoint=str(checkpoint), manifest=str(manifest))
-            prior = known.get(r.subnet)
-            fresh = CatalogEntry(subnet=r.subnet, weight_bits=SubnetSpec.from_id(r.subnet).weight_bits, params=r.params,
-                                 weight_bytes=r.bytes, macs_per_second=float(r.macs_per_second), wer=r.wer,
-                                 provenance={"evaluated": now})
-            if prior is not None:  # keep what was lowered or measured on devices; they do not depend on weights
-                fresh = dataclasses.replace(fresh, pte_bytes=prior.pte_bytes, activation_bytes=prior.activation_bytes,
-                                            measured_latency=prior.measured_latency,
-                                            provenance={**prior.provenance, "evaluated": now})
-            known[r.subnet] = fresh
+        order = [e.subnet for e in entries]
+        # Systems are evaluated a chunk at a time and the catalog saved after each chunk, so an interrupted
+        # `--all` run (180 systems, tens of minutes) resumes where it stopped: saved WERs are reused.
+        for first in range(0, len(todo), EVAL_CHUNK):
+            chunk = todo[first:first + EVAL_CHUNK]
+            if len(todo) > EVAL_CHUNK:
+                log.info("evaluating systems %d-%d of %d", first + 1, first + len(chunk), len(todo))
+            for r in evaluate(ckpt.model, chunk, read.utterances, tokenizer, progress=progress):
+                save_hypotheses(r, hyps_dir / f"{r.subnet}.hyps.jsonl", checkpoint=str(checkpoint),
+                                manifest=str(manifest))
+                known[r.subnet] = _evaluated_entry(r, known.get(r.subnet), now)
+            partial = [known[s] for s in order] + [known[s] for s in known if s not in set(order)]
+            save_catalog(Catalog(tuple(partial), meta={**old.meta, **meta} if same_program else meta), path)
     entries = [known.pop(e.subnet) for e in entries] + list(known.values())
     lowered: list[str] = []
     if activations:
