@@ -170,8 +170,10 @@ def test_train_from_import_then_build_and_transcribe(synth_corpus, tmp_path):
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in metrics] == [1, 2, 3] and all(len(m["ctc"]) == 3 for m in metrics)
     ckpt = load_checkpoint(out)
-    assert ckpt.family == "wav2vec2" and ckpt.config["vocabulary"] == \
-        load_checkpoint(tmp_path / "imported").config["vocabulary"]
+    imported = load_checkpoint(tmp_path / "imported").config
+    assert ckpt.family == "wav2vec2" and ckpt.config["vocabulary"] == imported["vocabulary"]
+    assert ckpt.config["hf_import"] == imported["hf_import"]  # where the weights came from survives training
+    assert ckpt.config["init"] == {"path": str(tmp_path / "imported"), "weights_sha256": imported["weights_sha256"]}
 
     bundle = export_bundle(ckpt, "d2-f128-h2-w8", tmp_path / "bundle")
     manifest = json.loads((bundle / "manifest.json").read_text())

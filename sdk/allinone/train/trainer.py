@@ -133,6 +133,16 @@ def _model_for(recipe: Recipe, vocab_size: int, init: Path | None):
     return getattr(family, recipe.model)(vocab_size)
 
 
+def _init_provenance(init: Path) -> dict:
+    """What a checkpoint trained from --init records about where it started: the start's path and weights,
+    and the start's own import record (an imported wav2vec2's `hf_import`: source and HF vocabulary order)."""
+    config = json.loads((init / CONFIG).read_text())
+    out = {"init": {"path": str(init), "weights_sha256": config.get("weights_sha256")}}
+    if "hf_import" in config:
+        out["hf_import"] = config["hf_import"]
+    return out
+
+
 def _check_resumable(out: Path, model) -> None:
     config = json.loads((out / CONFIG).read_text())
     if config.get("architecture") != model.cfg.to_dict():
@@ -181,6 +191,7 @@ def train(recipe: Recipe, train_manifest, dev_manifest, out, *, max_steps: int |
             dist.broadcast(tensor.data, src=0)
 
     data_info = {"train": _fingerprint(train_manifest), "dev": _fingerprint(dev_manifest)}
+    init_provenance = _init_provenance(Path(init)) if init else {}
     dataset = SpeechDataset(train_utts, tokenizer)
     sampler = DurationBatchSampler([u.duration for u in train_utts], recipe.max_batch_seconds, seed=recipe.seed,
                                    num_replicas=world, rank=rank)
@@ -190,7 +201,7 @@ def train(recipe: Recipe, train_manifest, dev_manifest, out, *, max_steps: int |
         if rank != 0:
             return
         ckpt = checkpoint_files(model, targets=targets, vocabulary=tokenizer.to_dict(), recipe=recipe.to_dict(),
-                                data=data_info, extra={"trained_steps": progress_state["step"]})
+                                data=data_info, extra={"trained_steps": progress_state["step"], **init_provenance})
         write_files_atomically(out, trainer_state_files(optimizer, dict(progress_state), ckpt))
 
     metrics_path = out / METRICS
