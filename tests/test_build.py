@@ -93,6 +93,20 @@ def test_build_two_profiles_transcribe_like_eager(checkpoint, tmp_path):
             eager_text = tokenizer.decode_ctc(eager(sample_audio(), None)[0][0].argmax(-1).tolist())
         assert _transcribe(bundle / "model.pte", tokenizer) == eager_text == SAMPLE_TEXT
         assert manifest["verification"]["transcript"] == SAMPLE_TEXT
+        check = manifest["verification"]
+        assert 0 <= check["flipped_frames"] <= 0.01 * check["frames"] and "eager_transcript" not in check
+
+    # Verification catches a .pte that is not the eager program: the host bundle's program against the eager
+    # float system of another depth.
+    from allinone.build import verify_program
+    from allinone.errors import VerificationError
+
+    host = SubnetSpec.from_id(bundles["host-x86_64"]["subnet"])
+    other = ckpt.model.extract_subnet(next(s for s in ckpt.model.search_space.enumerate()
+                                           if s.depth != host.depth and s.weight_bits == 32))
+    with pytest.raises(VerificationError, match="greedy tokens differ on"):
+        verify_program((dist / "host-x86_64" / "model.pte").read_bytes(), lambda w: other(w, None)[0], tokenizer,
+                       host.weight_bits)
 
     inspect = _run("inspect", str(dist / "host-x86_64")).stdout
     assert bundles["host-x86_64"]["subnet"] in inspect and "delegated to XNNPACK" in inspect

@@ -29,17 +29,36 @@ def sample_audio() -> torch.Tensor:
     return torch.from_numpy(load_audio(str(path)))[None]
 
 
+# Frames whose greedy choice may differ between the .pte and eager: only near-ties flip (a flip needs an
+# eager margin within twice the measured log-prob difference), and a broken lowering changes far more.
+MAX_FLIPPED_FRAMES = 0.01  # share of frames
+
+
 @dataclass
 class Verification:
     max_abs_diff: float
-    transcript: str  # greedy transcript of the .pte (identical to the eager one, or the build fails)
+    transcript: str  # greedy transcript of the .pte
     audio: str
+    frames: int = 0
+    flipped_frames: int = 0  # frames where the .pte's greedy token differs from eager's (near-ties)
+    eager_transcript: str | None = None  # set only when it differs from `transcript`
+
+    def to_dict(self) -> dict:
+        out = {"audio": self.audio, "max_abs_diff": self.max_abs_diff, "transcript": self.transcript,
+               "frames": self.frames, "flipped_frames": self.flipped_frames}
+        if self.eager_transcript is not None:
+            out["eager_transcript"] = self.eager_transcript
+        return out
 
 
 def verify_program(pte: bytes, eager: torch.nn.Module, tokenizer, weight_bits: int,
                    audio: torch.Tensor | None = None, audio_name: str = "sample.wav") -> Verification:
     """Run the .pte in the ExecuTorch runtime on real speech; its log-probs must match the eager program's
-    within tolerance and its greedy transcript must be identical, else VerificationError."""
+    within tolerance and its greedy choice must agree on at least 99 % of frames, else VerificationError.
+
+    Quantized kernels sum in a different order than PyTorch's (and PyTorch's order depends on its thread
+    count), so a frame where two tokens nearly tie can flip and change one character of the transcript; both
+    transcripts are then recorded."""
     from executorch.runtime import Runtime
 
     waveform = sample_audio() if audio is None else audio
@@ -52,12 +71,19 @@ def verify_program(pte: bytes, eager: torch.nn.Module, tokenizer, weight_bits: i
         raise VerificationError(f"verification on {audio_name}: .pte output shape {tuple(got.shape)} differs from "
                                 f"eager {tuple(expected.shape)}")
     diff = float((got - expected).abs().max())
-    text_pte = tokenizer.decode_ctc(got[0].argmax(-1).tolist())
-    text_eager = tokenizer.decode_ctc(expected[0].argmax(-1).tolist())
-    if diff > MAX_ABS_DIFF[weight_bits] or text_pte != text_eager:
+    best_pte, best_eager = got[0].argmax(-1), expected[0].argmax(-1)  # (T,)
+    flipped = int((best_pte != best_eager).sum())
+    text_pte, text_eager = tokenizer.decode_ctc(best_pte.tolist()), tokenizer.decode_ctc(best_eager.tolist())
+    if diff > MAX_ABS_DIFF[weight_bits] or flipped > MAX_FLIPPED_FRAMES * len(best_pte):
         raise VerificationError(f"verification on {audio_name}: .pte log-probs differ from eager by {diff:.3g} "
-                                f"(limit {MAX_ABS_DIFF[weight_bits]}), transcripts {text_pte!r} vs {text_eager!r}")
-    return Verification(diff, text_pte, audio_name)
+                                f"(limit {MAX_ABS_DIFF[weight_bits]}), greedy tokens differ on {flipped} of "
+                                f"{len(best_pte)} frames (limit {MAX_FLIPPED_FRAMES:.0%}), transcripts "
+                                f"{text_pte!r} vs {text_eager!r}")
+    if text_pte != text_eager:
+        log.warning("verification on %s: %d near-tie frame(s) flipped (log-probs within %.3g): .pte %r, eager %r",
+                    audio_name, flipped, diff, text_pte, text_eager)
+    return Verification(diff, text_pte, audio_name, len(best_pte), flipped,
+                        text_eager if text_eager != text_pte else None)
 
 
 def _predicted(latency: dict, profile) -> dict | None:
@@ -118,7 +144,7 @@ def export_bundle(checkpoint, spec: SubnetSpec | str, out: str | Path, *, profil
         "sizes": {"pte_bytes": len(program.pte), "weight_bytes": size.weight_bytes,
                   "float_full_weight_bytes": full.weight_bytes,
                   "compression_ratio": round(full.weight_bytes / size.weight_bytes, 3)},
-        "verification": {"audio": check.audio, "max_abs_diff": check.max_abs_diff, "transcript": check.transcript},
+        "verification": check.to_dict(),
         "lowering": {"seconds": {k: round(v, 2) for k, v in program.seconds.items()},
                      "delegated_ops": sum(program.delegated_ops.values()),
                      "portable_ops": dict(program.portable_ops)},

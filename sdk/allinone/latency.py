@@ -391,7 +391,8 @@ def fit_latency_model(points: Iterable[LatencyPoint], *, prior_overhead_ms: floa
     a cost per encoder block per second of audio).
 
     The overhead is fitted only when the points can separate it from the rest (two different MAC counts at
-    some precision) and it comes out non-negative; otherwise `prior_overhead_ms` is kept."""
+    some precision) and it comes out non-negative; otherwise `prior_overhead_ms` is kept, or 0 when the calls
+    were faster than that overhead alone."""
     points = tuple(points)
     if not points:
         raise BadInputError("latency fit: no measurements; expected at least one timed call")
@@ -407,6 +408,9 @@ def fit_latency_model(points: Iterable[LatencyPoint], *, prior_overhead_ms: floa
         fitted = overhead >= 0 and all(v > 0 for v in inverse)
     if not fitted:
         overhead, block, inverse = _solve(points, bits, prior_overhead_ms, per_block)
+        if any(v <= 0 for v in inverse) and prior_overhead_ms > 0:
+            # Calls faster than the prior overhead: that prior is wrong for this device, so assume none.
+            overhead, block, inverse = _solve(points, bits, 0.0, per_block)
     if any(v <= 0 for v in inverse):
         worst = bits[min(range(len(bits)), key=lambda i: inverse[i])]
         raise BadInputError(f"latency fit: {worst}-bit measurements are faster than the overhead alone allows; "
