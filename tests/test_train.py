@@ -152,3 +152,6 @@ def test_bad_manifests_and_mismatched_resume(synth_corpus, tmp_path):
                               "targets": ["d12-f512-h4-w32", "d4-f128-h2-w4"]})
     with pytest.raises(BadInputError, match="architecture differs"):
         train(other, synth_corpus / "train.jsonl", synth_corpus / "dev.jsonl", out, resume=True, progress=False)
+    with pytest.raises(BadInputError, match="recipe 'kl_weight' is 0.0, the run started with"):  # a forgotten --only
+        train(load_recipe("tiny"), synth_corpus / "train.jsonl", synth_corpus / "dev.jsonl", out, resume=True,
+              only="d1-f64-h1-w4", progress=False)

@@ -143,10 +143,16 @@ def _init_provenance(init: Path) -> dict:
     return out
 
 
-def _check_resumable(out: Path, model) -> None:
+def _check_resumable(out: Path, model, recipe: Recipe) -> None:
     config = json.loads((out / CONFIG).read_text())
     if config.get("architecture") != model.cfg.to_dict():
         raise BadInputError(f"--resume {out}: the checkpoint's architecture differs from the recipe's model")
+    # Everything but the step budget must be what the run started with (a forgotten --only, another recipe).
+    saved, now = config.get("recipe", {}), json.loads(json.dumps(recipe.to_dict()))
+    changed = [k for k in sorted(set(saved) | set(now)) if k != "max_steps" and saved.get(k) != now.get(k)]
+    if changed:
+        raise BadInputError(f"--resume {out}: recipe {changed[0]!r} is {now.get(changed[0])!r}, the run started "
+                            f"with {saved.get(changed[0])!r}; expected the same recipe (and --only) as the run")
 
 
 def train(recipe: Recipe, train_manifest, dev_manifest, out, *, max_steps: int | None = None, resume: bool = False,
@@ -179,7 +185,7 @@ def train(recipe: Recipe, train_manifest, dev_manifest, out, *, max_steps: int |
 
     progress_state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "seconds": 0.0, "audio_seconds": 0.0}
     if resume:
-        _check_resumable(out, model)
+        _check_resumable(out, model, recipe)
         model.load_state_dict(load_checkpoint(out, verify=True).model.state_dict())
         progress_state.update(load_trainer_state(out, optimizer))
         log.info("resuming %s at step %d", out, progress_state["step"])
