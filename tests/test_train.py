@@ -155,3 +155,9 @@ def test_bad_manifests_and_mismatched_resume(synth_corpus, tmp_path):
     with pytest.raises(BadInputError, match="recipe 'kl_weight' is 0.0, the run started with"):  # a forgotten --only
         train(load_recipe("tiny"), synth_corpus / "train.jsonl", synth_corpus / "dev.jsonl", out, resume=True,
               only="d1-f64-h1-w4", progress=False)
+    fewer = tmp_path / "fewer.jsonl"
+    rows = [json.loads(line) for line in (synth_corpus / "train.jsonl").read_text().splitlines() if line.strip()]
+    fewer.write_text("".join(json.dumps({**r, "audio_filepath": str(synth_corpus / r["audio_filepath"])}) + "\n"
+                             for r in rows[:-1]))
+    with pytest.raises(BadInputError, match="the train manifest differs"):
+        train(load_recipe("tiny"), fewer, synth_corpus / "dev.jsonl", out, resume=True, progress=False)

@@ -198,6 +198,12 @@ def train(recipe: Recipe, train_manifest, dev_manifest, out, *, max_steps: int |
 
     data_info = {"train": _fingerprint(train_manifest), "dev": _fingerprint(dev_manifest)}
     init_provenance = _init_provenance(Path(init)) if init else {}
+    if resume:  # the same data, or data order and the logged curve no longer mean what they say
+        saved = json.loads((out / CONFIG).read_text()).get("data", {})
+        for split in ("train", "dev"):
+            if saved.get(split, {}).get("sha256") not in (None, data_info[split]["sha256"]):
+                raise BadInputError(f"--resume {out}: the {split} manifest differs from the one the run started with "
+                                    f"({saved[split].get('path')}); expected the same data")
     dataset = SpeechDataset(train_utts, tokenizer)
     sampler = DurationBatchSampler([u.duration for u in train_utts], recipe.max_batch_seconds, seed=recipe.seed,
                                    num_replicas=world, rank=rank)
