@@ -168,6 +168,10 @@ def plot_wer_vs_size(catalog_path: Path, targets: list[str], full_bytes: int, ou
                facecolors="none", edgecolors="black", linewidths=1.2, label="trained targets")
     ax.axvline(full_bytes / 12.8 / 2**20, color="grey", linestyle=":", label="12.8x smaller than float full")
     ax.set_xscale("log")
+    from matplotlib.ticker import FormatStrFormatter
+
+    ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))  # 2, 5, 10 MiB rather than 2 x 10^0
+    ax.xaxis.set_minor_formatter(FormatStrFormatter("%g"))
     ax.set_xlabel("weights (MiB, log scale)")
     ax.set_ylabel("dev WER (%)")
     ax.set_title(f"{len(entries)} nested systems of the shipped checkpoint (catalog)")

@@ -435,7 +435,7 @@ def compute_catalog(checkpoint: str | Path, manifest: str | Path, *, all_systems
         if not read.utterances:
             raise BadInputError(f"{manifest}: no usable utterances ({read.skipped} skipped); expected a dev set")
         hyps_dir = Path(checkpoint) / "eval" / Path(manifest).stem
-        order = [e.subnet for e in entries]
+        order = {e.subnet: None for e in entries}  # catalog order, with fast membership
         # Systems are evaluated a chunk at a time and the catalog saved after each chunk, so an interrupted
         # `--all` run (180 systems, tens of minutes) resumes where it stopped: saved WERs are reused.
         for first in range(0, len(todo), EVAL_CHUNK):
@@ -446,7 +446,7 @@ def compute_catalog(checkpoint: str | Path, manifest: str | Path, *, all_systems
                 save_hypotheses(r, hyps_dir / f"{r.subnet}.hyps.jsonl", checkpoint=str(checkpoint),
                                 manifest=str(manifest))
                 known[r.subnet] = _evaluated_entry(r, known.get(r.subnet), now)
-            partial = [known[s] for s in order] + [known[s] for s in known if s not in set(order)]
+            partial = [known[s] for s in order] + [e for s, e in known.items() if s not in order]
             save_catalog(Catalog(tuple(partial), meta={**old.meta, **meta} if same_program else meta), path)
     entries = [known.pop(e.subnet) for e in entries] + list(known.values())
     lowered: list[str] = []
