@@ -149,11 +149,14 @@ def _cli(*args: str, **kw) -> subprocess.Popen:
 
 def test_cli_interrupted_leaves_no_manifest_then_rerun_completes(tmp_path: Path) -> None:
     out = tmp_path / "corpus"
-    proc = _cli("data", "synth", "--out", str(out), "--hours", "0.2", "--seed", "2", "--jobs", "2",
+    # 0.6 h is ~650 utterances: tens of seconds of work even on a quiet machine, so the interrupt below lands
+    # mid-run however fast the machine (0.2 h once finished before a starved test process could send it).
+    proc = _cli("data", "synth", "--out", str(out), "--hours", "0.6", "--seed", "2", "--jobs", "2",
                 start_new_session=True)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and len(list(out.glob("audio/train/*.wav"))) < 5:
-        time.sleep(0.1)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and len(list(out.glob("audio/train/*.wav"))) < 5 and proc.poll() is None:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the synthesis finished before it could be interrupted"
     os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C reaches the whole process group, workers too
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
@@ -162,8 +165,8 @@ def test_cli_interrupted_leaves_no_manifest_then_rerun_completes(tmp_path: Path)
     made = list(out.glob("audio/*/*.wav"))
     assert made and all(sf.info(str(p)).frames > 0 for p in made)  # every WAV there is whole
 
-    done = _cli("data", "synth", "--out", str(out), "--hours", "0.2", "--seed", "2", "--jobs", "2")
-    stdout, err = done.communicate(timeout=300)
+    done = _cli("data", "synth", "--out", str(out), "--hours", "0.6", "--seed", "2", "--jobs", "2")
+    stdout, err = done.communicate(timeout=900)
     assert done.returncode == 0, err
     assert "distinct voices" in stdout and "audio-s per CPU-s" in stdout
     total = sum(len(_manifest(out, s)) for s in SPLITS)
