@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import math
 import os
 import platform
 import re
@@ -106,18 +107,41 @@ def _verdict(result) -> str:
     return f"{'worse' if result.better == 'b' else 'better'}, p={result.p_value:.3g}"
 
 
+def char_test(a, b) -> tuple[float, float]:
+    """Matched-pairs test on character errors, utterances as the pairs: (mean difference a - b per utterance,
+    two-sided p of the z statistic). MAPSSWE's segments need words both systems got right, which a model at
+    95 % WER hardly has; characters still separate the systems."""
+    errors_b = {h.id: h.char_errors for h in b.hypotheses}
+    diffs = [h.char_errors - errors_b[h.id] for h in a.hypotheses]
+    mean = sum(diffs) / len(diffs)
+    var = sum((d - mean) ** 2 for d in diffs) / max(1, len(diffs) - 1)
+    if var == 0:
+        return mean, 1.0 if mean == 0 else 0.0
+    z = mean / math.sqrt(var / len(diffs))
+    return mean, math.erfc(abs(z) / math.sqrt(2))
+
+
+def _char_verdict(mean: float, p: float) -> str:
+    if p >= 0.05:
+        return f"not significant (p={p:.3f})"
+    return f"{'worse' if mean > 0 else 'better'}, p={p:.3g}"
+
+
 def report(args, work: Path, recipe, hyps: dict, reference, sizes: dict[str, int], cpu: dict) -> str:
     full_bytes, own_full = sizes[IMPORTED], recipe.targets[0]
-    rows, best = [], None
+    rows, best, best_chars = [], None, None
     for target in recipe.targets:
         result = mapsswe(hyps[target], reference)
         ratio = full_bytes / sizes[target]
         worse = result.significant and result.better == "b"
         if not worse and (best is None or ratio > best[1]):
             best = (target, ratio)
+        mean, p = char_test(hyps[target], reference)
+        if not (p < 0.05 and mean > 0) and (best_chars is None or ratio > best_chars[1]):
+            best_chars = (target, ratio)
         own = "-" if target == own_full else _verdict(mapsswe(hyps[target], hyps[own_full]))
         rows.append(f"| {target} | {sizes[target] / 2**20:.2f} | {ratio:.2f}x | {_pct(hyps[target].wer)} | "
-                    f"{_pct(hyps[target].cer)} | {_verdict(result)} | {own} |")
+                    f"{_pct(hyps[target].cer)} | {_verdict(result)} | {_char_verdict(mean, p)} | {own} |")
     pretrain = json.loads((work / "hf_model.json").read_text()) if (work / "hf_model.json").is_file() else {}
     lines = [
         BEGIN,
@@ -148,16 +172,26 @@ def report(args, work: Path, recipe, hyps: dict, reference, sizes: dict[str, int
         "against the imported model, and against the all-in-one run's own float full system (which kept "
         "training on the same data during compression, so it may have moved away from the imported model).",
         "",
-        "| system | weights MiB | smaller by | test WER | test CER | vs imported model (MAPSSWE) | vs all-in-one float full |",
-        "|---|---:|---:|---:|---:|---|---|",
+        "| system | weights MiB | smaller by | test WER | test CER | vs imported: MAPSSWE (words) | vs imported: "
+        "character errors | vs all-in-one float full: MAPSSWE |",
+        "|---|---:|---:|---:|---:|---|---|---|",
         *rows,
         "",
     ]
     if best is not None:
-        lines.append(f"**Largest compression with no significant WER increase over the imported model: {best[0]}, "
-                     f"{best[1]:.2f}x** (the paper: 3.93x).")
+        lines.append(f"Largest compression with no significant WER increase over the imported model (MAPSSWE, "
+                     f"as the paper tests): **{best[0]}, {best[1]:.2f}x** (the paper: 3.93x).")
     else:
-        lines.append("**No compressed system matches the imported model** (every one is significantly worse).")
+        lines.append("No compressed system matches the imported model's WER (every one is significantly worse).")
+    if reference.wer > 0.8:
+        lines += ["", f"Read that with care: at {_pct(reference.wer)} WER nearly every word is wrong in every "
+                  "system, so MAPSSWE (whose segments end at words both systems got right) has almost no power "
+                  "here. The character-error column is the informative one (a matched-pairs z test on each "
+                  "utterance's character edits): by it the largest compression with no significant increase is "
+                  + (f"**{best_chars[0]}, {best_chars[1]:.2f}x**." if best_chars else "none.")
+                  + f" The all-in-one float full system's own CER ({_pct(hyps[own_full].cer)}) is lower than the "
+                  f"imported model's ({_pct(reference.cer)}): the compression run also continued CTC training on "
+                  "the same data, and the compressed systems share that gain."]
     lines += ["", END]
     return "\n".join(lines) + "\n"
 
