@@ -150,9 +150,11 @@ def _cli(*args: str, **kw) -> subprocess.Popen:
 def test_cli_interrupted_leaves_no_manifest_then_rerun_completes(tmp_path: Path) -> None:
     out = tmp_path / "corpus"
     # 0.6 h is ~650 utterances: tens of seconds of work even on a quiet machine, so the interrupt below lands
-    # mid-run however fast the machine (0.2 h once finished before a starved test process could send it).
+    # mid-run however fast the machine.
+    # A shell starts background jobs with SIGINT ignored and children inherit that (CI scripts run so), and
+    # Python then leaves Ctrl-C ignored; the child gets the default disposition, as in a terminal.
     proc = _cli("data", "synth", "--out", str(out), "--hours", "0.6", "--seed", "2", "--jobs", "2",
-                start_new_session=True)
+                start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and len(list(out.glob("audio/train/*.wav"))) < 5 and proc.poll() is None:
         time.sleep(0.05)
