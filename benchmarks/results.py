@@ -93,10 +93,11 @@ def train_all(args, recipe: Recipe, work: Path) -> None:
 # ---- 2. evaluation ----------------------------------------------------------------------------------------------
 
 
-def _evaluated(checkpoint: Path, subnets: list[str], test: Path, out: Path) -> dict:
-    """SystemResult per subnet on `test`, reusing saved hypotheses newer than the checkpoint's weights."""
+def _evaluated(checkpoint: Path, subnets: list[str], test: Path, out: Path, names: dict[str, str] | None = None) -> dict:
+    """SystemResult per subnet on `test`, reusing saved hypotheses newer than the checkpoint's weights; they
+    are saved as OUT/NAME.hyps.jsonl, NAME being the subnet id unless `names` gives another."""
     weights_time = (checkpoint / "model.safetensors").stat().st_mtime
-    paths = {s: out / f"{s}.hyps.jsonl" for s in subnets}
+    paths = {s: out / f"{(names or {}).get(s, s)}.hyps.jsonl" for s in subnets}
     todo = [s for s, p in paths.items() if not p.is_file() or p.stat().st_mtime < weights_time]
     if todo:
         print(f"evaluating {checkpoint.name}: {', '.join(todo)}", flush=True)

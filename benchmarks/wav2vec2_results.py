@@ -30,12 +30,12 @@ import sys
 from pathlib import Path
 
 from allinone.checkpoint import load_checkpoint
-from allinone.data.manifest import read_manifest
-from allinone.evaluate import evaluate, load_hypotheses, mapsswe, save_hypotheses
+from allinone.evaluate import mapsswe
 from allinone.files import atomic_write_text
 from allinone.size import subnet_size
 from allinone.spec import SubnetSpec
 from allinone.train.recipe import load_recipe
+from results import _evaluated, _pct, _verdict  # benchmarks/results.py: same evaluation cache and wording
 
 ROOT = Path(__file__).resolve().parents[1]
 BEGIN, END = "<!-- wav2vec2-results:begin -->", "<!-- wav2vec2-results:end -->"
@@ -80,31 +80,6 @@ def train_stages(args, work: Path) -> None:
         if (run / "trainer_state.json").is_file():
             cmd.append("--resume")
         _run(cmd, work / "allinone.log", work, "compress")
-
-
-def evaluated(checkpoint: Path, subnets: list[str], test: Path, out: Path, names: dict[str, str] | None = None):
-    """Hypotheses per subnet on `test` (saved as NAME.hyps.jsonl, reused while newer than the weights)."""
-    names = names or {s: s for s in subnets}
-    weights_time = (checkpoint / "model.safetensors").stat().st_mtime
-    paths = {s: out / f"{names[s]}.hyps.jsonl" for s in subnets}
-    todo = [s for s, p in paths.items() if not p.is_file() or p.stat().st_mtime < weights_time]
-    if todo:
-        print(f"evaluating {checkpoint.name}: {', '.join(todo)}", flush=True)
-        ckpt = load_checkpoint(checkpoint)
-        utterances = read_manifest(test, tokenizer=ckpt.tokenizer()).utterances
-        for result in evaluate(ckpt.model, [SubnetSpec.from_id(s) for s in todo], utterances, ckpt.tokenizer()):
-            save_hypotheses(result, paths[result.subnet], checkpoint=str(checkpoint), manifest=str(test))
-    return {s: load_hypotheses(p) for s, p in paths.items()}
-
-
-def _pct(x: float) -> str:
-    return f"{100 * x:.1f}%"
-
-
-def _verdict(result) -> str:
-    if not result.significant:
-        return f"not significant (p={result.p_value:.3f})"
-    return f"{'worse' if result.better == 'b' else 'better'}, p={result.p_value:.3g}"
 
 
 def char_test(a, b) -> tuple[float, float]:
@@ -220,8 +195,8 @@ def main() -> None:
     test = Path(args.corpus) / "test.jsonl"
     imported_ckpt = load_checkpoint(work / "imported")
     full = max(imported_ckpt.model.search_space.enumerate(), key=lambda s: (s.weight_bits, s.depth, s.ffn_dim, s.heads))
-    reference = evaluated(work / "imported", [full.id], test, work / "eval", {full.id: IMPORTED})[full.id]
-    hyps = evaluated(work / "allinone", list(recipe.targets), test, work / "eval")
+    reference = _evaluated(work / "imported", [full.id], test, work / "eval", {full.id: IMPORTED})[full.id]
+    hyps = _evaluated(work / "allinone", list(recipe.targets), test, work / "eval")
     model = load_checkpoint(work / "allinone").model
     sizes = {t: subnet_size(model, SubnetSpec.from_id(t)).weight_bytes for t in recipe.targets}
     sizes[IMPORTED] = subnet_size(imported_ckpt.model, full).weight_bytes

@@ -11,9 +11,10 @@ from allinone_runtime.errors import RuntimeInputError
 __all__ = ["add_commands", "build_parser", "main"]
 
 
-def add_commands(sub) -> dict:
+def add_commands(sub, default_audio: str = "seeded noise") -> dict:
     """Declare transcribe, bench and report on an argparse subparsers object; returns the three parsers by
-    name. Shared with the `allinone` CLI, so both front ends take the same arguments."""
+    name. Shared with the `allinone` CLI, so both front ends take the same arguments; `default_audio` says
+    what bench times when no --audio is given (the front end supplies it)."""
     parsers = {}
     p = parsers["transcribe"] = sub.add_parser("transcribe", help="transcribe audio files with a bundle (greedy CTC)")
     p.add_argument("bundle", metavar="BUNDLE", help="bundle directory (model.pte + manifest.json)")
@@ -28,7 +29,7 @@ def add_commands(sub) -> dict:
     p.add_argument("--runs", type=int, default=10, help="timed runs per length after one warm-up (default: 10)")
     p.add_argument("--threads", type=int, help="CPU threads (default: ExecuTorch's, the performance cores)")
     p.add_argument("--etdump", action="store_true", help="add the per-operator breakdown (ETDump + Inspector)")
-    p.add_argument("--audio", metavar="FILE", help="speech clip repeated to each length (default: seeded noise)")
+    p.add_argument("--audio", metavar="FILE", help=f"speech clip repeated to each length (default: {default_audio})")
     p.add_argument("--runner", choices=["python", "cpp"], default="python",
                    help="python: this runtime; cpp: build and run the native runner (needs cmake, g++)")
 

@@ -121,29 +121,30 @@ def _fingerprint(path) -> dict:
     return {"path": str(path), "sha256": sha256_file(path) if path.is_file() else None}
 
 
-def _model_for(recipe: Recipe, vocab_size: int, init: Path | None):
+def _model_for(recipe: Recipe, vocab_size: int, start, init: Path | None):
+    """The supernet to train: the --init checkpoint's (`start`, already loaded) or the recipe's, freshly built."""
     from allinone.models import conformer, wav2vec2
 
-    if init is not None:
-        model = load_checkpoint(init).model
-        if model.cfg.vocab_size != vocab_size:
-            raise BadInputError(f"--init {init}: vocabulary of {model.cfg.vocab_size} symbols, the data needs {vocab_size}")
-        return model
+    if start is not None:
+        if start.model.cfg.vocab_size != vocab_size:
+            raise BadInputError(f"--init {init}: vocabulary of {start.model.cfg.vocab_size} symbols, the data needs "
+                                f"{vocab_size}")
+        return start.model
     family = wav2vec2 if recipe.model.startswith("wav2vec2") else conformer
     return getattr(family, recipe.model)(vocab_size)
 
 
-def _init_provenance(init: Path) -> dict:
+def _init_provenance(init: Path, config: dict) -> dict:
     """What a checkpoint trained from --init records about where it started: the start's path and weights,
     and the start's own import record (an imported wav2vec2's `hf_import`: source and HF vocabulary order)."""
-    config = json.loads((init / CONFIG).read_text())
     out = {"init": {"path": str(init), "weights_sha256": config.get("weights_sha256")}}
     if "hf_import" in config:
         out["hf_import"] = config["hf_import"]
     return out
 
 
-def _check_resumable(out: Path, model, recipe: Recipe) -> None:
+def _check_resumable(out: Path, model, recipe: Recipe, data_info: dict) -> None:
+    """The run in `out` must have the same architecture, recipe (but for max_steps) and train/dev data."""
     config = json.loads((out / CONFIG).read_text())
     if config.get("architecture") != model.cfg.to_dict():
         raise BadInputError(f"--resume {out}: the checkpoint's architecture differs from the recipe's model")
@@ -153,6 +154,12 @@ def _check_resumable(out: Path, model, recipe: Recipe) -> None:
     if changed:
         raise BadInputError(f"--resume {out}: recipe {changed[0]!r} is {now.get(changed[0])!r}, the run started "
                             f"with {saved.get(changed[0])!r}; expected the same recipe (and --only) as the run")
+    # The same data, or data order and the logged curve no longer mean what they say.
+    saved_data = config.get("data", {})
+    for split in ("train", "dev"):
+        if saved_data.get(split, {}).get("sha256") not in (None, data_info[split]["sha256"]):
+            raise BadInputError(f"--resume {out}: the {split} manifest differs from the one the run started with "
+                                f"({saved_data[split].get('path')}); expected the same data")
 
 
 def train(recipe: Recipe, train_manifest, dev_manifest, out, *, max_steps: int | None = None, resume: bool = False,
@@ -174,18 +181,21 @@ def train(recipe: Recipe, train_manifest, dev_manifest, out, *, max_steps: int |
         raise BadInputError(f"{out}: already holds a checkpoint (use --resume to continue it, or another --out)")
 
     rank, world, device = _ddp_setup()
+    torch.manual_seed(recipe.seed)  # the same initial weights for the same recipe
     # An --init checkpoint brings its vocabulary (an imported wav2vec2 keeps its own); else the default one.
-    tokenizer = load_checkpoint(init).tokenizer() if init else CharTokenizer()
+    start = load_checkpoint(init) if init else None
+    tokenizer = start.tokenizer() if start else CharTokenizer()
     train_utts = _read_split(train_manifest, tokenizer, "train")
     _read_split(dev_manifest, tokenizer, "dev")  # fail before training, not after
-    torch.manual_seed(recipe.seed)  # the same initial weights for the same recipe
-    model = _model_for(recipe, len(tokenizer), Path(init) if init else None)
+    model = _model_for(recipe, len(tokenizer), start, Path(init) if init else None)
     targets = [model.search_space.validate(SubnetSpec.from_id(t)) for t in recipe.targets]
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
 
+    data_info = {"train": _fingerprint(train_manifest), "dev": _fingerprint(dev_manifest)}
+    init_provenance = _init_provenance(Path(init), start.config) if start else {}
     progress_state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "seconds": 0.0, "audio_seconds": 0.0}
     if resume:
-        _check_resumable(out, model, recipe)
+        _check_resumable(out, model, recipe, data_info)
         model.load_state_dict(load_checkpoint(out, verify=True).model.state_dict())
         progress_state.update(load_trainer_state(out, optimizer))
         log.info("resuming %s at step %d", out, progress_state["step"])
@@ -196,14 +206,6 @@ def train(recipe: Recipe, train_manifest, dev_manifest, out, *, max_steps: int |
         for tensor in list(model.parameters()) + list(model.buffers()):
             dist.broadcast(tensor.data, src=0)
 
-    data_info = {"train": _fingerprint(train_manifest), "dev": _fingerprint(dev_manifest)}
-    init_provenance = _init_provenance(Path(init)) if init else {}
-    if resume:  # the same data, or data order and the logged curve no longer mean what they say
-        saved = json.loads((out / CONFIG).read_text()).get("data", {})
-        for split in ("train", "dev"):
-            if saved.get(split, {}).get("sha256") not in (None, data_info[split]["sha256"]):
-                raise BadInputError(f"--resume {out}: the {split} manifest differs from the one the run started with "
-                                    f"({saved[split].get('path')}); expected the same data")
     dataset = SpeechDataset(train_utts, tokenizer)
     sampler = DurationBatchSampler([u.duration for u in train_utts], recipe.max_batch_seconds, seed=recipe.seed,
                                    num_replicas=world, rank=rank)
