@@ -1,12 +1,16 @@
 """`allinone demo` end to end on the trained tiny checkpoint: bundles for two profiles and one that nothing fits,
 the clip transcribed by this machine's bundle exactly like the eager model, one table with measured/predicted
-labels, demo.json and the runtime's report; reruns replace the demo's own output, foreign directories are refused."""
+labels, demo.json and the runtime's report; a log that says each stage once, with no ExecuTorch chatter, and
+"what next" commands that run as printed; reruns replace the demo's own output, foreign directories are refused."""
 
 import json
+import logging
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -46,8 +50,8 @@ latency_model:
 """
 
 
-def _run(*args, check=True):
-    proc = subprocess.run([ALLINONE, *args], capture_output=True, text=True, timeout=1800)
+def _run(*args, check=True, cwd=None):
+    proc = subprocess.run([ALLINONE, *args], capture_output=True, text=True, timeout=1800, cwd=cwd)
     if check and proc.returncode != 0:
         raise AssertionError(f"allinone {' '.join(args)} -> {proc.returncode}\n{proc.stderr[-3000:]}")
     return proc
@@ -80,12 +84,21 @@ def _table_row(text: str, profile: str) -> str:
     return rows[0]
 
 
-def test_demo_builds_transcribes_and_reports(checkpoint, tmp_path):
-    tight = tmp_path / "tight-board.yaml"
+@pytest.fixture(scope="module")
+def demo_run(checkpoint, tmp_path_factory):
+    """One demo run, from its own directory, on two profiles that fit (they share a system) and one that
+    nothing fits."""
+    root = tmp_path_factory.mktemp("demo_run")
+    tight = root / "tight-board.yaml"
     tight.write_text(NO_FIT_PROFILE)
-    out = tmp_path / "demo"
+    out = root / "demo"
     proc = _run("demo", "--checkpoint", str(checkpoint), "--out", str(out), "--profile", "host-x86_64",
-                "--profile", "pixel-8", "--profile", str(tight))
+                "--profile", "pixel-8", "--profile", str(tight), cwd=root)
+    return SimpleNamespace(proc=proc, out=out, tight=tight, cwd=root)
+
+
+def test_demo_builds_transcribes_and_reports(checkpoint, demo_run):
+    proc, out = demo_run.proc, demo_run.out
     summary = json.loads((out / "demo.json").read_text())
     rows = {r["profile"]: r for r in summary["profiles"]}
     assert [r["profile"] for r in summary["profiles"]] == ["host-x86_64", "pixel-8", "tight-board"]
@@ -124,9 +137,57 @@ def test_demo_builds_transcribes_and_reports(checkpoint, tmp_path):
     assert (out / "report" / "report.md").is_file()
     assert _table_row(proc.stdout, "pixel-8") in (out / "demo.md").read_text()
 
-    # A rerun replaces the demo's own output, including what the previous run built and this one does not.
+
+def _what_next(stdout: str) -> list[str]:
+    """The commands printed under "What next:" (indented four spaces; the steps' descriptions two)."""
+    block = stdout.split("\nWhat next:\n", 1)[1]
+    return [line[4:] for line in block.splitlines() if line.startswith("    ")]
+
+
+def test_demo_log_says_what_happens_once(checkpoint, demo_run):
+    proc, out = demo_run.proc, demo_run.out
+    log = proc.stderr.replace("\r", "\n")  # the progress bar redraws its line with carriage returns
+    systems = {json.loads((out / p / "manifest.json").read_text())["model"]["subnet"]["id"]
+               for p in ("host-x86_64", "pixel-8")}
+
+    # One verification per distinct system, recorded in every bundle that shares the program.
+    verified = re.findall(r"INFO allinone\.build: verify: (\S+) on ", log)
+    assert sorted(verified) == sorted(systems), log
+    checks = [json.loads((out / p / "manifest.json").read_text())["verification"] for p in ("host-x86_64", "pixel-8")]
+    if len(systems) == 1:  # the tiny catalog gives both profiles the same system
+        assert checks[0] == checks[1]
+
+    # Each stage said once per system; progress counts systems, not profiles (no per-profile rate or ETA).
+    assert log.count("INFO allinone.build: select: ") == 1 and log.count("INFO allinone.demo: time: ") == 1
+    assert len(re.findall(r"INFO allinone\.build: bundle: ", log)) == len(systems)
+    assert f"lower: {len(systems)}/{len(systems)} systems" in log and "profile/s" not in log
+
+    # No ExecuTorch chatter (a "[file.cpp:line]" line) and no per-layer quantization lines, one summary at most.
+    assert not re.search(r"\[\w+\.cpp:\d+\]|cpuinfo|midr", log + proc.stdout), log
+    assert len(re.findall(r"\d+-bit: \d+ linear layers quantized", log)) <= len(systems)
+    assert "stays float" not in log
+
+    # Every "what next" command runs as printed, in order, from the directory the demo ran in.
+    commands = _what_next(proc.stdout)
+    assert len(commands) >= 3 and any(" transcribe " in c for c in commands) and any(" build " in c for c in commands)
+    ran = {}
+    for command in commands:
+        done = subprocess.run(command, shell=True, cwd=demo_run.cwd, capture_output=True, text=True, timeout=1800)
+        assert done.returncode == 0, f"{command} -> {done.returncode}\n{done.stderr[-3000:]}"
+        ran[command] = done.stdout
+    assert SAMPLE_TEXT in next(text for c, text in ran.items() if " transcribe " in c)
+    copied = Path(json.loads((out / "demo.json").read_text())["measured_here"]["bundle"]).name
+    assert Bundle.open(out.parent / copied).subnet in systems  # built from the copy of the profile run here
+    assert json.loads((out / "demo.json").read_text())["what_next"][0]["commands"] == commands[:1]
+
+
+def test_demo_rerun_replaces_its_own_output(checkpoint, demo_run, tmp_path):
+    """A rerun replaces the demo's own output, including what the previous run built and this one does not."""
+    out = tmp_path / "demo"
+    shutil.copytree(demo_run.out, out)
     (out / "notes.txt").write_text("inside the demo's directory, so the demo's to replace")
-    again = _run("demo", "--checkpoint", str(checkpoint), "--out", str(out), "--profile", str(tight), check=False)
+    again = _run("demo", "--checkpoint", str(checkpoint), "--out", str(out), "--profile", str(demo_run.tight),
+                 check=False)
     assert again.returncode == 3, again.stderr  # no profile got a bundle
     assert sorted(p.name for p in out.iterdir()) == sorted([DEMO_MARKER, "demo.json", "demo.md"])
     assert [r["status"] for r in json.loads((out / "demo.json").read_text())["profiles"]] == ["no fit"]
@@ -162,3 +223,43 @@ def test_host_matching_follows_the_calibration_rule():
     assert match_host_profile(profiles, {"machine": "aarch64", "system": "Linux 6.6.31+rpt"}).name == "raspberry-pi-5"
     assert match_host_profile(profiles, {"machine": "aarch64", "system": "Linux 5.10.107-android13"}).name == "pixel-8"
     assert match_host_profile(profiles, {"machine": "riscv64", "system": "Linux 6.1.0"}) is None
+
+
+def test_quantization_logs_one_summary_line_and_each_layer_at_debug(caplog):
+    ckpt = load_checkpoint(ROOT / "tests/fixtures/tiny_overfit")
+    subnet = ckpt.model.extract_subnet(SubnetSpec.from_id("d2-f128-h2-w4"))
+    with caplog.at_level(logging.DEBUG, logger="allinone.quantize"):
+        left_float = quantize_subnet_(subnet, 4)
+    info = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+    debug = [r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG]
+    assert len(info) == 1 and f"{len(left_float)} layers stay float" in info[0] and "depthwise convolution" in info[0]
+    assert sorted(line.split()[2] for line in debug) == sorted(left_float)  # "4-bit: layer NAME stays float (...)"
+
+
+CHATTER_PROBE = """
+import logging, sys
+logging.basicConfig(level=logging.DEBUG if sys.argv[1] == "verbose" else logging.INFO, format="%(levelname)s %(message)s")
+from allinone_runtime.engine import Engine, set_threads, thread_count
+from allinone_runtime.errors import RuntimeInputError
+set_threads(thread_count() + 1)  # a resize, which ExecuTorch logs
+try:
+    Engine(sys.argv[2])
+except RuntimeInputError as err:
+    print(err)
+"""
+
+
+@pytest.mark.parametrize("mode", ["quiet", "verbose"])
+def test_executorch_chatter_only_at_debug_its_errors_always(tmp_path, mode):
+    """The thread pool's start-up and resize lines go to the debug log (shown by --verbose); an error ExecuTorch
+    prints while loading a program still reaches stderr."""
+    garbage = tmp_path / "model.pte"
+    garbage.write_bytes(b"not a program" * 100)
+    proc = subprocess.run([sys.executable, "-c", CHATTER_PROBE, mode, str(garbage)], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0 and "could not load the program" in proc.stdout, proc.stderr
+    assert re.search(r"^\[program\.cpp:\d+\] Program identifier", proc.stderr, re.M), proc.stderr
+    pool_lines = re.findall(r"^(.*)\[threadpool\.cpp:\d+\] Resetting threadpool", proc.stderr, re.M)
+    assert pool_lines == (["DEBUG executorch: "] if mode == "verbose" else []), proc.stderr
+    if mode == "quiet":
+        assert "cpuinfo" not in proc.stderr and "midr" not in proc.stderr, proc.stderr

@@ -61,6 +61,9 @@ def verify_program(pte: bytes, eager: torch.nn.Module, tokenizer, weight_bits: i
     transcripts are then recorded."""
     from executorch.runtime import Runtime
 
+    from allinone_runtime.engine import start_threadpool
+
+    start_threadpool()  # here rather than inside load_program, which would print the pool's start-up chatter
     waveform = sample_audio() if audio is None else audio
     program = Runtime.get().load_program(pte)  # must outlive the method: it owns the memory the method runs in
     method = program.load_method("forward")
@@ -106,9 +109,11 @@ def _measured(latency: dict) -> dict | None:
 
 def export_bundle(checkpoint, spec: SubnetSpec | str, out: str | Path, *, profile=None, expected: dict | None = None,
                   predicted_latency: dict | None = None, measured_latency: dict | None = None,
-                  audio: torch.Tensor | None = None, force: bool = False, exported=None) -> Path:
+                  audio: torch.Tensor | None = None, force: bool = False, exported=None,
+                  verification: Verification | None = None) -> Path:
     """Lower `spec` of `checkpoint` (a path or a loaded Checkpoint), verify the .pte on real speech and write
-    the bundle directory `out`. `exported` reuses an already lowered program of the same spec."""
+    the bundle directory `out`. `exported` reuses an already lowered program of the same spec, and
+    `verification` that program's check (a bundle sharing a program shares its verification)."""
     from allinone.checkpoint import Checkpoint, load_checkpoint
     from allinone.export import MAX_SAMPLES, export_subnet
     from allinone.models.conformer import MIN_SAMPLES
@@ -124,7 +129,7 @@ def export_bundle(checkpoint, spec: SubnetSpec | str, out: str | Path, *, profil
     ckpt.model.search_space.validate(spec)
     tokenizer = ckpt.tokenizer()
     program = exported or export_subnet(ckpt.model, spec)
-    check = verify_program(program.pte, program.module, tokenizer, spec.weight_bits, audio)
+    check = verification or verify_program(program.pte, program.module, tokenizer, spec.weight_bits, audio)
     size = subnet_size(ckpt.model, spec)
     full = subnet_size(ckpt.model, ckpt.model.search_space.largest())
     io = io_signature(ckpt.model.cfg.vocab_size, MIN_SAMPLES, MAX_SAMPLES)
@@ -180,15 +185,27 @@ class BuildFailure:
         return {"profile": self.profile, "error": self.reason, "exit_code": self.exit_code}
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
+def _profile_names(profiles: list) -> str:
+    """'a, b, c' for a few profiles, '8 profiles' for many: a log line stays one line."""
+    return ", ".join(p.name for p in profiles) if len(profiles) <= 3 else _count(len(profiles), "profile")
+
+
 def build_bundles(checkpoint: str | Path, profiles: list[str], out: str | Path, *, force: bool = False,
                   audio: torch.Tensor | None = None, progress: bool = True) -> tuple[list[BuiltBundle], list[BuildFailure]]:
-    """select -> extract -> quantize -> export -> lower -> verify -> bundle, for each profile.
+    """select -> lower -> verify -> bundle, each stage over all profiles before the next, logged once per stage.
 
-    Profiles that select the same system share one lowering. A profile that nothing fits, or whose program
-    fails verification, is reported in the failures and gets no bundle; the others are still built."""
+    Profiles that select the same system share one lowering and one verification (the program is the same
+    bytes), recorded in each of their bundles. A profile that nothing fits, or whose program fails
+    verification, is reported in the failures and gets no bundle; the others are still built. The progress
+    bar counts systems lowered, not profiles, and shows no ETA: lowerings differ in length by minutes."""
     import json
 
     from tqdm import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
 
     from allinone.catalog import load_catalog
     from allinone.checkpoint import load_checkpoint
@@ -208,31 +225,72 @@ def build_bundles(checkpoint: str | Path, profiles: list[str], out: str | Path, 
         if (out / profile.name).exists() and not force:
             raise BadInputError(f"{out / profile.name}: already exists (pass --force to replace it)")
 
-    built, failures, lowered = [], [], {}
-    bar = tqdm(loaded, unit="profile", disable=not progress, dynamic_ncols=True)
-    for profile in bar:
-        bar.set_description(f"{profile.name}")
+    failures: dict[str, BuildFailure] = {}
+
+    def fail(profile, err: AllinoneError) -> None:
+        if isinstance(err, BadInputError):
+            raise err
+        failures[profile.name] = BuildFailure(profile.name, str(err), err.exit_code)
+        log.error("%s: %s", profile.name, err)
+
+    # select: each profile's system; profiles sharing a system are built from one program
+    chosen, systems = {}, {}  # profile name -> the selection as data; spec -> its profiles, in the order given
+    for profile in loaded:
         try:
-            selection = select(catalog, profile)
-            chosen = selection.to_dict()
-            spec = SubnetSpec.from_id(chosen["subnet"])
-            reused = spec in lowered
-            if not reused:
-                bar.set_postfix_str(f"lowering {spec.id}")
-                lowered[spec] = export_subnet(ckpt.model, spec)
-            bar.set_postfix_str(f"verifying {spec.id}")
+            chosen[profile.name] = select(catalog, profile).to_dict()
+        except AllinoneError as err:
+            fail(profile, err)
+            continue
+        systems.setdefault(SubnetSpec.from_id(chosen[profile.name]["subnet"]), []).append(profile)
+    if systems:
+        log.info("select: %s -> %s to lower: %s", _count(len(chosen), "profile"), _count(len(systems), "system"),
+                 "; ".join(f"{spec.id} ({_profile_names(shared)})" for spec, shared in systems.items()))
+
+    # lower: one program per distinct system
+    lowered = {}
+    bar = tqdm(total=len(systems), desc="lower", unit="system", disable=not progress or not systems,
+               dynamic_ncols=True, bar_format="{desc}: {n}/{total} systems [{elapsed}]{postfix}")
+    with bar, logging_redirect_tqdm():
+        for spec, shared in systems.items():
+            try:
+                lowered[spec] = export_subnet(ckpt.model, spec,
+                                              on_step=lambda step, spec=spec: bar.set_postfix_str(f"{spec.id}: {step}"))
+            except AllinoneError as err:
+                for profile in shared:
+                    fail(profile, err)
+            bar.set_postfix_str(f"{spec.id}: done", refresh=False)
+            bar.update()
+
+    # verify: each program once, on speech
+    tokenizer = ckpt.tokenizer()
+    verified = {}
+    for spec, program in lowered.items():
+        try:
+            check = verify_program(program.pte, program.module, tokenizer, spec.weight_bits, audio)
+        except AllinoneError as err:
+            for profile in systems[spec]:
+                fail(profile, err)
+            continue
+        verified[spec] = check
+        log.info("verify: %s on %s: log-probs within %.3g of eager, %d/%d frames differ, transcript %r",
+                 spec.id, check.audio, check.max_abs_diff, check.flipped_frames, check.frames, check.transcript)
+
+    # bundle: one directory per profile, sharing its system's program and verification
+    built = []
+    for spec, check in verified.items():
+        for k, profile in enumerate(systems[spec]):
+            selection = chosen[profile.name]
             path = export_bundle(ckpt, spec, out / profile.name, profile=profile, audio=audio, force=force,
-                                 exported=lowered[spec],
-                                 expected={"wer": chosen["wer"], "cer": None, "manifest": catalog.meta.get("manifest")},
-                                 predicted_latency=_predicted(chosen["latency"], profile),
-                                 measured_latency=_measured(chosen["latency"]))
+                                 exported=lowered[spec], verification=check,
+                                 expected={"wer": selection["wer"], "cer": None,
+                                           "manifest": catalog.meta.get("manifest")},
+                                 predicted_latency=_predicted(selection["latency"], profile),
+                                 measured_latency=_measured(selection["latency"]))
             manifest = json.loads((path / "manifest.json").read_text())
             built.append(BuiltBundle(profile.name, path, spec.id, manifest["sizes"]["pte_bytes"],
-                                     manifest["sizes"]["weight_bytes"], manifest["pte"]["sha256"], chosen["wer"], reused))
-            log.info("%s: %s -> %s", profile.name, spec.id, path)
-        except AllinoneError as err:
-            if isinstance(err, BadInputError):
-                raise
-            failures.append(BuildFailure(profile.name, str(err), err.exit_code))
-            log.error("%s: %s", profile.name, err)
-    return built, failures
+                                     manifest["sizes"]["weight_bytes"], manifest["pte"]["sha256"], selection["wer"],
+                                     reused_lowering=k > 0))
+        log.info("bundle: %s -> %s/{%s}", spec.id, out, ",".join(p.name for p in systems[spec]))
+    order = {profile.name: i for i, profile in enumerate(loaded)}
+    return (sorted(built, key=lambda b: order[b.profile]),
+            sorted(failures.values(), key=lambda f: order[f.profile]))

@@ -125,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace existing bundles")
     p.add_argument("--verify-audio", metavar="FILE", help="speech to verify each .pte on (default: the shipped clip)")
     p.add_argument("--json", action="store_true", help="print each bundle (path, subnet, sizes, sha256) as JSON")
+    _add_verbose(p)
     p.set_defaults(func=_cmd_build)
 
     p = sub.add_parser("export", help="lower one known system of a checkpoint to a verified bundle")
@@ -133,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="DIR", help="bundle directory to write")
     p.add_argument("--force", action="store_true", help="replace an existing bundle")
     p.add_argument("--verify-audio", metavar="FILE", help="speech to verify the .pte on (default: the shipped clip)")
+    _add_verbose(p)
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("inspect", help="print a bundle's manifest summary, sizes and delegated operator counts")
@@ -162,6 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "default: every shipped profile)")
     p.add_argument("--threads", type=int, metavar="N", help="runtime threads for the run here (default: this "
                    "machine's profile's threads)")
+    _add_verbose(p)
     p.set_defaults(func=_cmd_demo)
 
     # --- runtime (issue 7) ---
@@ -213,6 +216,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_verbose(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--verbose", action="store_true", help="also log each layer left in float and ExecuTorch's "
+                   "own informational output (its CPU probe)")
+
+
+def _verbose_logging(verbose: bool) -> None:
+    """--verbose: the debug lines of allinone and of the runtime too."""
+    import logging
+
+    if verbose:
+        for name in ("allinone", "allinone_runtime"):
+            logging.getLogger(name).setLevel(logging.DEBUG)
+
+
 def _int_list(text: str) -> list[int]:
     try:
         return [int(v) for v in text.split(",") if v.strip()]
@@ -255,6 +272,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
     from allinone.build import build_bundles
     from allinone.profiles import list_profiles
 
+    _verbose_logging(args.verbose)
     profiles = list_profiles() if args.all_profiles else args.profile
     built, failures = build_bundles(args.checkpoint, profiles, args.out, force=args.force,
                                     audio=_verify_audio(args.verify_audio), progress=not args.json)
@@ -272,6 +290,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     from allinone.build import export_bundle
 
+    _verbose_logging(args.verbose)
     path = export_bundle(args.checkpoint, args.subnet, args.out, force=args.force, audio=_verify_audio(args.verify_audio))
     print(path)
     return 0
@@ -289,6 +308,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from allinone.demo import format_summary, run_demo
 
+    _verbose_logging(args.verbose)
     result = run_demo(args.checkpoint, args.out, audio=args.audio, profiles=args.profile, threads=args.threads)
     print(format_summary(result))
     return result.exit_code
@@ -492,6 +512,7 @@ def _configure_logging() -> None:
     # an enum torchao registers. Neither concerns a user of this CLI.
     logging.getLogger("torchao").setLevel(logging.ERROR)
     logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)  # "generated new fontManager" on a first plot
     import warnings
 
     # torch.export's pytree deprecation notice, raised from inside torch during every export.

@@ -3,7 +3,10 @@
 checkpoint -> a bundle per device profile (`allinone.build.build_bundles`) -> the bundle for this machine
 transcribes a sample clip and is timed here (`allinone_runtime`) -> one table: the system selected per
 profile, its WER, size, compression and latency (measured here for this machine's profile, predicted for
-the others, each row labelled).
+the others, each row labelled) -> "what next": commands to try, each runnable as printed.
+
+The log says what happens, once: the build's stages (select, lower each distinct system, verify each program,
+bundle), then `time` for the run here.
 
 The demo owns its output directory: a rerun replaces what the previous run wrote there. So that it never
 deletes a user's files, it writes a marker file (`.allinone-demo`) first and refuses an existing, non-empty
@@ -14,8 +17,10 @@ from __future__ import annotations
 
 import json
 import logging
+import shlex
 import shutil
-from dataclasses import asdict, dataclass
+import sys
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,7 +29,7 @@ from allinone.files import atomic_write_text
 
 __all__ = ["DEFAULT_CHECKPOINT", "DEFAULT_OUT", "DEMO_MARKER", "DemoRow", "DemoResult", "Measurement",
            "default_audio", "check_inputs", "claim_out_dir", "remove_stale", "match_host_profile", "pick_host_bundle",
-           "measure_here", "demo_rows", "format_table", "format_summary", "write_demo_files", "run_demo"]
+           "measure_here", "demo_rows", "format_table", "what_next", "format_summary", "write_demo_files", "run_demo"]
 
 if TYPE_CHECKING:
     from allinone.build import BuiltBundle
@@ -278,6 +283,7 @@ class DemoResult:
     rows: list[DemoRow]
     measured: Measurement | None
     float_full: dict  # the compression reference: {"subnet", "weight_bytes"}
+    next_steps: list[dict] = field(default_factory=list)  # `what_next`: {"do", "commands"}
 
     @property
     def exit_code(self) -> int:
@@ -290,7 +296,8 @@ class DemoResult:
         return {"format_version": DEMO_FORMAT_VERSION, "kind": "allinone-demo", "checkpoint": self.checkpoint,
                 "out": self.out, "audio": self.audio, "float_full_system": self.float_full,
                 "profiles": [r.to_dict() for r in self.rows],
-                "measured_here": asdict(self.measured) if self.measured is not None else None}
+                "measured_here": asdict(self.measured) if self.measured is not None else None,
+                "what_next": self.next_steps}
 
 
 def format_summary(result: DemoResult) -> str:
@@ -320,10 +327,50 @@ def format_summary(result: DemoResult) -> str:
                          f"so no row of the table claims it.")
         lines.append(f"Transcript of {result.audio} by {m.bundle}:")
         lines.append(f"  {m.transcript}")
-        lines.append(f"Latency report: {Path(m.report).parent}/report.md (and report.json)")
     lines.append(f"Bundles: {result.out}/<profile>/ (model.pte + manifest.json); this table: {result.out}/demo.md, "
                  f"{result.out}/demo.json")
+    if result.next_steps:
+        lines += ["", "What next:"]
+        for step in result.next_steps:
+            lines.append(f"  {step['do']}:")
+            lines += [f"    {command}" for command in step["commands"]]
     return "\n".join(lines)
+
+
+def allinone_command() -> str:
+    """How to run this CLI again, for the printed commands: `allinone` when that name on PATH is the program
+    running now (or when not run as the console script), else the path it was started by (`.venv/bin/allinone`)."""
+    started = sys.argv[0]
+    if Path(started).name != "allinone":
+        return "allinone"
+    on_path = shutil.which("allinone")
+    if on_path is not None and Path(on_path).resolve() == Path(started).resolve():
+        return "allinone"
+    return shlex.quote(started)
+
+
+def what_next(checkpoint: str, out: str, audio: str, measured: Measurement | None, profile: str | None,
+              allinone: str) -> list[dict]:
+    """Commands to try after the demo, each of which runs as printed from the directory the demo ran in:
+    transcribe with the bundle run here, build for a profile of one's own (a copy of `profile`, a name or
+    path), read the latency report. None without a bundle run here."""
+    if measured is None:
+        return []
+    q = shlex.quote
+    try:  # the packaged clip, from a checkout: as short as it can be
+        audio = str(Path(audio).relative_to(Path.cwd()))
+    except ValueError:
+        pass
+    return [
+        {"do": "Transcribe your own audio (WAV/FLAC/OGG, any sample rate) with the bundle run here",
+         "commands": [f"{allinone} transcribe {q(measured.bundle)} {q(audio)}"]},
+        {"do": "Build for your own device: copy a profile, set its name and budgets (docs/howto-profile.md), build",
+         "commands": [f"{allinone} profiles show {q(str(profile))} > my-device.yaml",
+                      f"{allinone} build --checkpoint {q(checkpoint)} --profile my-device.yaml "
+                      f"--out {q(str(Path(out).parent))}"]},
+        {"do": "Read the latency report of the run here (report.json beside it)",
+         "commands": [f"cat {q(str(Path(measured.report).with_name('report.md')))}"]},
+    ]
 
 
 def write_demo_files(result: DemoResult) -> tuple[Path, Path]:
@@ -367,9 +414,10 @@ def pick_host_bundle(loaded: list[DeviceProfile], built: list[BuiltBundle],
 
 def run_demo(checkpoint: str | Path = DEFAULT_CHECKPOINT, out: str | Path = DEFAULT_OUT, *,
              audio: str | Path | None = None, profiles: list[str] | None = None, threads: int | None = None,
-             progress: bool = True) -> DemoResult:
+             progress: bool = True, allinone: str | None = None) -> DemoResult:
     """Build every profile's bundle into OUT, transcribe and time the clip with this machine's bundle, and
-    write OUT/demo.md, OUT/demo.json and OUT/report/. Returns what the table shows."""
+    write OUT/demo.md, OUT/demo.json and OUT/report/. Returns what the table shows. `allinone` is how the
+    "what next" commands call the CLI (default: `allinone_command()`)."""
     from allinone.build import build_bundles
     from allinone.profiles import list_profiles, load_profile
     from allinone_runtime.device import device_info
@@ -385,15 +433,20 @@ def run_demo(checkpoint: str | Path = DEFAULT_CHECKPOINT, out: str | Path = DEFA
         log.info("%s holds a previous demo's output: replacing it", out)
     built, failures = build_bundles(checkpoint, names, out, force=True, progress=progress)
 
-    measured = None
+    measured, copy_from = None, None
     if built:
         bundle, host, note = pick_host_bundle(loaded, built, device_info())
-        measured = measure_here(bundle.path, audio, out / "report",
-                                audio_s=host.latency.reference_audio_s if host is not None else UNPROFILED_AUDIO_S,
+        audio_s = host.latency.reference_audio_s if host is not None else UNPROFILED_AUDIO_S
+        log.info("time: %s on this machine%s: transcribe the clip, time %g s of audio (%d runs after a warm-up)",
+                 bundle.path, f" ({host.name}'s device)" if host is not None else "", audio_s, BENCH_RUNS)
+        measured = measure_here(bundle.path, audio, out / "report", audio_s=audio_s,
                                 threads=threads if threads is not None or host is None else host.threads,
                                 profile=host.name if host is not None else None, note=note)
+        copy_from = names[[p.name for p in loaded].index(bundle.profile)]  # as given: a name or a path
     result = DemoResult(str(checkpoint), str(out), str(audio), demo_rows(loaded, built, failures, measured),
-                        measured, _float_full(checkpoint, built))
+                        measured, _float_full(checkpoint, built),
+                        what_next(str(checkpoint), str(out), str(audio), measured, copy_from,
+                                  allinone if allinone is not None else allinone_command()))
     write_demo_files(result)
     keep = {b.profile for b in built} | {"demo.md", "demo.json"} | ({"report"} if measured else set())
     stale = remove_stale(out, keep)

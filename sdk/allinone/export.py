@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -75,13 +76,17 @@ def _op_name(target) -> str:
     return name.replace("aten.", "").split(".default")[0]
 
 
-def lower_to_pte(program: nn.Module, example: torch.Tensor) -> tuple[bytes, Counter, Counter, int, dict]:
-    """torch.export with a dynamic audio length, lower to XNNPACK, serialize; return the .pte bytes."""
+def lower_to_pte(program: nn.Module, example: torch.Tensor,
+                 on_step: Callable[[str], None] | None = None) -> tuple[bytes, Counter, Counter, int, dict]:
+    """torch.export with a dynamic audio length, lower to XNNPACK, serialize; return the .pte bytes.
+    `on_step` is told the name of each step as it starts (a progress display)."""
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
     from torch.export import Dim, export
 
+    step = on_step or (lambda name: None)
     seconds = {}
+    step("torch.export")
     start = time.perf_counter()
     # Dim.AUTO with bounds: a named Dim fails on the framing/subsampling length arithmetic.
     samples = Dim.AUTO(min=MIN_SAMPLES, max=MAX_SAMPLES)
@@ -91,10 +96,12 @@ def lower_to_pte(program: nn.Module, example: torch.Tensor) -> tuple[bytes, Coun
     # example's size hint and would narrow the audio-length range to the example's side of that threshold;
     # size-oblivious reasoning keeps the exported range (0.5-30 s) intact.
     with torch.fx.experimental._config.patch(backed_size_oblivious=True):
+        step("XNNPACK lowering")
         start = time.perf_counter()
         edge = to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()])
         seconds["lower"] = time.perf_counter() - start
         delegated, portable, partitions = _count_ops(edge)
+        step("serialize")
         start = time.perf_counter()
         pte = edge.to_executorch().buffer
         seconds["serialize"] = time.perf_counter() - start
@@ -104,8 +111,12 @@ def lower_to_pte(program: nn.Module, example: torch.Tensor) -> tuple[bytes, Coun
     return pte, delegated, portable, partitions, seconds
 
 
-def export_subnet(model: nn.Module, spec: SubnetSpec, example_seconds: float = 2.0) -> ExportedProgram:
-    """Cut `spec` out of the supernet, quantize it as deployed, and lower it to a .pte."""
+def export_subnet(model: nn.Module, spec: SubnetSpec, example_seconds: float = 2.0, *,
+                  on_step: Callable[[str], None] | None = None) -> ExportedProgram:
+    """Cut `spec` out of the supernet, quantize it as deployed, and lower it to a .pte. `on_step` is told
+    each step's name as it starts (extract + quantize, torch.export, XNNPACK lowering, serialize)."""
+    if on_step is not None:
+        on_step("extract + quantize")
     start = time.perf_counter()
     subnet = model.extract_subnet(spec)
     float_layers = quantize_subnet_(subnet, spec.weight_bits)
@@ -113,7 +124,7 @@ def export_subnet(model: nn.Module, spec: SubnetSpec, example_seconds: float = 2
     extract_seconds = time.perf_counter() - start
     example = torch.zeros(1, int(example_seconds * model.cfg.frontend.sample_rate))
     with torch.no_grad():
-        pte, delegated, portable, partitions, seconds = lower_to_pte(program, example)
+        pte, delegated, portable, partitions, seconds = lower_to_pte(program, example, on_step)
     seconds = {"extract_quantize": extract_seconds, **seconds}
     log.info("%s: lowered in %.1f s (%d bytes, %d XNNPACK partitions, %d ops delegated, %d not)", spec.id,
              sum(seconds.values()), len(pte), partitions, sum(delegated.values()), sum(portable.values()))
