@@ -315,6 +315,20 @@ def test_cli_transcribe_json_with_word_times(built, tmp_path):
     assert second["resampled"] and "resampled from 8000 Hz to 16000 Hz" in second["notes"]
 
 
+def test_cli_refuses_truncated_audio_and_warns_on_audio_beyond_full_scale(built, tmp_path):
+    speech = sf.read(str(SAMPLE), dtype="float32")[0]
+    sf.write(tmp_path / "cut.wav", speech, 16000, subtype="PCM_16")
+    (tmp_path / "cut.wav").write_bytes((tmp_path / "cut.wav").read_bytes()[:44 + 1024])  # header still says 4 s
+    sf.write(tmp_path / "loud.wav", speech * 1000, 16000, subtype="FLOAT")
+    for prog in (["-m", "allinone.cli"], ["-m", "allinone_runtime"]):
+        done = _run(*prog, "transcribe", built["w4"]["bundle"], str(tmp_path / "cut.wav"), str(tmp_path / "loud.wav"))
+        assert done.returncode == 2 and "Traceback" not in done.stderr
+        assert (f"{prog[1].split('.')[0]}: error: {tmp_path / 'cut.wav'}: truncated WAV: the header promises 64836 "
+                f"frames (4.05 s), the file holds 512 (0.03 s); expected a complete audio file") in done.stderr
+        assert f"{tmp_path / 'loud.wav'}: peak " in done.stderr and "beyond full scale" in done.stderr
+        assert done.stdout.startswith(f"{tmp_path / 'loud.wav'}: ")  # transcribed as given, with the warning
+
+
 def test_cli_bench_and_report(built, tmp_path):
     out = tmp_path / "dist" / "w4"
     done = _run("-m", "allinone.cli", "bench", built["w4"]["bundle"], "--lengths", "1,2", "--runs", "2",

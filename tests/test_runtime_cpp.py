@@ -96,6 +96,8 @@ def test_cpp_refuses_broken_bundles(built, runner, tmp_path, edit, message):
     (lambda p: Path(p).write_text("not audio"), "not a WAV file"),
     (lambda p: sf.write(p, np.zeros(0, np.int16), 16000), "empty audio"),
     (lambda p: sf.write(p, np.array([0.1, np.nan] * 8000, np.float32), 16000, subtype="FLOAT"), "NaN or infinite"),
+    (lambda p: (sf.write(p, np.zeros(64000, np.int16), 16000), Path(p).write_bytes(Path(p).read_bytes()[:44 + 1024])),
+     "truncated WAV: the header promises 64000 frames, the file holds 512"),
 ])
 def test_cpp_refuses_bad_audio(built, runner, tmp_path, write, message):
     write(tmp_path / "bad.wav")

@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 
-from allinone_runtime.errors import RuntimeInputError
+from allinone_runtime.errors import EXIT_INTERNAL, RuntimeInputError
 
 __all__ = ["add_commands", "build_parser", "main"]
 
@@ -39,8 +39,13 @@ def add_commands(sub, default_audio: str = "seeded noise") -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m allinone_runtime", description=__doc__.splitlines()[0])
-    add_commands(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
+    parser = argparse.ArgumentParser(prog="python -m allinone_runtime", description=__doc__.splitlines()[0],
+                                     epilog="Exit codes: 0 done; 1 unexpected internal error (one line; rerun with "
+                                            "--debug for the traceback); 2 bad input; 130 interrupted.")
+    parser.add_argument("--debug", action="store_true", help="on an error, print its full traceback")
+    for command in add_commands(parser.add_subparsers(dest="command", required=True, metavar="COMMAND")).values():
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,  # also after the command
+                             help="on an error, print its full traceback")
     return parser
 
 
@@ -56,12 +61,19 @@ def main(argv: list[str] | None = None) -> int:
             return bench_command(args.bundle, args.out, lengths=args.lengths, runs=args.runs, threads=args.threads,
                                  etdump=args.etdump, audio=args.audio, runner=args.runner)
         return report_command(args.dist)
-    except RuntimeInputError as err:
-        print(f"allinone_runtime: error: {err}", file=sys.stderr)
-        return err.exit_code
     except KeyboardInterrupt:
         print("allinone_runtime: interrupted", file=sys.stderr)
         return 130
+    except Exception as err:  # noqa: BLE001 - no input may end in a traceback; --debug shows it
+        if args.debug:
+            raise
+        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        if isinstance(err, RuntimeInputError):
+            print(f"allinone_runtime: error: {message}", file=sys.stderr)
+            return err.exit_code
+        print(f"allinone_runtime: error: unexpected {type(err).__name__}: {message} (rerun with --debug for the "
+              f"traceback)", file=sys.stderr)
+        return EXIT_INTERNAL
 
 
 if __name__ == "__main__":

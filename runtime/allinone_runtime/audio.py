@@ -5,6 +5,8 @@ Kept separate from `allinone.data.audio` on purpose: the runtime never imports a
 
 from __future__ import annotations
 
+import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +15,9 @@ import soundfile as sf
 
 from allinone_runtime.errors import RuntimeInputError
 
-__all__ = ["Audio", "read_audio", "prepare_audio", "resample_fft"]
+__all__ = ["Audio", "read_audio", "prepare_audio", "resample_fft", "wav_truncation", "full_scale_warning"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,46 @@ def _to_float(data: np.ndarray, source: str) -> np.ndarray:
                             f"int16 or int32")
 
 
+def wav_truncation(path: str | Path) -> str | None:
+    """What is missing when a WAV file's data chunk is shorter than its header says, else None.
+
+    libsndfile reads such a file as a shorter one without a word, so a clip cut off in a copy would be
+    transcribed as if it ended early. A data size of 0 or 0xFFFFFFFF (a stream written without knowing its
+    length) promises nothing and passes; non-WAV files pass (their decoders report damage themselves)."""
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:] != b"WAVE":
+            return None
+        rate = frame_bytes = 0
+        while len(chunk := f.read(8)) == 8:
+            name, size = chunk[:4], int.from_bytes(chunk[4:], "little")
+            if name == b"data":
+                if not frame_bytes or size in (0, 0xFFFFFFFF):
+                    return None
+                present = max(0, os.fstat(f.fileno()).st_size - f.tell())
+                promised, held = size // frame_bytes, present // frame_bytes
+                if held >= promised:
+                    return None
+                return (f"truncated WAV: the header promises {promised} frames ({promised / max(rate, 1):.2f} s), "
+                        f"the file holds {held} ({held / max(rate, 1):.2f} s)")
+            body = f.read(min(size, 16)) if name == b"fmt " else b""
+            if len(body) >= 14:
+                rate, frame_bytes = int.from_bytes(body[4:8], "little"), int.from_bytes(body[12:14], "little")
+            f.seek(size + size % 2 - len(body), os.SEEK_CUR)  # chunks are padded to even sizes
+    return None
+
+
+def full_scale_warning(samples: np.ndarray, source: str) -> str | None:
+    """A warning naming the peak when float samples go beyond full scale ([-1, 1]), else None.
+
+    Integer formats cannot; float files can hold anything, and a model trained on [-1, 1] hears 1000x full
+    scale as noise (it is transcribed as given, not clipped)."""
+    peak = float(np.abs(samples).max()) if samples.size else 0.0
+    if peak <= 1.0:
+        return None
+    return f"{source}: peak {peak:.4g} ({20 * np.log10(peak):+.1f} dBFS) is beyond full scale; expected samples in [-1, 1]"
+
+
 def prepare_audio(data: np.ndarray, sample_rate: int, target_rate: int, source: str = "array") -> Audio:
     """(N,) or (N, channels) samples at `sample_rate` -> checked mono `Audio` at `target_rate`.
 
@@ -82,6 +126,9 @@ def prepare_audio(data: np.ndarray, sample_rate: int, target_rate: int, source: 
         first = int(np.argwhere(bad)[0][0])
         raise RuntimeInputError(f"{source}: {int(bad.sum())} NaN or infinite samples (first at "
                                 f"{first / sample_rate:.3f} s); expected finite samples in [-1, 1]")
+    warning = full_scale_warning(samples, source)
+    if warning:
+        log.warning(warning)
     mono = samples.mean(axis=1) if samples.ndim == 2 else samples  # (N,)
     return Audio(resample_fft(mono, int(sample_rate), target_rate), target_rate, source, int(sample_rate), channels)
 
@@ -94,8 +141,11 @@ def read_audio(path: str | Path, target_rate: int) -> Audio:
     if not path.is_file():
         raise RuntimeInputError(f"{path}: not a file; expected an audio file (WAV, FLAC, OGG)")
     try:
+        truncated = wav_truncation(path)
         data, sample_rate = sf.read(str(path), dtype="float32", always_2d=True)  # (N, C)
     except (sf.LibsndfileError, RuntimeError, OSError) as err:
         reason = str(err).split("\n")[0]
         raise RuntimeInputError(f"{path}: unreadable audio ({reason}); expected a WAV, FLAC or OGG file") from None
+    if truncated:
+        raise RuntimeInputError(f"{path}: {truncated}; expected a complete audio file")
     return prepare_audio(data, sample_rate, target_rate, str(path))

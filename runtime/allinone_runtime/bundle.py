@@ -9,7 +9,6 @@ ExecuTorch can run a program built by the manifest's ExecuTorch version (`check_
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import re
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from allinone_runtime.errors import RuntimeInputError
+from allinone_runtime.schema import read_json_file
 
 __all__ = ["BUNDLE_FORMAT_VERSION", "Bundle", "check_executorch_compat", "installed_executorch_version"]
 
@@ -113,12 +113,10 @@ class Bundle:
                                     f"and manifest.json)")
         where = str(directory / "manifest.json")
         try:
-            manifest = json.loads((directory / "manifest.json").read_text(encoding="utf-8"))
+            manifest = read_json_file(directory / "manifest.json", "a bundle manifest")
         except FileNotFoundError:
             raise RuntimeInputError(f"{where}: missing; a bundle is model.pte + manifest.json "
                                     f"(rebuild it with `allinone build`)") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise RuntimeInputError(f"{where}: not valid JSON ({err})") from None
         if not isinstance(manifest, dict):
             raise RuntimeInputError(f"{where}: expected a JSON object, got {type(manifest).__name__}")
         fv = manifest.get("format_version")

@@ -29,8 +29,9 @@ def _notes(t, sample_rate: int) -> list[str]:
     return notes
 
 
-def transcribe_command(bundle: str, files: list[str], *, as_json: bool = False, threads: int | None = None) -> int:
-    """Transcribe every file (a bad file is reported and skipped); exit 2 if any failed."""
+def transcribe_command(bundle: str, files: list[str], *, as_json: bool = False, threads: int | None = None,
+                       prog: str = "allinone_runtime") -> int:
+    """Transcribe every file (a bad file is reported as `PROG: error: ...` and skipped); exit 2 if any failed."""
     from allinone_runtime.transcribe import Transcriber
 
     transcriber = Transcriber(bundle, threads=threads)
@@ -39,7 +40,7 @@ def transcribe_command(bundle: str, files: list[str], *, as_json: bool = False, 
         try:
             t = transcriber.transcribe(path)
         except RuntimeInputError as err:
-            print(f"error: {err}", file=sys.stderr)
+            print(f"{prog}: error: {err}", file=sys.stderr)
             results.append({"source": str(path), "error": str(err)})
             failed += 1
             continue
@@ -52,7 +53,7 @@ def transcribe_command(bundle: str, files: list[str], *, as_json: bool = False, 
     if as_json:
         b = transcriber.bundle
         print(json.dumps({"bundle": str(b.path), "subnet": b.subnet, "load_ms": round(transcriber.load_ms, 3),
-                          "results": results}, indent=2))
+                          "results": results}, indent=2, allow_nan=False))
     return EXIT_BAD_INPUT if failed else 0
 
 

@@ -7,14 +7,13 @@ through the wheel's package config (site-packages/executorch/share/cmake).
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import shutil
 import subprocess
 from pathlib import Path
 
 from allinone_runtime.errors import RuntimeInputError
-from allinone_runtime.schema import validate_report
+from allinone_runtime.schema import read_json_file, validate_report
 
 __all__ = ["CPP_SOURCE_DIR", "executorch_cmake_dir", "build_runner", "run_runner", "default_build_dir"]
 
@@ -88,5 +87,5 @@ def run_runner(binary: str | Path, bundle: str | Path, audio: str | Path, *, len
     report = None
     if out_dir is not None and not transcribe_only:
         path = Path(out_dir) / "report.json"
-        report = validate_report(json.loads(path.read_text()), str(path))
+        report = validate_report(read_json_file(path, "the C++ runner's report.json"), str(path))
     return transcript, report

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-__all__ = ["RuntimeInputError", "EXIT_BAD_INPUT"]
+__all__ = ["RuntimeInputError", "EXIT_INTERNAL", "EXIT_BAD_INPUT"]
 
+EXIT_INTERNAL = 1  # an unexpected exception: one line, `--debug` for the traceback
 EXIT_BAD_INPUT = 2  # same exit code as `allinone`'s bad-input errors: fix the input and rerun
 
 

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 from allinone_runtime.errors import RuntimeInputError
-from allinone_runtime.schema import validate_report
+from allinone_runtime.schema import read_json_file, validate_report
 
 __all__ = ["write_report", "load_report", "report_markdown", "merge_reports", "comparison_markdown"]
 
@@ -28,11 +28,9 @@ def _write_atomic(path: Path, data: bytes) -> None:
 def load_report(path: str | Path) -> dict:
     path = Path(path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = read_json_file(path, "a latency report (report.json)")
     except FileNotFoundError:
         raise RuntimeInputError(f"{path}: report not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise RuntimeInputError(f"{path}: not valid JSON ({err})") from None
     return validate_report(data, str(path))
 
 
@@ -101,7 +99,7 @@ def write_report(report: dict, out_dir: str | Path) -> Path:
     validate_report(report)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    _write_atomic(out / "report.json", (json.dumps(report, indent=2) + "\n").encode())
+    _write_atomic(out / "report.json", (json.dumps(report, indent=2, allow_nan=False) + "\n").encode())
     _write_atomic(out / "report.md", report_markdown(report).encode())
     b = report["bundle"]
     _plot([(f"{b['subnet']} ({report['runner']}, {report['threads']} thr)", report)], out / "latency.png",
@@ -142,7 +140,8 @@ def merge_reports(dist: str | Path) -> tuple[list[tuple[str, dict]], Path]:
     rows = [(_label(rep, p, dist), rep) for p in paths for rep in [load_report(p)]]
     rows.sort(key=lambda r: (r[1]["bundle"]["subnet"], r[1]["runner"], r[1]["threads"], r[0]))
     _write_atomic(dist / "comparison.json", (json.dumps(
-        {"format_version": 1, "reports": [{"label": label, **rep} for label, rep in rows]}, indent=2) + "\n").encode())
+        {"format_version": 1, "reports": [{"label": label, **rep} for label, rep in rows]}, indent=2,
+        allow_nan=False) + "\n").encode())
     _write_atomic(dist / "comparison.md", comparison_markdown(rows).encode())
     _plot([(f"{label} ({rep['runner']}, {rep['threads']} thr)", rep) for label, rep in rows], dist / "comparison.png",
           f"latency of {len(rows)} reports under {dist.name}")

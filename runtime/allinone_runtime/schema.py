@@ -1,4 +1,5 @@
-"""The latency report (report.json, format_version 1): its validator, used by the tests and by `report`.
+"""The latency report (report.json, format_version 1): its validator, used by the tests and by `report`; and
+`read_json_file`, the runtime's one way to read JSON (bundle manifests, reports) within size and depth limits.
 
 See docs/formats.md, "Latency report". `validate_report` stops at the first problem and raises
 RuntimeInputError with one line `SOURCE: KEY: what was wrong; what was expected`.
@@ -7,11 +8,18 @@ RuntimeInputError with one line `SOURCE: KEY: what was wrong; what was expected`
 from __future__ import annotations
 
 import difflib
+import json
+import math
 import numbers
+from pathlib import Path
+from typing import Any
 
 from allinone_runtime.errors import RuntimeInputError
 
-__all__ = ["REPORT_FORMAT_VERSION", "REPORT_KIND", "validate_report"]
+__all__ = ["REPORT_FORMAT_VERSION", "REPORT_KIND", "validate_report", "read_json_file", "MAX_JSON_BYTES", "MAX_NESTING"]
+
+MAX_JSON_BYTES = 16 * 2**20  # manifests and reports are kilobytes; a bigger file is not one
+MAX_NESTING = 32  # they nest 5 levels; the parser recurses per level, so deeper input is refused, not crashed on
 
 REPORT_FORMAT_VERSION = 1
 REPORT_KIND = "allinone-latency-report"
@@ -33,6 +41,51 @@ _TOP = {"format_version": _INT, "kind": _STR, "measured": _BOOL, "date": _STR, "
         "latency": [_LATENCY], "peak_rss_bytes": _INT}
 _OPTIONAL = {"operators": [_OPERATOR], "transcript": _STR, "audio": _STR, "rss_before_load_bytes": _INT,
              "executorch": _STR, "etdump": _ETDUMP}
+
+
+def _depth(data: Any) -> int:
+    deepest, stack = 0, [(data, 1)]
+    while stack:  # no recursion: the input may be hostile
+        value, level = stack.pop()
+        children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else None
+        if children is not None:
+            deepest = max(deepest, level)
+            stack.extend((child, level + 1) for child in children)
+    return deepest
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a JSON number")  # Python's json extension, which no other reader accepts
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} overflows a float")
+    return value
+
+
+def read_json_file(path: str | Path, what: str) -> Any:
+    """Parse a UTF-8 JSON file, refusing more than MAX_JSON_BYTES, nesting deeper than MAX_NESTING and
+    non-finite numbers with one-line RuntimeInputErrors naming the file; FileNotFoundError is left to the caller."""
+    path = Path(path)
+    size = path.stat().st_size
+    if size > MAX_JSON_BYTES:
+        raise RuntimeInputError(f"{path}: {size:,} bytes; expected {what} of at most {MAX_JSON_BYTES:,} bytes")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"), parse_constant=_no_constant, parse_float=_finite_float)
+    except json.JSONDecodeError as err:
+        raise RuntimeInputError(f"{path}: not valid JSON ({err})") from None
+    except RecursionError:  # deeper than the interpreter's stack, so deeper than MAX_NESTING too
+        raise RuntimeInputError(f"{path}: nested more than {MAX_NESTING} levels deep; expected {what}") from None
+    except FileNotFoundError:
+        raise
+    except (ValueError, OSError) as err:  # NaN/Infinity or an overflowing number, not UTF-8, a directory
+        raise RuntimeInputError(f"{path}: {str(err).splitlines()[0]}; expected {what} (UTF-8 JSON, finite "
+                                f"numbers)") from None
+    if _depth(data) > MAX_NESTING:
+        raise RuntimeInputError(f"{path}: nested more than {MAX_NESTING} levels deep; expected {what}")
+    return data
 
 
 def _is(value, kind: str) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.resources
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,6 +75,11 @@ def verify_program(pte: bytes, eager: torch.nn.Module, tokenizer, weight_bits: i
         raise VerificationError(f"verification on {audio_name}: .pte output shape {tuple(got.shape)} differs from "
                                 f"eager {tuple(expected.shape)}")
     diff = float((got - expected).abs().max())
+    if not math.isfinite(diff):  # `diff > limit` is False for NaN: a NaN program would otherwise pass
+        sides = [name for name, out in ((".pte", got), ("eager model", expected)) if not torch.isfinite(out).all()]
+        raise VerificationError(f"verification on {audio_name}: non-finite log-probs (NaN or inf) from the "
+                                f"{' and the '.join(sides)}; expected finite scores (are the checkpoint's weights "
+                                f"finite?)")
     best_pte, best_eager = got[0].argmax(-1), expected[0].argmax(-1)  # (T,)
     flipped = int((best_pte != best_eager).sum())
     text_pte, text_eager = tokenizer.decode_ctc(best_pte.tolist()), tokenizer.decode_ctc(best_eager.tolist())

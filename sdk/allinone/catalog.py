@@ -244,7 +244,7 @@ def load_catalog(path: str | Path) -> Catalog:
 def save_catalog(catalog: Catalog, path: str | Path) -> None:
     """Write catalog.json atomically: a reader never sees half a file, an interrupted write leaves the old one."""
     path = Path(path)
-    atomic_write_text(path, json.dumps(catalog.to_dict(), indent=2) + "\n")
+    atomic_write_text(path, json.dumps(catalog.to_dict(), indent=2, allow_nan=False) + "\n")
 
 
 # ---- computing a catalog from a checkpoint ---------------------------------------------------------------------
@@ -401,6 +401,7 @@ def compute_catalog(checkpoint: str | Path, manifest: str | Path, *, all_systems
     `allinone eval` writes them."""
     from allinone.checkpoint import load_checkpoint
     from allinone.data.manifest import read_manifest
+    from allinone.eval_run import default_hyps_dir
     from allinone.evaluate import evaluate, save_hypotheses
 
     now = now or datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -434,7 +435,7 @@ def compute_catalog(checkpoint: str | Path, manifest: str | Path, *, all_systems
         read = read_manifest(manifest, tokenizer=tokenizer)
         if not read.utterances:
             raise BadInputError(f"{manifest}: no usable utterances ({read.skipped} skipped); expected a dev set")
-        hyps_dir = Path(checkpoint) / "eval" / Path(manifest).stem
+        hyps_dir = default_hyps_dir(checkpoint, manifest)
         order = {e.subnet: None for e in entries}  # catalog order, with fast membership
         # Systems are evaluated a chunk at a time and the catalog saved after each chunk, so an interrupted
         # `--all` run (180 systems, tens of minutes) resumes where it stopped: saved WERs are reused.

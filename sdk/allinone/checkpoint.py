@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from allinone.errors import BadInputError
-from allinone.files import sha256_file, write_files_atomically
+from allinone.files import read_json, sha256_file, write_files_atomically
 from allinone.spec import SubnetSpec
 
 __all__ = ["CHECKPOINT_FORMAT_VERSION", "Checkpoint", "save_checkpoint", "checkpoint_files", "load_checkpoint",
@@ -91,7 +91,7 @@ def checkpoint_files(model: nn.Module, *, targets: list[SubnetSpec], vocabulary:
         "allinone_version": allinone.__version__,
         **(extra or {}),
     }
-    return [(WEIGHTS, weights), (CONFIG, (json.dumps(config, indent=2) + "\n").encode())]
+    return [(WEIGHTS, weights), (CONFIG, (json.dumps(config, indent=2, allow_nan=False) + "\n").encode())]
 
 
 def save_checkpoint(directory: Path, model: nn.Module, **kwargs) -> Path:
@@ -107,10 +107,7 @@ def _read_config(directory: Path) -> dict:
     for name in (CONFIG, WEIGHTS):
         if not (directory / name).is_file():
             raise BadInputError(f"checkpoint {directory}: missing {name}")
-    try:
-        config = json.loads(config_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise BadInputError(f"checkpoint {config_path}: not valid JSON ({err})") from None
+    config = read_json(config_path, "a checkpoint config (config.json)")
     if not isinstance(config, dict):
         raise BadInputError(f"checkpoint {config_path}: expected a JSON object")
     version = config.get("format_version")

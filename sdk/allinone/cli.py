@@ -8,14 +8,19 @@ from __future__ import annotations
 import argparse
 import sys
 
-from allinone.errors import AllinoneError
+from allinone.errors import EXIT_INTERNAL, AllinoneError
 from allinone_runtime.errors import RuntimeInputError
 
 __all__ = ["build_parser", "main"]
 
+EXIT_CODES = ("Exit codes (every command): 0 done; 1 unexpected internal error (one line; rerun with --debug for "
+              "the traceback); 2 bad input (a file, value or name; the line names it and what was expected); "
+              "3 no nested system fits a device profile (select, build, demo); 4 a built program or a packed "
+              "checkpoint failed verification (export, build, demo, pack); 130 interrupted.")
+
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="allinone", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="allinone", description=__doc__.splitlines()[0], epilog=EXIT_CODES)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("info", help="describe a model family's search space, target systems and their sizes")
@@ -36,7 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_data_synth)
     p = data.add_parser("check", help="read a manifest (JSONL, TSV, Kaldi dir, LibriSpeech dir); report problems")
     p.add_argument("manifest", help="a .jsonl/.tsv file, a Kaldi data dir or a LibriSpeech folder")
-    p.add_argument("--strict", action="store_true", help="fail on the first bad entry instead of skipping it")
+    p.add_argument("--strict", action="store_true", help="fail (exit 2) on the first bad entry instead of skipping "
+                   "it, and on a manifest without utterances; implies --deep")
+    p.add_argument("--deep", action=argparse.BooleanOptionalAction, default=None,
+                   help="decode every sample, not only headers: NaN/infinite or truncated audio is a bad entry; "
+                        "beyond full scale, clipped and silent audio are warnings (default: on with --strict)")
     p.set_defaults(func=_cmd_data_check)
 
     # --- profiles / select (issue 5) ---
@@ -187,6 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only", metavar="SPEC_ID", help="train this one system alone: the individually trained baseline")
     p.add_argument("--init", metavar="CKPT", help="start from this checkpoint's weights")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (logs still go to metrics.jsonl)")
+    p.add_argument("--skip-nonfinite", type=int, default=0, metavar="N",
+                   help="skip up to N batches whose loss or gradient is NaN/inf, with a warning each (default 0: "
+                        "stop at the first one, naming its utterances)")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("pack", help="a training run -> a checkpoint to ship: weights (float16 by default) + config + "
@@ -213,7 +225,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace an existing checkpoint in --out")
     p.set_defaults(func=_cmd_import_hf)
 
+    _add_debug(parser)
+    parser.set_defaults(debug=False)
     return parser
+
+
+def _add_debug(parser: argparse.ArgumentParser) -> None:
+    """--debug on every (sub)command, so it works before or after the command (`allinone eval ... --debug`)."""
+    parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="on an error, print its full traceback")
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in {id(c): c for c in action.choices.values()}.values():  # aliases share a parser
+                _add_debug(child)
 
 
 def _add_verbose(p: argparse.ArgumentParser) -> None:
@@ -277,13 +301,14 @@ def _cmd_build(args: argparse.Namespace) -> int:
     built, failures = build_bundles(args.checkpoint, profiles, args.out, force=args.force,
                                     audio=_verify_audio(args.verify_audio), progress=not args.json)
     if args.json:
-        print(json.dumps({"bundles": [b.to_dict() for b in built], "failures": [f.to_dict() for f in failures]}, indent=2))
+        print(json.dumps({"bundles": [b.to_dict() for b in built], "failures": [f.to_dict() for f in failures]}, indent=2,
+                         allow_nan=False))
     else:
         for b in built:
             note = " (lowering reused)" if b.reused_lowering else ""
             print(f"{b.profile:<22} {b.subnet:<16} {b.pte_bytes / 2**20:7.2f} MiB  {b.path}{note}")
         for f in failures:
-            print(f"{f.profile:<22} FAILED: {f.reason}", file=sys.stderr)
+            print(f"allinone: error: {f.profile}: {f.reason}", file=sys.stderr)
     return max((f.exit_code for f in failures), default=0)
 
 
@@ -301,7 +326,8 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
     from allinone.package import describe_bundle, read_bundle_manifest
 
-    print(json.dumps(read_bundle_manifest(args.bundle), indent=2) if args.json else describe_bundle(args.bundle))
+    print(json.dumps(read_bundle_manifest(args.bundle), indent=2, allow_nan=False) if args.json
+          else describe_bundle(args.bundle))
     return 0
 
 
@@ -319,7 +345,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from allinone.train.trainer import train
 
     result = train(load_recipe(args.recipe), args.train, args.dev, args.out, max_steps=args.max_steps,
-                   resume=args.resume, only=args.only, init=args.init, progress=not args.no_progress)
+                   resume=args.resume, only=args.only, init=args.init, progress=not args.no_progress,
+                   skip_nonfinite=args.skip_nonfinite)
     rate = result.audio_seconds / max(result.seconds, 1e-9)
     print(f"trained {result.steps} steps in {result.seconds:.0f} s ({rate:.1f} audio-s/s) -> {result.out}")
     return 0
@@ -367,7 +394,7 @@ def _cmd_profiles_show(args: argparse.Namespace) -> int:
     from allinone.profiles import load_profile
 
     data = load_profile(args.profile).to_dict()
-    text = json.dumps(data, indent=2) if args.json else yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+    text = json.dumps(data, indent=2, allow_nan=False) if args.json else yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
     print(text.rstrip("\n"))
     return 0
 
@@ -418,7 +445,7 @@ def _cmd_catalog(args: argparse.Namespace) -> int:
     run = compute_catalog(args.checkpoint, args.manifest, all_systems=args.all, activations=not args.no_activations,
                           reports=reports, force=args.force, progress=not args.json)
     if args.json:
-        print(json.dumps(run.catalog.to_dict(), indent=2))
+        print(json.dumps(run.catalog.to_dict(), indent=2, allow_nan=False))
         return 0
     print(format_catalog(run.catalog))
     print(f"{run.path}: {len(run.catalog.entries)} systems; evaluated {len(run.evaluated)}, reused "
@@ -459,9 +486,12 @@ def _cmd_data_check(args: argparse.Namespace) -> int:
     from allinone.data.manifest import read_manifest
 
     logging.getLogger("allinone.data.manifest").setLevel(logging.ERROR)  # problems are printed below
-    result = read_manifest(args.manifest, strict=args.strict)
+    deep = args.strict if args.deep is None else args.deep
+    result = read_manifest(args.manifest, strict=args.strict, deep=deep)
     for problem in result.problems:
         print(f"skipped {problem}", file=sys.stderr)
+    for warning in result.warnings:
+        print(f"warning {warning}", file=sys.stderr)
     print(result.summary())
     return 0
 
@@ -474,7 +504,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
     result = compare_files(args.hyp_a, args.hyp_b)
     if args.json:
-        print(json.dumps({"hyp_a": args.hyp_a, "hyp_b": args.hyp_b, **result.to_dict()}, indent=2))
+        print(json.dumps({"hyp_a": args.hyp_a, "hyp_b": args.hyp_b, **result.to_dict()}, indent=2, allow_nan=False))
     else:
         print(format_comparison(result, args.hyp_a, args.hyp_b))
     return 0
@@ -484,7 +514,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 def _cmd_transcribe(args: argparse.Namespace) -> int:
     from allinone_runtime.commands import transcribe_command
 
-    return transcribe_command(args.bundle, args.files, as_json=args.json, threads=args.threads)
+    return transcribe_command(args.bundle, args.files, as_json=args.json, threads=args.threads, prog="allinone")
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
@@ -519,20 +549,35 @@ def _configure_logging() -> None:
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=FutureWarning)
 
 
+def _one_line(err: BaseException) -> str:
+    """An error's message as one line. An error re-raised from a DataLoader worker carries the worker's
+    traceback in its message; the original `module.Class: message` is that traceback's last line."""
+    lines = str(err).strip().splitlines() or [type(err).__name__]
+    if len(lines) > 1 and lines[0].startswith("Caught ") and "DataLoader worker" in lines[0]:
+        return lines[-1].split(": ", 1)[-1]
+    return lines[0]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _configure_logging()
     try:
         return args.func(args)
-    except (AllinoneError, RuntimeInputError) as err:  # RuntimeInputError: allinone_runtime's (issue 7)
-        print(f"allinone: error: {err}", file=sys.stderr)
-        return err.exit_code
-    except KeyboardInterrupt:
-        print("allinone: interrupted", file=sys.stderr)
-        return 130
     except BrokenPipeError:  # output piped into `head` and the like: not an error
         sys.stderr.close()
         return 0
+    except KeyboardInterrupt:
+        print("allinone: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # noqa: BLE001 - no input may end in a traceback; --debug shows it
+        if args.debug:
+            raise
+        if isinstance(err, (AllinoneError, RuntimeInputError)):  # RuntimeInputError: allinone_runtime's (issue 7)
+            print(f"allinone: error: {_one_line(err)}", file=sys.stderr)
+            return err.exit_code
+        print(f"allinone: error: unexpected {type(err).__name__}: {_one_line(err)} (rerun with --debug for the "
+              f"traceback)", file=sys.stderr)
+        return EXIT_INTERNAL
 
 
 if __name__ == "__main__":

@@ -378,7 +378,7 @@ def write_demo_files(result: DemoResult) -> tuple[Path, Path]:
     out = Path(result.out)
     md, js = out / "demo.md", out / "demo.json"
     atomic_write_text(md, "# allinone demo\n\n" + format_summary(result) + "\n")
-    atomic_write_text(js, json.dumps(result.to_dict(), indent=2) + "\n")
+    atomic_write_text(js, json.dumps(result.to_dict(), indent=2, allow_nan=False) + "\n")
     return md, js
 
 

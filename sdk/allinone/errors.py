@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 __all__ = ["AllinoneError", "BadInputError", "NoFitError", "VerificationError",
-           "EXIT_OK", "EXIT_BAD_INPUT", "EXIT_NO_FIT", "EXIT_VERIFICATION_FAILED"]
+           "EXIT_OK", "EXIT_INTERNAL", "EXIT_BAD_INPUT", "EXIT_NO_FIT", "EXIT_VERIFICATION_FAILED"]
 
 EXIT_OK = 0
+EXIT_INTERNAL = 1  # an unexpected exception (a bug, or an input no check foresaw): one line, --debug for more
 EXIT_BAD_INPUT = 2  # bad file, bad value, unknown name: fix the input and rerun
 EXIT_NO_FIT = 3  # no nested system meets a profile's constraints
-EXIT_VERIFICATION_FAILED = 4  # a built .pte disagreed with the eager model
+EXIT_VERIFICATION_FAILED = 4  # a built .pte disagreed with the eager model, or its numbers were not finite
 
 
 class AllinoneError(Exception):

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from allinone.errors import BadInputError
 from allinone.spec import SubnetSpec
 
-__all__ = ["evaluate_checkpoint"]
+__all__ = ["evaluate_checkpoint", "default_hyps_dir"]
+
+
+def default_hyps_dir(checkpoint: str | Path, manifest: str | Path) -> Path:
+    """CHECKPOINT/eval/NAME, NAME being the manifest's file (or folder) name without its suffix. Taken from the
+    absolute path, so a manifest given as `.`, `..` or `dir/` still names a folder inside eval/, never eval/
+    or the checkpoint itself."""
+    return Path(checkpoint) / "eval" / (Path(os.path.abspath(manifest)).stem or "manifest")
 
 
 def _choose_specs(ckpt, subnets: list[str] | None, all_systems: bool) -> list[SubnetSpec]:
@@ -34,7 +42,7 @@ def evaluate_checkpoint(checkpoint: str | Path, manifest: str | Path, *, subnets
         raise BadInputError(f"manifest {manifest}: no usable utterances ({read.skipped} skipped)")
     specs = _choose_specs(ckpt, subnets, all_systems)
     results = evaluate(ckpt.model, specs, read.utterances, tokenizer, progress=progress)
-    out = Path(hyps_dir) if hyps_dir else Path(checkpoint) / "eval" / Path(manifest).stem
+    out = Path(hyps_dir) if hyps_dir else default_hyps_dir(checkpoint, manifest)
     for result in results:
         save_hypotheses(result, out / f"{result.subnet}.hyps.jsonl", checkpoint=str(checkpoint), manifest=str(manifest))
     return results

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import jiwer
 
 from allinone.errors import BadInputError
-from allinone.files import atomic_write_text
+from allinone.files import atomic_write_text, check_size, parse_json
 
 if TYPE_CHECKING:  # torch is imported where it runs, so `allinone compare` never pays for it
     import torch
@@ -193,6 +193,18 @@ def _progress_bar(total_seconds: float, n_systems: int, enabled: bool):
                 desc=f"evaluating {n_systems} system{'s' if n_systems != 1 else ''} (audio s)", dynamic_ncols=True)
 
 
+def _check_finite(log_probs: torch.Tensor, lengths: torch.Tensor, spec: SubnetSpec, batch_ids: list[str]) -> None:
+    """Refuse NaN/inf scores: greedy decoding would turn them into some text and the WER into a number."""
+    import torch
+
+    valid = torch.arange(log_probs.shape[1], device=lengths.device)[None, :] < lengths[:, None]  # (B, T)
+    bad = (~torch.isfinite(log_probs).all(-1) & valid).any(-1)  # (B,)
+    if bad.any():
+        first = batch_ids[int(bad.nonzero()[0])]
+        raise BadInputError(f"system {spec.id}: non-finite log-probs (NaN or inf) on utterance {first}; expected "
+                            f"finite scores (are the checkpoint's weights finite?)")
+
+
 def evaluate(model: torch.nn.Module, specs: Iterable[SubnetSpec], utterances: Sequence[Utterance],
              tokenizer: CharTokenizer, *, batch_seconds: float = 60.0, progress: bool = True) -> list[SystemResult]:
     """WER/CER of each nested system `spec` of the supernet `model` over `utterances`, greedy CTC decoding.
@@ -229,6 +241,7 @@ def evaluate(model: torch.nn.Module, specs: Iterable[SubnetSpec], utterances: Se
                 waveforms, lengths = _load_batch([utterances[i] for i in batch], device, MIN_SAMPLES)
                 for spec in specs:
                     log_probs, out_lengths = model(waveforms, lengths, spec)  # (B, T, V), (B,)
+                    _check_finite(log_probs, out_lengths, spec, [ids[i] for i in batch])
                     for i, text in zip(batch, greedy_decode(log_probs, out_lengths, tokenizer)):
                         texts[spec][i] = text
                 done += sum(utterances[i].duration for i in batch)
@@ -263,7 +276,7 @@ def format_results_table(results: Sequence[SystemResult]) -> str:
 
 def results_to_json(results: Sequence[SystemResult]) -> str:
     """A JSON list with one object per system (see `SystemResult.to_dict`)."""
-    return json.dumps([r.to_dict() for r in results], indent=2)
+    return json.dumps([r.to_dict() for r in results], indent=2, allow_nan=False)
 
 
 # ---- hyps.jsonl -----------------------------------------------------------------------------------------------
@@ -289,7 +302,8 @@ def save_hypotheses(result: SystemResult, path: str | Path, *, checkpoint: str |
     Written to a temp file in the same folder and renamed, so `path` is whole or absent, never partial.
     """
     lines = [_header(result, checkpoint, manifest)] + [h.to_dict() for h in result.hypotheses]
-    atomic_write_text(Path(path), "".join(json.dumps(obj, ensure_ascii=False) + "\n" for obj in lines))
+    atomic_write_text(Path(path), "".join(json.dumps(obj, ensure_ascii=False, allow_nan=False) + "\n"
+                                                 for obj in lines))
 
 
 def _check_keys(obj: Any, keys: Sequence[str], where: str) -> dict:
@@ -352,6 +366,7 @@ def _parse_entry(obj: Any, where: str) -> Hypothesis:
 
 def _read_json_lines(path: Path) -> list[tuple[int, Any]]:
     try:
+        check_size(path, "a hypotheses file (hyps.jsonl)")
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise BadInputError(f"{path}: no such file; expected a hypotheses file (hyps.jsonl)") from None
@@ -360,10 +375,7 @@ def _read_json_lines(path: Path) -> list[tuple[int, Any]]:
     rows = []
     for number, line in enumerate(text.splitlines(), 1):
         if line.strip():
-            try:
-                rows.append((number, json.loads(line)))
-            except json.JSONDecodeError as err:
-                raise BadInputError(f"{path}:{number}: not valid JSON ({err.msg} at column {err.colno})") from None
+            rows.append((number, parse_json(line, f"{path}:{number}", "a hypotheses line")))
     if not rows:
         raise BadInputError(f"{path}: empty file; expected a hypotheses file (hyps.jsonl)")
     return rows

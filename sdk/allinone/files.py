@@ -1,10 +1,14 @@
 """Files the SDK writes and reads: atomic writes (whole or absent, never half-written), hashing, and
-JSON reading with one-line errors that name the file and what it should have been."""
+JSON/YAML reading with one-line errors that name the file and what it should have been.
+
+Inputs are read with a size and a nesting limit: the parsers recurse per nesting level, so a small file
+nested a few hundred levels deep would otherwise end in a RecursionError instead of an error message."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -12,7 +16,11 @@ from typing import Any
 
 from allinone.errors import BadInputError
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "write_files_atomically", "sha256_file", "read_json"]
+__all__ = ["atomic_write_bytes", "atomic_write_text", "write_files_atomically", "sha256_file", "read_json",
+           "parse_json", "check_size", "check_yaml_nesting", "MAX_INPUT_BYTES", "MAX_NESTING"]
+
+MAX_INPUT_BYTES = 16 * 2**20  # JSON/YAML inputs are kilobytes (a 180-system catalog.json is ~100 KB)
+MAX_NESTING = 32  # the deepest file allinone writes nests 5 levels; deeper input is damaged or hostile
 
 
 def sha256_file(path: Path) -> str:
@@ -68,14 +76,81 @@ def write_files_atomically(directory: Path, files: list[tuple[str, bytes]]) -> N
             Path(tmp).unlink(missing_ok=True)
 
 
+def check_size(path: Path, expected: str) -> None:
+    """Refuse a file over MAX_INPUT_BYTES before reading it into memory."""
+    size = Path(path).stat().st_size
+    if size > MAX_INPUT_BYTES:
+        raise BadInputError(f"{path}: {size:,} bytes; expected {expected} of at most {MAX_INPUT_BYTES:,} bytes")
+
+
+def _nesting(data: Any) -> int:
+    """Levels of list/dict nesting of parsed JSON (a scalar is 0), counted without recursion."""
+    deepest, stack = 0, [(data, 1)]
+    while stack:
+        value, level = stack.pop()
+        children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else None
+        if children is not None:
+            deepest = max(deepest, level)
+            stack.extend((child, level + 1) for child in children)
+    return deepest
+
+
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a JSON number")  # Python's json accepts NaN/Infinity; JSON does not
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} overflows a float")
+    return value
+
+
+def parse_json(text: str, where: str, expected: str = "a JSON document") -> Any:
+    """Parse JSON text, refusing NaN/Infinity, numbers that overflow and nesting deeper than MAX_NESTING;
+    BadInputError names `where` (a file, or FILE:LINE)."""
+    try:
+        data = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+    except json.JSONDecodeError as err:
+        raise BadInputError(f"{where}: not valid JSON at line {err.lineno}: {err.msg}") from None
+    except RecursionError:  # deeper than the interpreter's stack, so deeper than MAX_NESTING too
+        raise BadInputError(f"{where}: nested more than {MAX_NESTING} levels deep; expected {expected}") from None
+    except ValueError as err:  # from the hooks above, or an integer of thousands of digits
+        raise BadInputError(f"{where}: {err}; expected {expected} with finite numbers") from None
+    if _nesting(data) > MAX_NESTING:
+        raise BadInputError(f"{where}: nested more than {MAX_NESTING} levels deep; expected {expected}")
+    return data
+
+
 def read_json(path: str | Path, expected: str) -> Any:
     """Parse `path` as UTF-8 JSON; `expected` names the file kind for the error (e.g. 'a catalog (catalog.json)')."""
     path = Path(path)
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        check_size(path, expected)
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise BadInputError(f"{path}: no such file; expected {expected}") from None
-    except json.JSONDecodeError as err:
-        raise BadInputError(f"{path}: not valid JSON at line {err.lineno}: {err.msg}") from None
     except (OSError, UnicodeDecodeError) as err:
         raise BadInputError(f"{path}: cannot read ({err.__class__.__name__}); expected a UTF-8 JSON file") from None
+    return parse_json(text, str(path), expected)
+
+
+def check_yaml_nesting(text: str, where: str, expected: str = "a YAML mapping") -> None:
+    """Refuse YAML text over MAX_INPUT_BYTES or nested deeper than MAX_NESTING before PyYAML builds it.
+
+    PyYAML's parser is a state machine (safe at any depth); its composer recurses once per level. yaml.YAMLError
+    from a malformed document propagates for the caller to word."""
+    import yaml
+
+    if len(text) > MAX_INPUT_BYTES:
+        raise BadInputError(f"{where}: {len(text):,} characters; expected {expected} of at most "
+                            f"{MAX_INPUT_BYTES:,} bytes")
+    level = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            level += 1
+            if level > MAX_NESTING:
+                line = f" at line {event.start_mark.line + 1}" if event.start_mark else ""
+                raise BadInputError(f"{where}: nested more than {MAX_NESTING} levels deep{line}; expected {expected}")
+        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            level -= 1

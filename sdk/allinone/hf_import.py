@@ -13,13 +13,13 @@ network access. Three things change on the way, none of which changes what the f
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
 import torch
 
 from allinone.errors import BadInputError
+from allinone.files import read_json
 from allinone.spec import ALLOWED_WEIGHT_BITS, SubnetSpec
 
 __all__ = ["import_hf", "hf_architecture", "hf_vocabulary", "reorder_by_importance_", "default_search_space"]
@@ -31,12 +31,9 @@ _IGNORED = ("wav2vec2.masked_spec_embed",)  # SpecAugment's mask embedding: used
 
 
 def _read_json(path: Path, what: str) -> dict:
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise BadInputError(f"{path}: missing ({what})") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise BadInputError(f"{path}: not valid JSON ({err})") from None
+    if not path.is_file():
+        raise BadInputError(f"{path}: missing ({what})")
+    data = read_json(path, what)
     if not isinstance(data, dict):
         raise BadInputError(f"{path}: expected a JSON object")
     return data

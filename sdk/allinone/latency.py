@@ -189,7 +189,7 @@ def _timing_child(args_json: str) -> None:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
     Path(args["out"]).write_text(json.dumps({
         "peak_rss_bytes": peak,
-        "programs": [{k: v for k, v in program.items() if k != "method"} for program in programs]}))
+        "programs": [{k: v for k, v in program.items() if k != "method"} for program in programs]}, allow_nan=False))
 
 
 def runtime_overhead_bytes(pte: bytes, *, threads: int, audio_s: float) -> tuple[int, Timing]:

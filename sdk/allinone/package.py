@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 
 from allinone.errors import BadInputError
+from allinone.files import read_json
 
 __all__ = ["BUNDLE_FORMAT_VERSION", "write_bundle", "read_bundle_manifest", "describe_bundle", "quantization_info",
            "io_signature", "versions"]
@@ -65,7 +66,7 @@ def write_bundle(directory: str | Path, pte: bytes, manifest: dict, *, force: bo
     staging = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
     try:
         (staging / "model.pte").write_bytes(pte)
-        (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        (staging / "manifest.json").write_text(json.dumps(manifest, indent=2, allow_nan=False) + "\n")
         for name in ("model.pte", "manifest.json"):
             with open(staging / name, "rb") as f:
                 os.fsync(f.fileno())
@@ -91,15 +92,12 @@ def read_bundle_manifest(directory: str | Path) -> dict:
         raise BadInputError(f"bundle {directory}: missing manifest.json")
     if not pte_path.is_file():
         raise BadInputError(f"bundle {directory}: missing model.pte")
-    try:
-        manifest = json.loads(manifest_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise BadInputError(f"bundle {manifest_path}: not valid JSON ({err})") from None
+    manifest = read_json(manifest_path, "a bundle manifest (manifest.json)")
     if not isinstance(manifest, dict) or manifest.get("format_version") != BUNDLE_FORMAT_VERSION:
         got = manifest.get("format_version") if isinstance(manifest, dict) else None
         raise BadInputError(f"bundle {manifest_path}: format_version {got!r} is not supported (expected {BUNDLE_FORMAT_VERSION})")
     digest = hashlib.sha256(pte_path.read_bytes()).hexdigest()
-    if digest != manifest.get("pte", {}).get("sha256"):
+    if digest != (manifest.get("pte") if isinstance(manifest.get("pte"), dict) else {}).get("sha256"):
         raise BadInputError(f"bundle {pte_path}: sha256 does not match manifest.json (the file was modified or damaged)")
     return manifest
 
@@ -107,6 +105,14 @@ def read_bundle_manifest(directory: str | Path) -> dict:
 def describe_bundle(directory: str | Path) -> str:
     """`allinone inspect`: what a bundle holds, its sizes and how much of it XNNPACK runs."""
     m = read_bundle_manifest(directory)
+    try:
+        return _describe(Path(directory), m)
+    except (KeyError, TypeError, AttributeError, ValueError) as err:  # a manifest edited by hand, or by a newer tool
+        raise BadInputError(f"bundle {Path(directory) / 'manifest.json'}: missing or malformed entry "
+                            f"({err.__class__.__name__}: {err}); expected a manifest written by `allinone build`") from None
+
+
+def _describe(directory: Path, m: dict) -> str:
     spec, quant, sizes = m["model"]["subnet"], m["quantization"], m["sizes"]
     lowering = m.get("lowering", {})
     portable = lowering.get("portable_ops", {})
@@ -120,7 +126,8 @@ def describe_bundle(directory: str | Path) -> str:
         f"{m['model']['macs_per_second'] / 1e6:.1f} MMAC per audio second)",
         f"weights     {quant['scheme']}" + (f", group {quant['group_size']}" if quant.get("group_size") else "")
         + (f"; float layers: {', '.join(quant['float_layers'])}" if quant.get("float_layers") else ""),
-        f"sizes       model.pte {sizes['pte_bytes']:,} B; accounted weights {sizes['weight_bytes']:,} B; "
+        f"sizes       model.pte {(directory / 'model.pte').stat().st_size:,} B; accounted weights "
+        f"{sizes['weight_bytes']:,} B; "
         f"{sizes['compression_ratio']:.1f}x smaller than the float full system",
         f"profile     {(m.get('profile') or {}).get('name', '-')}",
         f"expected    WER {m['expected']['wer']:.2%}" if m.get("expected", {}).get("wer") is not None

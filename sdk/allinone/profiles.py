@@ -23,6 +23,7 @@ from typing import Any, Callable, Literal, Union, get_args, get_origin, get_type
 import yaml
 
 from allinone.errors import BadInputError
+from allinone.files import check_size, check_yaml_nesting
 
 __all__ = [
     "FORMAT_VERSION", "MIB", "PRECISION_OF_BITS", "DeviceProfile", "MemoryBudget", "LatencyBudget",
@@ -379,6 +380,7 @@ _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _c
 
 def _read_yaml(text: str, where: str) -> Any:
     try:
+        check_yaml_nesting(text, where, "a device profile")
         return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
@@ -401,6 +403,7 @@ def validate_profile_file(path: str | Path) -> DeviceProfile:
     """Load and validate one profile file; BadInputError with one line naming the file and key otherwise."""
     path = Path(path)
     try:
+        check_size(path, "a device profile")
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise BadInputError(f"{path}: no such file; expected a device profile (.yaml)") from None

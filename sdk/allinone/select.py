@@ -259,7 +259,7 @@ def explain_table(selection: Selection) -> str:
 
 def selection_to_json(selection: Selection) -> str:
     """The selection for build scripts: subnet, wer, bytes, latency (measured or predicted) and every candidate."""
-    return json.dumps(selection.to_dict(), indent=2)
+    return json.dumps(selection.to_dict(), indent=2, allow_nan=False)
 
 
 def checkpoint_catalog(checkpoint: str | Path) -> Catalog:

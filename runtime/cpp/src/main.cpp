@@ -5,6 +5,7 @@
 //
 // Prints the greedy transcript on stdout; with --out writes DIR/report.json (docs/formats.md, Latency report,
 // runner "cpp"); with --etdump writes an ETDump of a few profiled calls (read it with ExecuTorch's Inspector).
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -97,11 +98,17 @@ std::vector<float> read_checked_audio(const std::string& path, const allinone::B
     throw std::runtime_error(path + ": " + std::to_string(wav.sample_rate) + " Hz; this runner takes " +
                              std::to_string(bundle.sample_rate) + " Hz WAV (the Python runtime resamples)");
   }
+  float peak = 0.0f;
   for (size_t i = 0; i < wav.samples.size(); ++i) {
     if (!std::isfinite(wav.samples[i])) {
       throw std::runtime_error(path + ": NaN or infinite samples (first at sample " + std::to_string(i) +
                                "); expected finite samples in [-1, 1]");
     }
+    peak = std::max(peak, std::fabs(wav.samples[i]));
+  }
+  if (peak > 1.0f) {  // float WAV can hold anything; transcribed as given, like the Python runtime does
+    std::fprintf(stderr, "allinone_runner: warning: %s: peak %.4g is beyond full scale; expected samples in [-1, 1]\n",
+                 path.c_str(), peak);
   }
   return wav.samples;
 }

@@ -51,11 +51,11 @@ WavAudio read_wav(const std::string& path) {
   uint16_t format = 0, channels = 0, bits = 0;
   uint32_t rate = 0;
   const uint8_t* samples = nullptr;
-  size_t sample_bytes = 0;
+  size_t sample_bytes = 0, promised_bytes = 0;
   for (size_t pos = 12; pos + 8 <= data.size();) {
     uint32_t size = u32(data.data() + pos + 4);
     const uint8_t* body = data.data() + pos + 8;
-    size_t available = std::min<size_t>(size, data.size() - pos - 8);  // a truncated last chunk is read as far as it goes
+    size_t available = std::min<size_t>(size, data.size() - pos - 8);
     if (std::memcmp(data.data() + pos, "fmt ", 4) == 0 && available >= 16) {
       format = u16(body);
       channels = u16(body + 2);
@@ -65,6 +65,8 @@ WavAudio read_wav(const std::string& path) {
     } else if (std::memcmp(data.data() + pos, "data", 4) == 0) {
       samples = body;
       sample_bytes = available;
+      // 0 and 0xFFFFFFFF: written as a stream of unknown length, so the header promises nothing.
+      promised_bytes = (size == 0 || size == 0xFFFFFFFFu) ? available : size;
     }
     pos += 8 + size + (size & 1);  // chunks are padded to even sizes
   }
@@ -77,6 +79,11 @@ WavAudio read_wav(const std::string& path) {
   }
   size_t frame_bytes = size_t{channels} * (bits / 8);
   size_t frames = samples ? sample_bytes / frame_bytes : 0;
+  size_t promised = promised_bytes / frame_bytes;
+  if (frames < promised) {  // a copy cut short: the Python runtime refuses it too, rather than transcribe less
+    throw std::runtime_error(path + ": truncated WAV: the header promises " + std::to_string(promised) +
+                             " frames, the file holds " + std::to_string(frames) + "; expected a complete audio file");
+  }
   if (frames == 0) throw std::runtime_error(path + ": empty audio (0 samples)");
   WavAudio audio;
   audio.sample_rate = static_cast<int>(rate);

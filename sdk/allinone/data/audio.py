@@ -1,10 +1,13 @@
-"""Audio in: decode with soundfile, mix down to mono, resample to 16 kHz.
+"""Audio in: decode with soundfile, check, mix down to mono, resample to 16 kHz.
 
-Every model, manifest and bundle in allinone works on 16 kHz mono float32 waveforms in [-1, 1].
+Every model, manifest and bundle in allinone works on 16 kHz mono float32 waveforms in [-1, 1]. A file is
+judged as the runtime judges it (the checks are shared): missing, unreadable, empty, truncated (fewer frames
+than the header says) or NaN/infinite samples are errors; samples beyond full scale are a warning.
 """
 
 from __future__ import annotations
 
+import logging
 from math import gcd
 from pathlib import Path
 
@@ -12,10 +15,16 @@ import numpy as np
 import soundfile as sf
 
 from allinone.errors import BadInputError
+from allinone_runtime.audio import full_scale_warning, wav_truncation
 
-__all__ = ["SAMPLE_RATE", "load_audio", "resample", "audio_duration", "write_wav_atomic"]
+__all__ = ["SAMPLE_RATE", "load_audio", "scan_audio", "resample", "audio_duration", "write_wav_atomic"]
+
+log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000
+SILENCE_PEAK = 10 ** (-60 / 20)  # the runtime's silence threshold (-60 dBFS)
+CLIP_LEVEL = 0.999  # |sample| at or above this is at full scale (16-bit full scale is 32767/32768)
+CLIPPED_SHARE = 0.001  # more samples than this at full scale is clipping, not a loud peak or two
 
 
 def resample(waveform: np.ndarray, orig_sr: int, target_sr: int = SAMPLE_RATE) -> np.ndarray:
@@ -33,34 +42,74 @@ def _info(path: Path) -> sf._SoundFileInfo:
         raise BadInputError(f"{path}: audio file not found")
     try:
         info = sf.info(str(path))
-    except (sf.LibsndfileError, RuntimeError) as err:
-        raise BadInputError(f"{path}: unreadable audio ({err}); expected a WAV/FLAC/OGG file") from None
+        truncated = wav_truncation(path)
+    except (sf.LibsndfileError, RuntimeError, OSError) as err:
+        raise BadInputError(f"{path}: unreadable audio ({str(err).splitlines()[0]}); expected a WAV/FLAC/OGG "
+                            f"file") from None
+    if truncated:
+        raise BadInputError(f"{path}: {truncated}; expected a complete audio file")
     if info.frames <= 0 or info.samplerate <= 0:
         raise BadInputError(f"{path}: empty audio (0 samples)")
     return info
 
 
 def audio_duration(path: str | Path) -> float:
-    """Duration in seconds from the file header (no decoding). Raises BadInputError if missing/unreadable/empty."""
+    """Duration in seconds from the file header (no decoding). Raises BadInputError if missing, unreadable,
+    empty, or a WAV file whose data is shorter than its header says."""
     info = _info(Path(path))
     return info.frames / info.samplerate
+
+
+def _read_checked(path: Path) -> tuple[np.ndarray, int]:
+    """All samples of `path`, (N, C) float32, and their rate; BadInputError when missing, unreadable, empty,
+    shorter than its header says, or holding NaN/infinite samples (a model turns them into NaN scores)."""
+    info = _info(path)
+    try:
+        data, sr = sf.read(str(path), dtype="float32", always_2d=True)  # (N, C)
+    except (sf.LibsndfileError, RuntimeError) as err:
+        raise BadInputError(f"{path}: unreadable audio ({str(err).splitlines()[0]})") from None
+    if data.shape[0] == 0:
+        raise BadInputError(f"{path}: empty audio (0 samples)")
+    if data.shape[0] < info.frames:
+        raise BadInputError(f"{path}: truncated: the header promises {info.frames} frames, decoding gave "
+                            f"{data.shape[0]}; expected a complete audio file")
+    bad = ~np.isfinite(data).all(axis=1)  # (N,)
+    if bad.any():
+        raise BadInputError(f"{path}: {int(bad.sum())} NaN or infinite samples (first at "
+                            f"{int(np.argmax(bad)) / sr:.3f} s); expected finite samples in [-1, 1]")
+    return data, sr
 
 
 def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     """Read `path` as float32 mono (N,) at `sample_rate`: channels are averaged, other rates resampled.
 
-    Raises BadInputError (naming the file) when it is missing, unreadable or empty.
+    Raises BadInputError (naming the file) when it is missing, unreadable, empty, truncated or not finite;
+    samples beyond full scale are logged as a warning with their peak and kept as they are.
     """
     path = Path(path)
-    _info(path)
-    try:
-        data, sr = sf.read(str(path), dtype="float32", always_2d=True)  # (N, C)
-    except (sf.LibsndfileError, RuntimeError) as err:
-        raise BadInputError(f"{path}: unreadable audio ({err})") from None
-    if data.shape[0] == 0:
-        raise BadInputError(f"{path}: empty audio (0 samples)")
+    data, sr = _read_checked(path)
+    warning = full_scale_warning(data, str(path))
+    if warning:
+        log.warning(warning)
     mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]  # (N,)
     return resample(mono, sr, sample_rate)
+
+
+def scan_audio(path: str | Path) -> tuple[float, list[str]]:
+    """Decode every sample of `path` (`data check --deep`): its duration in seconds and warnings for samples
+    beyond full scale, clipping and silence. Raises BadInputError as `load_audio` does."""
+    path = Path(path)
+    data, sr = _read_checked(path)
+    warnings = [w for w in [full_scale_warning(data, str(path))] if w]
+    magnitude = np.abs(data)  # (N, C)
+    peak = float(magnitude.max())
+    clipped = float((magnitude >= CLIP_LEVEL).mean())
+    if clipped > CLIPPED_SHARE and peak <= 1.0:  # beyond full scale is already reported above
+        warnings.append(f"{path}: clipped: {clipped:.2%} of samples at full scale; expected under {CLIPPED_SHARE:.1%}")
+    if peak < SILENCE_PEAK:
+        level = f"{20 * np.log10(peak):.1f} dBFS" if peak > 0 else "digital zero"
+        warnings.append(f"{path}: silent: peak {level}, below -60 dBFS; expected speech")
+    return data.shape[0] / sr, warnings
 
 
 def write_wav_atomic(path: str | Path, waveform: np.ndarray, sample_rate: int = SAMPLE_RATE) -> None:

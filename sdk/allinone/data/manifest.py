@@ -7,26 +7,30 @@
   `text`/`sentence`/`transcript`, optional `duration`, `speaker`/`client_id` (Common Voice's layout works:
   a bare clip name is also looked up in a `clips/` folder next to the TSV).
 
-Relative audio paths resolve against the manifest's folder. Every entry is checked: audio present, readable
-and non-empty (header only, no decoding), transcript non-empty and spellable by the tokenizer after
-normalisation. A bad entry is reported as `FILE:LINE: what is wrong` (logged as a warning) and skipped, and
-the result counts it; with `strict=True` the first bad entry raises BadInputError instead.
+Relative audio paths resolve against the manifest's folder. Every entry is checked: audio present, readable,
+non-empty and, for WAV, as long as its header says (header only, no decoding), transcript non-empty and
+spellable by the tokenizer after normalisation. With `deep=True` every sample is decoded too: NaN/infinite
+samples make an entry bad; samples beyond full scale, clipping and silence are warnings (kept, and listed in
+`warnings`). A bad entry is reported as `FILE:LINE: what is wrong` (logged as a warning) and skipped, and the
+result counts it; with `strict=True` the first bad entry raises BadInputError instead, and so does a
+manifest with no utterances at all.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from allinone.data.audio import audio_duration
+from allinone.data.audio import audio_duration, scan_audio
 from allinone.data.text import normalize_text
 from allinone.data.tokenizer import CharTokenizer
 from allinone.errors import BadInputError
-from allinone.files import atomic_write_text
+from allinone.files import MAX_NESTING, atomic_write_text
 
 __all__ = ["Utterance", "Problem", "ManifestReadResult", "read_manifest", "read_jsonl", "read_librispeech",
            "read_kaldi", "read_tsv", "write_jsonl"]
@@ -66,6 +70,7 @@ class ManifestReadResult:
     source: str
     utterances: list[Utterance] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+    warnings: list[Problem] = field(default_factory=list)  # kept entries with doubtful audio (deep reads only)
 
     @property
     def skipped(self) -> int:
@@ -81,17 +86,20 @@ class ManifestReadResult:
 
     def summary(self) -> str:
         return (f"{self.source}: {len(self.utterances)} utterances, {self.hours:.3f} h, "
-                f"{len(self.speakers)} speakers, {self.skipped} skipped")
+                f"{len(self.speakers)} speakers, {self.skipped} skipped"
+                + (f", {len(self.warnings)} warnings" if self.warnings else ""))
 
 
 class _Collector:
     """Validates raw entries into a ManifestReadResult, reporting or raising on each bad one."""
 
-    def __init__(self, source: Path, strict: bool, tokenizer: CharTokenizer | None, check_audio: bool):
+    def __init__(self, source: Path, strict: bool, tokenizer: CharTokenizer | None, check_audio: bool,
+                 deep: bool = False):
         self.result = ManifestReadResult(str(source))
         self.strict = strict
         self.tokenizer = tokenizer or CharTokenizer()
         self.check_audio = check_audio
+        self.deep = deep
 
     def bad(self, file: Path, line: int, reason: str) -> None:
         problem = Problem(str(file), line, reason)
@@ -109,7 +117,13 @@ class _Collector:
         if missing:
             return self.bad(file, line, f"transcript has characters the tokenizer cannot spell: "
                                         f"{', '.join(repr(c) for c in missing)}")
-        if self.check_audio or duration is None:
+        if self.deep:
+            try:
+                duration, warnings = scan_audio(audio)
+            except BadInputError as err:
+                return self.bad(file, line, str(err))
+            self.result.warnings += [Problem(str(file), line, w) for w in warnings]
+        elif self.check_audio or duration is None:
             try:
                 duration = audio_duration(audio)
             except BadInputError as err:
@@ -120,10 +134,18 @@ class _Collector:
                                                 utt_id or audio.stem, f"{file}:{line}"))
 
     def finish(self) -> ManifestReadResult:
+        if self.strict and not self.result.utterances:  # nothing to train or score on is not a valid manifest
+            raise BadInputError(f"{self.result.source}: no utterances; expected at least one entry "
+                                f"(strict mode)")
         if self.result.problems:
             log.warning("%s: skipped %d bad entries of %d", self.result.source, self.result.skipped,
                         self.result.skipped + len(self.result.utterances))
         return self.result
+
+
+def _positive_seconds(value) -> bool:
+    """A usable duration: a positive finite number (JSON's NaN extension and "inf" in a TSV are not)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
 
 
 def _resolve(base: Path, path: str) -> Path:
@@ -144,15 +166,18 @@ def _lines(path: Path) -> Iterator[tuple[int, str]]:
 
 
 def read_jsonl(path: str | Path, *, strict: bool = False, tokenizer: CharTokenizer | None = None,
-               check_audio: bool = True) -> ManifestReadResult:
+               check_audio: bool = True, deep: bool = False) -> ManifestReadResult:
     """Read a NeMo-style JSONL manifest (`audio_filepath`, `text`, optional `duration`/`speaker`/`engine`)."""
     path = Path(path)
-    c = _Collector(path, strict, tokenizer, check_audio)
+    c = _Collector(path, strict, tokenizer, check_audio, deep)
     for number, line in _lines(path):
         try:
             entry = json.loads(line)
         except json.JSONDecodeError as err:
             c.bad(path, number, f"bad JSON ({err.msg} at column {err.colno})")
+            continue
+        except RecursionError:  # the parser recurses per level; a flat entry never gets near
+            c.bad(path, number, f"JSON nested more than {MAX_NESTING} levels deep; expected one flat object")
             continue
         if not isinstance(entry, dict):
             c.bad(path, number, "expected a JSON object")
@@ -162,7 +187,7 @@ def read_jsonl(path: str | Path, *, strict: bool = False, tokenizer: CharTokeniz
             c.bad(path, number, "expected string fields 'audio_filepath' and 'text'")
             continue
         duration = entry.get("duration")
-        if duration is not None and (not isinstance(duration, (int, float)) or duration <= 0):
+        if duration is not None and not _positive_seconds(duration):
             c.bad(path, number, f"expected a positive number for 'duration', got {duration!r}")
             continue
         c.add(path, number, _resolve(path.parent, audio), text, duration, str(entry.get("speaker", "")),
@@ -171,12 +196,12 @@ def read_jsonl(path: str | Path, *, strict: bool = False, tokenizer: CharTokeniz
 
 
 def read_librispeech(root: str | Path, *, strict: bool = False, tokenizer: CharTokenizer | None = None,
-                     check_audio: bool = True) -> ManifestReadResult:
+                     check_audio: bool = True, deep: bool = False) -> ManifestReadResult:
     """Read a LibriSpeech-layout tree: every `*.trans.txt` under `root` and the `ID.flac` files beside it."""
     root = Path(root)
     if not root.is_dir():
         raise BadInputError(f"{root}: not a directory (expected a LibriSpeech split such as dev-clean/)")
-    c = _Collector(root, strict, tokenizer, check_audio)
+    c = _Collector(root, strict, tokenizer, check_audio, deep)
     transcripts = sorted(root.rglob("*.trans.txt"))
     if not transcripts:
         raise BadInputError(f"{root}: no *.trans.txt files (expected SPEAKER/CHAPTER/SPEAKER-CHAPTER.trans.txt)")
@@ -206,14 +231,14 @@ def _read_kaldi_table(path: Path, c: _Collector) -> dict[str, tuple[int, str]]:
 
 
 def read_kaldi(data_dir: str | Path, *, strict: bool = False, tokenizer: CharTokenizer | None = None,
-               check_audio: bool = True) -> ManifestReadResult:
+               check_audio: bool = True, deep: bool = False) -> ManifestReadResult:
     """Read a Kaldi data dir: `wav.scp` with plain file paths, `text`, and optionally `utt2spk`.
 
     Ids present in only one of `wav.scp` and `text` are reported (with the file and line that has them).
     Piped wav.scp entries (`cmd |`) and `segments` files are not supported.
     """
     data_dir = Path(data_dir)
-    c = _Collector(data_dir, strict, tokenizer, check_audio)
+    c = _Collector(data_dir, strict, tokenizer, check_audio, deep)
     if (data_dir / "segments").exists():
         raise BadInputError(f"{data_dir / 'segments'}: segmented Kaldi dirs are not supported; "
                             "expected one recording per utterance")
@@ -243,10 +268,10 @@ _TSV_SPEAKER = ("speaker", "client_id")
 
 
 def read_tsv(path: str | Path, *, strict: bool = False, tokenizer: CharTokenizer | None = None,
-             check_audio: bool = True) -> ManifestReadResult:
+             check_audio: bool = True, deep: bool = False) -> ManifestReadResult:
     """Read a tab-separated manifest with a header row (column names in the module docstring)."""
     path = Path(path)
-    c = _Collector(path, strict, tokenizer, check_audio)
+    c = _Collector(path, strict, tokenizer, check_audio, deep)
     rows = _lines(path)
     try:
         _, header_line = next(rows)
@@ -270,7 +295,9 @@ def read_tsv(path: str | Path, *, strict: bool = False, tokenizer: CharTokenizer
             try:
                 duration = float(row["duration"])
             except ValueError:
-                c.bad(path, number, f"expected a number in column 'duration', got {row['duration']!r}")
+                duration = None
+            if not _positive_seconds(duration):
+                c.bad(path, number, f"expected a positive number in column 'duration', got {row['duration']!r}")
                 continue
         audio = _resolve(path.parent, row[audio_col])
         if not audio.exists() and (path.parent / "clips" / row[audio_col]).exists():
@@ -280,10 +307,10 @@ def read_tsv(path: str | Path, *, strict: bool = False, tokenizer: CharTokenizer
 
 
 def read_manifest(path: str | Path, *, strict: bool = False, tokenizer: CharTokenizer | None = None,
-                  check_audio: bool = True) -> ManifestReadResult:
+                  check_audio: bool = True, deep: bool = False) -> ManifestReadResult:
     """Read any supported layout, chosen from what `path` is (see the module docstring)."""
     path = Path(path)
-    kwargs = dict(strict=strict, tokenizer=tokenizer, check_audio=check_audio)
+    kwargs = dict(strict=strict, tokenizer=tokenizer, check_audio=check_audio, deep=deep)
     if path.is_dir():
         if (path / "wav.scp").exists():
             return read_kaldi(path, **kwargs)
@@ -301,4 +328,5 @@ def read_manifest(path: str | Path, *, strict: bool = False, tokenizer: CharToke
 def write_jsonl(path: str | Path, entries: Iterable[dict | Utterance]) -> None:
     """Write one JSON object per line via a temp file + rename, so `path` is whole or absent, never partial."""
     atomic_write_text(Path(path), "".join(
-        json.dumps(asdict(e) if isinstance(e, Utterance) else e, ensure_ascii=False) + "\n" for e in entries))
+        json.dumps(asdict(e) if isinstance(e, Utterance) else e, ensure_ascii=False, allow_nan=False) + "\n"
+        for e in entries))

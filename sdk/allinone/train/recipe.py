@@ -7,6 +7,7 @@ impossible values are refused before any training starts, naming the file and th
 from __future__ import annotations
 
 import difflib
+import math
 import importlib.resources
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -14,6 +15,7 @@ from pathlib import Path
 import yaml
 
 from allinone.errors import BadInputError
+from allinone.files import check_size, check_yaml_nesting
 
 __all__ = ["Recipe", "load_recipe", "RECIPE_FORMAT_VERSION"]
 
@@ -74,9 +76,10 @@ def recipe_from_dict(data: dict, source: str = "recipe") -> Recipe:
         raise _fail(source, "targets", "a non-empty list of subnet ids like d12-f512-h4-w8", targets)
     numbers = {"lr": float, "weight_decay": float, "kl_weight": float, "grad_clip": float, "max_batch_seconds": float,
                "checkpoint_minutes": float, "warmup_steps": int, "max_steps": int, "num_workers": int, "seed": int}
-    for key, kind in numbers.items():
+    for key, kind in numbers.items():  # `not >= 0` also refuses .nan, and isfinite refuses .inf
         if key in data and (not isinstance(data[key], (int, float)) or isinstance(data[key], bool)
-                            or (kind is int and not isinstance(data[key], int)) or data[key] < 0):
+                            or (kind is int and not isinstance(data[key], int)) or not data[key] >= 0
+                            or not math.isfinite(data[key])):
             raise _fail(source, key, f"a non-negative {kind.__name__}", data[key])
     for key in ("max_steps", "max_batch_seconds", "lr"):
         if key in data and data[key] <= 0:
@@ -88,8 +91,10 @@ def recipe_from_dict(data: dict, source: str = "recipe") -> Recipe:
         raise _fail(source, "systems_per_step", "at least 2 (the largest and the smallest target)",
                     data["systems_per_step"])
     weights = data.get("loss_weights", {}) or {}
-    if not isinstance(weights, dict) or any(k not in targets for k in weights):
-        raise _fail(source, "loss_weights", "a mapping from target ids to weights", weights)
+    if not isinstance(weights, dict) or any(k not in targets for k in weights) or not all(
+            isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w) and w >= 0
+            for w in weights.values()):
+        raise _fail(source, "loss_weights", "a mapping from target ids to finite non-negative weights", weights)
     return Recipe(**{**data, "targets": tuple(targets), "loss_weights": dict(weights)})
 
 
@@ -106,8 +111,14 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
     else:
         if not path.is_file():
             raise BadInputError(f"recipe {path}: file not found")
-        text, source = path.read_text(), str(path)
+        check_size(path, "a training recipe")
+        try:
+            text, source = path.read_text(encoding="utf-8"), str(path)
+        except (OSError, UnicodeDecodeError) as err:
+            raise BadInputError(f"recipe {path}: cannot read ({err.__class__.__name__}); expected a UTF-8 YAML "
+                                f"file") from None
     try:
+        check_yaml_nesting(text, source, "a training recipe")
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:
         raise BadInputError(f"{source}: not valid YAML ({str(err).splitlines()[0]})") from None

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from allinone.files import sha256_file
+from allinone.files import read_json, sha256_file
 from allinone.errors import BadInputError
 
 __all__ = ["trainer_state_files", "load_trainer_state", "STATE_TENSORS", "STATE_JSON"]
@@ -33,7 +33,7 @@ def trainer_state_files(optimizer: torch.optim.Optimizer, progress: dict,
     hashes = {name: hashlib.sha256(data).hexdigest() for name, data in files}
     meta = {"format_version": STATE_FORMAT_VERSION, "param_groups": state["param_groups"], "sha256": hashes,
             **progress}
-    return files + [(STATE_JSON, (json.dumps(meta, indent=2) + "\n").encode())]
+    return files + [(STATE_JSON, (json.dumps(meta, indent=2, allow_nan=False) + "\n").encode())]
 
 
 def load_trainer_state(directory: Path, optimizer: torch.optim.Optimizer) -> dict:
@@ -43,7 +43,9 @@ def load_trainer_state(directory: Path, optimizer: torch.optim.Optimizer) -> dic
     meta_path, tensor_path = directory / STATE_JSON, directory / STATE_TENSORS
     if not meta_path.is_file() or not tensor_path.is_file():
         raise BadInputError(f"{directory}: no trainer state to resume from (expected {STATE_JSON} and {STATE_TENSORS})")
-    meta = json.loads(meta_path.read_text())
+    meta = read_json(meta_path, f"trainer state ({STATE_JSON})")
+    if not isinstance(meta, dict):
+        raise BadInputError(f"{meta_path}: expected a JSON object")
     if meta.get("format_version") != STATE_FORMAT_VERSION:
         raise BadInputError(f"{meta_path}: format_version {meta.get('format_version')!r} is not supported")
     for name, digest in meta.get("sha256", {}).items():

@@ -163,8 +163,12 @@ def _check_resumable(out: Path, model, recipe: Recipe, data_info: dict) -> None:
 
 
 def train(recipe: Recipe, train_manifest, dev_manifest, out, *, max_steps: int | None = None, resume: bool = False,
-          only: str | None = None, init: str | Path | None = None, progress: bool = True) -> TrainResult:
-    """Train the recipe's supernet (or, with `only`, one system alone) into checkpoint directory `out`."""
+          only: str | None = None, init: str | Path | None = None, progress: bool = True,
+          skip_nonfinite: int = 0) -> TrainResult:
+    """Train the recipe's supernet (or, with `only`, one system alone) into checkpoint directory `out`.
+
+    A batch whose loss or gradient is NaN/inf stops training with BadInputError naming its utterances, before
+    the weights change; `skip_nonfinite` lets up to that many such batches be skipped (with a warning)."""
     from allinone.data.batching import DurationBatchSampler, SpeechDataset, collate_speech
     from allinone.data.tokenizer import CharTokenizer
 
@@ -193,7 +197,8 @@ def train(recipe: Recipe, train_manifest, dev_manifest, out, *, max_steps: int |
 
     data_info = {"train": _fingerprint(train_manifest), "dev": _fingerprint(dev_manifest)}
     init_provenance = _init_provenance(Path(init), start.config) if start else {}
-    progress_state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "seconds": 0.0, "audio_seconds": 0.0}
+    progress_state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "seconds": 0.0, "audio_seconds": 0.0,
+                      "skipped_nonfinite": 0}
     if resume:
         _check_resumable(out, model, recipe, data_info)
         model.load_state_dict(load_checkpoint(out, verify=True).model.state_dict())
@@ -229,13 +234,17 @@ def train(recipe: Recipe, train_manifest, dev_manifest, out, *, max_steps: int |
     try:
         while progress_state["step"] < recipe.max_steps:
             sampler.set_epoch(progress_state["epoch"])
+            order = list(_SkipFirst(sampler, progress_state["batch_in_epoch"]))  # kept to name a bad batch
             batches = torch.utils.data.DataLoader(
-                dataset, batch_sampler=_SkipFirst(sampler, progress_state["batch_in_epoch"]),
-                collate_fn=collate_speech, num_workers=recipe.num_workers)
-            for batch in batches:
+                dataset, batch_sampler=order, collate_fn=collate_speech, num_workers=recipe.num_workers)
+            for indices, batch in zip(order, batches):
                 record = trainer.step(batch, progress_state["step"])
-                progress_state["step"] += 1
                 progress_state["batch_in_epoch"] += 1
+                if "nonfinite" in record:  # nothing was updated: skip the batch or stop
+                    _skip_nonfinite(record["nonfinite"], [train_utts[i].id for i in indices], progress_state,
+                                    skip_nonfinite)
+                    continue
+                progress_state["step"] += 1
                 session_audio += record["audio_seconds"]
                 progress_state["seconds"] = base_seconds + time.monotonic() - session_start
                 progress_state["audio_seconds"] = base_audio + session_audio
@@ -243,7 +252,7 @@ def train(recipe: Recipe, train_manifest, dev_manifest, out, *, max_steps: int |
                     record.update(step=progress_state["step"], epoch=progress_state["epoch"],
                                   elapsed_s=round(progress_state["seconds"], 3))
                     with open(metrics_path, "a") as f:
-                        f.write(json.dumps(record) + "\n")
+                        f.write(json.dumps(record, allow_nan=False) + "\n")
                     bar.update(1)
                     bar.set_postfix(loss=f"{record['loss']:.3f}",
                                     audio_s_per_s=f"{progress_state['audio_seconds'] / max(progress_state['seconds'], 1e-9):.1f}")
@@ -261,6 +270,19 @@ def train(recipe: Recipe, train_manifest, dev_manifest, out, *, max_steps: int |
     finally:
         bar.close()
     return TrainResult(out, progress_state["step"], progress_state["seconds"], progress_state["audio_seconds"])
+
+
+def _skip_nonfinite(what: list[str], ids: list[str], progress_state: dict, allowed: int) -> None:
+    """Count a skipped non-finite batch, or raise BadInputError naming its utterances once `allowed` are used."""
+    step = progress_state["step"] + 1
+    shown = ", ".join(ids[:8]) + (f" and {len(ids) - 8} more" if len(ids) > 8 else "")
+    if progress_state["skipped_nonfinite"] >= allowed:
+        raise BadInputError(f"step {step}: non-finite {', '.join(what)} (NaN or inf) on the batch of utterances "
+                            f"{shown}; expected finite numbers (check their audio with `allinone data check --deep`, "
+                            f"lower the learning rate, or pass --skip-nonfinite N to skip up to N such batches)")
+    progress_state["skipped_nonfinite"] += 1
+    log.warning("step %d: skipped a batch with a non-finite %s (utterances %s); %d of %d allowed skips used", step,
+                ", ".join(what), shown, progress_state["skipped_nonfinite"], allowed)
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
@@ -284,7 +306,16 @@ class _Loop:
         self.recipe, self.model, self.optimizer, self.targets = recipe, model, optimizer, targets
         self.device, self.rank, self.world = device, rank, world
 
+    def _nonfinite(self, losses: dict, kls: dict, grad_norm: torch.Tensor) -> list[str]:
+        parts = _nonfinite_parts(losses, kls, grad_norm)
+        if self.world > 1:  # every rank skips or stops together, else their weights part ways
+            flag = torch.tensor([float(bool(parts))], device=self.device)
+            dist.all_reduce(flag)
+            parts = parts or (["loss or gradient on another rank"] if flag.item() else [])
+        return parts
+
     def step(self, batch, step: int) -> dict:
+        """One optimisation step; returns its metrics, or {'nonfinite': [...]} with the weights left unchanged."""
         recipe, model = self.recipe, self.model
         model.train()
         torch.manual_seed(recipe.seed * 1_000_003 + step * self.world + self.rank)  # dropout, reproducible
@@ -316,13 +347,24 @@ class _Loop:
                 dist.all_reduce(p.grad)
                 p.grad /= self.world
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
-        self.optimizer.step()
         total = sum(recipe.loss_weights.get(k, 1.0) * v for k, v in losses.items())
         total += recipe.kl_weight * sum(kls.values())
+        nonfinite = self._nonfinite(losses, kls, grad_norm)
+        if nonfinite:  # an optimizer step would spread NaN into every shared weight
+            self.optimizer.zero_grad(set_to_none=True)
+            return {"nonfinite": nonfinite}
+        self.optimizer.step()
         audio = float(lengths.sum()) / model.cfg.frontend.sample_rate * self.world
         return {"loss": round(total, 5), "ctc": {k: round(v, 5) for k, v in losses.items()},
                 "kl": {k: round(v, 5) for k, v in kls.items()}, "lr": self.optimizer.param_groups[0]["lr"],
                 "grad_norm": round(float(grad_norm), 4), "audio_seconds": round(audio, 3)}
+
+
+def _nonfinite_parts(losses: dict, kls: dict, grad_norm: torch.Tensor) -> list[str]:
+    """What in one step is NaN or inf: 'CTC loss of SPEC', 'KL of SPEC', 'gradient'."""
+    parts = [f"CTC loss of {k}" for k, v in losses.items() if not math.isfinite(v)]
+    parts += [f"KL of {k}" for k, v in kls.items() if not math.isfinite(v)]
+    return parts + ([] if torch.isfinite(grad_norm) else ["gradient"])
 
 
 def _frame_kl(teacher_log_probs: torch.Tensor, student_log_probs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
