@@ -1,8 +1,12 @@
-"""Training throughput of conformer_small: the full system alone vs one all-in-one step over the targets.
+"""Training throughput of one all-in-one step, before and after the training-speed work of issue 14.
 
-Times real optimisation steps (forward, backward, AdamW) on batches of real speech from a corpus manifest, the
-settings taking turns on each batch, and prints audio-seconds per second for: the full float system alone; an all-in-one step with the recipe's
-sandwich sample; an all-in-one step over every target. Ratios are measured in the same run.
+Times real optimisation steps (forward, backward, AdamW) of the recipe's sandwich on batches of real speech
+from a corpus manifest, the settings taking turns on each batch (so load from other processes hits all
+alike), and prints audio-seconds per second and the speed-up over the landed trainer:
+  * before: every system recomputes the log-mel frontend and subsampling convolutions, float32;
+  * shared front: that work once per batch, its gradient gathered over the systems;
+  * shared front + bf16 autocast (where the CPU has native bf16: AMX / AVX512-BF16).
+Also the full float system alone, for the cost of the all-in-one step against one system.
 
     .venv/bin/python benchmarks/train_throughput.py --manifest corpus/synth/train.jsonl --steps 6
 """
@@ -10,42 +14,44 @@ sandwich sample; an all-in-one step over every target. Ratios are measured in th
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 
 import torch
-from torch.nn import functional as F
 
 from allinone.data.batching import make_loader
 from allinone.data.manifest import read_manifest
-from allinone.data.tokenizer import CharTokenizer
+from allinone.data.tokenizer import CharTokenizer, train_sentencepiece
 from allinone.models import conformer
 from allinone.spec import SubnetSpec
 from allinone.train.recipe import Recipe, load_recipe
-from allinone.train.trainer import _Loop
+from allinone.train.trainer import _Loop, _use_bf16
 
 
-def _batches(manifest: str, seconds: float, count: int):
-    tokenizer = CharTokenizer()
-    utts = read_manifest(manifest, tokenizer=tokenizer).utterances
+def _batches(manifest: str, recipe: Recipe, seconds: float, count: int):
+    utts = read_manifest(manifest, tokenizer=CharTokenizer()).utterances
+    tokenizer = train_sentencepiece([u.text for u in utts], recipe.bpe_vocab_size) if recipe.units == "bpe" \
+        else CharTokenizer()
     loader = make_loader(utts, tokenizer, max_batch_seconds=seconds, seed=0, num_workers=0)
     batches = []
     for batch in loader:
         batches.append(batch)
         if len(batches) == count:
-            return batches
-    return batches
+            break
+    return batches, len(tokenizer)
 
 
-def _loop(recipe: Recipe) -> _Loop:
+def _loop(recipe: Recipe, vocab_size: int, share_front: bool) -> _Loop:
     torch.manual_seed(0)
-    model = getattr(conformer, recipe.model)(29)
+    factory = getattr(conformer, recipe.model)
+    model = factory(vocab_size, **({"subsampling_factor": recipe.subsampling_factor} if recipe.subsampling_factor else {}))
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr)
-    return _Loop(recipe, model, optimizer, [SubnetSpec.from_id(t) for t in recipe.targets], torch.device("cpu"), 0, 1)
+    return _Loop(recipe, model, optimizer, [SubnetSpec.from_id(t) for t in recipe.targets], torch.device("cpu"), 0, 1,
+                 share_front=share_front)
 
 
 def _time_interleaved(loops: dict[str, _Loop], batches) -> dict[str, tuple[float, float]]:
-    """Each batch runs once per setting, settings taking turns, so load from other processes hits all alike.
-    The first batch is a warm-up and is not timed."""
+    """Each batch runs once per setting, settings taking turns. The first batch is a warm-up, not timed."""
     totals = {name: [0.0, 0.0] for name in loops}
     for i, batch in enumerate(batches):
         for name, loop in loops.items():
@@ -63,24 +69,32 @@ def main() -> None:
     parser.add_argument("--recipe", default="conformer_small")
     parser.add_argument("--steps", type=int, default=6, help="timed steps per setting (after one warm-up)")
     parser.add_argument("--max-batch-seconds", type=float, help="batch size in audio seconds (default: the recipe's)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     recipe = load_recipe(args.recipe)
-    batches = _batches(args.manifest, args.max_batch_seconds or recipe.max_batch_seconds, args.steps + 1)
-    base = recipe.to_dict()
+    batches, vocab_size = _batches(args.manifest, recipe, args.max_batch_seconds or recipe.max_batch_seconds,
+                                   args.steps + 1)
+    sandwich, bf16 = dataclasses.replace(recipe, bf16="off"), dataclasses.replace(recipe, bf16="auto")
+    full = dataclasses.replace(sandwich, targets=(recipe.targets[0],), systems_per_step=None, kl_weight=0.0)
     settings = {
-        "full system alone": Recipe(**{**base, "targets": (recipe.targets[0],), "systems_per_step": None, "kl_weight": 0.0}),
-        f"all-in-one, sandwich of {recipe.systems_per_step}": Recipe(**base),
-        f"all-in-one, all {len(recipe.targets)} targets": Recipe(**{**base, "systems_per_step": None}),
+        "before (landed trainer)": _loop(sandwich, vocab_size, share_front=False),
+        "shared front": _loop(sandwich, vocab_size, share_front=True),
+        "shared front + bf16": _loop(bf16, vocab_size, share_front=True),
+        "full float system alone": _loop(full, vocab_size, share_front=True),
     }
-    timed = _time_interleaved({name: _loop(r) for name, r in settings.items()}, batches)
-    rows, reference = [], None
+    timed = _time_interleaved(settings, batches)
+    native = _use_bf16("auto", torch.device("cpu"))
+    print(f"{recipe.name}, sandwich of {recipe.systems_per_step} of {len(recipe.targets)} targets, {recipe.units} units, "
+          f"{torch.get_num_threads()} threads, native bf16: {'yes' if native else 'no (bf16 row runs float32)'}")
+    print(f"{'setting':<28}{'audio s':>9}{'wall s':>9}{'audio-s/s':>11}{'s/step':>9}{'speed-up':>10}")
+    reference = None
     for name, (audio, seconds) in timed.items():
         rate = audio / seconds
         reference = reference or rate
-        rows.append((name, audio, seconds, rate, seconds / len(batches[1:]), reference / rate))
-    print(f"{'setting':<34}{'audio s':>9}{'wall s':>9}{'audio-s/s':>11}{'s/step':>9}{'cost vs full':>14}")
-    for name, audio, seconds, rate, per_step, cost in rows:
-        print(f"{name:<34}{audio:>9.1f}{seconds:>9.1f}{rate:>11.2f}{per_step:>9.2f}{cost:>13.2f}x")
+        print(f"{name:<28}{audio:>9.1f}{seconds:>9.1f}{rate:>11.2f}{seconds / len(batches[1:]):>9.2f}"
+              f"{rate / reference:>9.2f}x")
 
 
 if __name__ == "__main__":

@@ -21,5 +21,5 @@ fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q torch==2.13.0
-.venv/bin/python -m pip install -q -e '.[test,hf]'  # hf: transformers, for the wav2vec2 import tests
+.venv/bin/python -m pip install -q -e '.[test,hf,synth]'  # hf: transformers (wav2vec2 import tests); synth: Piper voice
 echo "setup: done (.venv ready; run .venv/bin/allinone --help)"

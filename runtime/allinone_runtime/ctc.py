@@ -1,4 +1,4 @@
-"""Greedy CTC decoding of per-frame best symbols, with word start/end times from the alignment."""
+"""Greedy CTC decoding of per-frame best symbols (characters or subword pieces), with word start/end times."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Word", "greedy_ids", "decode_greedy"]
+__all__ = ["Word", "greedy_ids", "decode_greedy", "WORD_START"]
+
+WORD_START = "\u2581"  # a subword piece that starts with it begins a new word (sentencepiece)
 
 
 @dataclass(frozen=True)
@@ -27,12 +29,20 @@ def greedy_ids(log_probs: np.ndarray) -> np.ndarray:
 
 def decode_greedy(ids: Sequence[int] | np.ndarray, vocab: Sequence[str], frame_shift_s: float,
                   blank_id: int = 0, space: str = " ") -> tuple[str, list[Word]]:
-    """Collapse repeats, drop blanks; split on `space`. Returns the text (words joined by one space, the
-    same text `allinone`'s tokenizer gives) and each word with its time span in the audio."""
+    """Collapse repeats, drop blanks; split words at `space` and before a subword piece that starts with
+    "\u2581" (sentencepiece's word-start mark). Returns the text (words joined by one space, the same text
+    `allinone`'s tokenizers give) and each word with its time span in the audio."""
     words: list[Word] = []
     chars: list[str] = []
     start = end = 0
     prev = None
+
+    def close_word() -> None:
+        nonlocal chars
+        if chars:
+            words.append(Word("".join(chars), start * frame_shift_s, end * frame_shift_s))
+            chars = []
+
     for t, i in enumerate(map(int, ids)):
         if i == prev and i != blank_id and vocab[i] != space and chars:
             end = t + 1  # a repeated frame extends the symbol it repeats
@@ -41,15 +51,16 @@ def decode_greedy(ids: Sequence[int] | np.ndarray, vocab: Sequence[str], frame_s
             if len(symbol) > 2 and symbol[0] == "<" and symbol[-1] == ">":
                 pass  # a special token (an imported model's <s>, <unk>...) prints nothing
             elif symbol == space:
-                if chars:
-                    words.append(Word("".join(chars), start * frame_shift_s, end * frame_shift_s))
-                    chars = []
+                close_word()
             else:
-                if not chars:
-                    start = t
-                chars.append(symbol)
-                end = t + 1
+                if symbol.startswith(WORD_START):
+                    close_word()
+                    symbol = symbol[len(WORD_START):]
+                if symbol:
+                    if not chars:
+                        start = t
+                    chars.append(symbol)
+                    end = t + 1
         prev = i
-    if chars:
-        words.append(Word("".join(chars), start * frame_shift_s, end * frame_shift_s))
+    close_word()
     return " ".join(w.word for w in words), words

@@ -59,9 +59,9 @@ class Checkpoint:
         return self.config["family"]
 
     def tokenizer(self):
-        from allinone.data.tokenizer import CharTokenizer
+        from allinone.data.tokenizer import tokenizer_from_dict
 
-        return CharTokenizer.from_dict(self.config["vocabulary"])
+        return tokenizer_from_dict(self.config["vocabulary"])
 
 
 def checkpoint_files(model: nn.Module, *, targets: list[SubnetSpec], vocabulary: dict, recipe: dict | None = None,

@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("info", help="describe a model family's search space, target systems and their sizes")
-    p.add_argument("--model", default="conformer_small", choices=["conformer_small", "conformer_tiny"],
+    p.add_argument("--model", default="conformer_small", choices=["conformer_medium", "conformer_small", "conformer_tiny"],
                    help="factory to describe (default: conformer_small)")
     p.set_defaults(func=_cmd_info)
 
@@ -38,6 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, default=None, help="worker processes (default: all cores)")
     p.add_argument("--augment", action="store_true", help="add noise/reverb/gain/speed changes to train audio")
     p.add_argument("--strict", action="store_true", help="fail on the first utterance a TTS engine cannot render")
+    p.add_argument("--eval-hours", type=float, default=None,
+                   help="hours of dev and of test each (default: 10 %% of --hours each)")
+    p.add_argument("--corpus-version", type=int, choices=(1, 2), default=2,
+                   help="2: all voices (incl. Piper) and texts (default); 1: the earlier, smaller corpus, exactly")
     p.set_defaults(func=_cmd_data_synth)
     p = data.add_parser("check", help="read a manifest (JSONL, TSV, Kaldi dir, LibriSpeech dir); report problems")
     p.add_argument("manifest", help="a .jsonl/.tsv file, a Kaldi data dir or a LibriSpeech folder")
@@ -475,7 +479,8 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
 def _cmd_data_synth(args: argparse.Namespace) -> int:
     from allinone.data.synth import synthesize
 
-    report = synthesize(args.out, args.hours, args.seed, args.jobs, augment=args.augment, strict=args.strict)
+    report = synthesize(args.out, args.hours, args.seed, args.jobs, augment=args.augment, strict=args.strict,
+                        eval_hours=args.eval_hours, corpus_version=args.corpus_version)
     print(report.summary())
     return 0
 

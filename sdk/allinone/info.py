@@ -10,7 +10,8 @@ def describe_model(name: str, vocab_size: int = 29) -> str:
     from allinone.models import conformer
     from allinone.size import subnet_size
 
-    factories = {"conformer_small": conformer.conformer_small, "conformer_tiny": conformer.conformer_tiny}
+    factories = {"conformer_medium": conformer.conformer_medium, "conformer_small": conformer.conformer_small,
+                 "conformer_tiny": conformer.conformer_tiny}
     model = factories[name](vocab_size).eval()
     space = model.search_space
     full = subnet_size(model, space.largest())

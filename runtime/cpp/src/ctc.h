@@ -1,5 +1,6 @@
 // Greedy CTC decoding, the same rule as the Python runtime: best symbol per frame (first on ties), collapse
-// repeats, drop the blank (index 0), words separated by single spaces.
+// repeats, drop the blank (index 0), words separated by single spaces (a " " symbol, or a subword piece
+// starting with U+2581, sentencepiece's word-start mark).
 #pragma once
 
 #include <cstddef>

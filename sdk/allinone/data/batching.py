@@ -94,15 +94,16 @@ class SpeechDataset(Dataset):
     """Item i = (waveform float32 (N,) at 16 kHz, token ids int64 (L,)) of utterance i.
 
     Transcripts are tokenized up front, so an unspellable one fails here, naming its manifest line.
-    `augment` (an AugmentConfig) is applied on the fly with a per-item RNG derived from the worker seed,
-    so results are reproducible under `torch.manual_seed`.
+    `augment` (an AugmentConfig) is applied on the fly with a per-item RNG derived from (`seed`, epoch, item),
+    or without a seed from the worker seed (reproducible under `torch.manual_seed`).
     """
 
     def __init__(self, utterances: Sequence[Utterance], tokenizer: CharTokenizer | None = None,
-                 augment: AugmentConfig | None = None, sample_rate: int = SAMPLE_RATE):
+                 augment: AugmentConfig | None = None, sample_rate: int = SAMPLE_RATE, seed: int | None = None):
         self.utterances = list(utterances)
         self.tokenizer = tokenizer or CharTokenizer()
         self.augment = augment
+        self.seed, self.epoch = seed, 0
         self.sample_rate = sample_rate
         self.targets = []
         for u in self.utterances:
@@ -114,11 +115,17 @@ class SpeechDataset(Dataset):
     def __len__(self) -> int:
         return len(self.utterances)
 
+    def set_epoch(self, epoch: int) -> None:
+        """Draw new augmentations (with a seed): call before each epoch's DataLoader is made."""
+        self.epoch = epoch
+
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         u = self.utterances[index]
         wave = load_audio(u.audio_filepath, self.sample_rate)  # (N,)
         if self.augment is not None:
-            rng = np.random.default_rng([torch.initial_seed() % 2**63, index])
+            # With a seed, the draw is fixed by (seed, epoch, item): a resumed run hears what it would have.
+            key = [self.seed, self.epoch, index] if self.seed is not None else [torch.initial_seed() % 2**63, index]
+            rng = np.random.default_rng(key)
             wave = augment_waveform(wave, rng, self.augment, self.sample_rate)
         return torch.from_numpy(np.ascontiguousarray(wave)), self.targets[index]
 

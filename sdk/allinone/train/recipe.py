@@ -40,6 +40,11 @@ class Recipe:
     checkpoint_minutes: float = 10.0  # save the resumable state this often (and at the end)
     checkpoint_steps: int | None = None  # also save every N steps (tests use it for determinism)
     seed: int = 0
+    units: str = "char"  # CTC output units: "char" (29 symbols) or "bpe" (sentencepiece, learned from the train text)
+    bpe_vocab_size: int = 256  # pieces of the "bpe" model (the blank comes on top)
+    subsampling_factor: int | None = None  # conformer time reduction 4/6/8 (None: the model's default)
+    augment: bool = False  # speed, reverberation, noise, band-limiting and gain, drawn anew every epoch
+    bf16: str = "off"  # bfloat16 autocast: "on", "off", or "auto" (on where the CPU has native bf16 or on CUDA)
     format_version: int = RECIPE_FORMAT_VERSION
 
     def to_dict(self) -> dict:
@@ -48,7 +53,8 @@ class Recipe:
         return data
 
 
-_MODELS = ("conformer_small", "conformer_tiny", "wav2vec2_small", "wav2vec2_tiny")
+_MODELS = ("conformer_medium", "conformer_small", "conformer_tiny", "wav2vec2_small", "wav2vec2_tiny")
+_CHOICES = {"units": ("char", "bpe"), "bf16": ("auto", "on", "off"), "subsampling_factor": (None, 4, 6, 8)}
 
 
 def _fail(source: str, key: str, expected: str, got) -> BadInputError:
@@ -90,6 +96,17 @@ def recipe_from_dict(data: dict, source: str = "recipe") -> Recipe:
     if data.get("systems_per_step") is not None and data["systems_per_step"] < min(2, len(targets)):
         raise _fail(source, "systems_per_step", "at least 2 (the largest and the smallest target)",
                     data["systems_per_step"])
+    for key, allowed in _CHOICES.items():
+        if key in data and data[key] not in allowed:
+            raise _fail(source, key, f"one of {list(allowed)}", data[key])
+    if "augment" in data and not isinstance(data["augment"], bool):
+        raise _fail(source, "augment", "true or false", data["augment"])
+    if "bpe_vocab_size" in data and (not isinstance(data["bpe_vocab_size"], int) or isinstance(data["bpe_vocab_size"], bool)
+                                     or not 32 <= data["bpe_vocab_size"] <= 8192):
+        raise _fail(source, "bpe_vocab_size", "an integer from 32 to 8192", data["bpe_vocab_size"])
+    if data.get("subsampling_factor") is not None and data["model"].startswith("wav2vec2"):
+        raise _fail(source, "subsampling_factor", "null for a wav2vec2 model (its frame rate is fixed)",
+                    data["subsampling_factor"])
     weights = data.get("loss_weights", {}) or {}
     if not isinstance(weights, dict) or any(k not in targets for k in weights) or not all(
             isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w) and w >= 0

@@ -16,6 +16,7 @@ import logging
 import math
 import os
 import random
+import resource
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -131,7 +132,10 @@ def _model_for(recipe: Recipe, vocab_size: int, start, init: Path | None):
                                 f"{vocab_size}")
         return start.model
     family = wav2vec2 if recipe.model.startswith("wav2vec2") else conformer
-    return getattr(family, recipe.model)(vocab_size)
+    factory = getattr(family, recipe.model)
+    if recipe.subsampling_factor is not None:
+        return factory(vocab_size, subsampling_factor=recipe.subsampling_factor)
+    return factory(vocab_size)
 
 
 def _init_provenance(init: Path, config: dict) -> dict:
@@ -149,7 +153,9 @@ def _check_resumable(out: Path, model, recipe: Recipe, data_info: dict) -> None:
     if config.get("architecture") != model.cfg.to_dict():
         raise BadInputError(f"--resume {out}: the checkpoint's architecture differs from the recipe's model")
     # Everything but the step budget must be what the run started with (a forgotten --only, another recipe).
-    saved, now = config.get("recipe", {}), json.loads(json.dumps(recipe.to_dict()))
+    defaults = Recipe(name="", model="", targets=()).to_dict()  # keys an older run's recipe did not have yet
+    saved = {**defaults, **config.get("recipe", {})}
+    now = json.loads(json.dumps(recipe.to_dict()))
     changed = [k for k in sorted(set(saved) | set(now)) if k != "max_steps" and saved.get(k) != now.get(k)]
     if changed:
         raise BadInputError(f"--resume {out}: recipe {changed[0]!r} is {now.get(changed[0])!r}, the run started "
@@ -169,8 +175,8 @@ def train(recipe: Recipe, train_manifest, dev_manifest, out, *, max_steps: int |
 
     A batch whose loss or gradient is NaN/inf stops training with BadInputError naming its utterances, before
     the weights change; `skip_nonfinite` lets up to that many such batches be skipped (with a warning)."""
+    from allinone.data.augment import TRAINING_AUGMENT
     from allinone.data.batching import DurationBatchSampler, SpeechDataset, collate_speech
-    from allinone.data.tokenizer import CharTokenizer
 
     out = Path(out)
     if only is not None:  # the individually trained baseline: same code, data and schedule, one system
@@ -188,7 +194,7 @@ def train(recipe: Recipe, train_manifest, dev_manifest, out, *, max_steps: int |
     torch.manual_seed(recipe.seed)  # the same initial weights for the same recipe
     # An --init checkpoint brings its vocabulary (an imported wav2vec2 keeps its own); else the default one.
     start = load_checkpoint(init) if init else None
-    tokenizer = start.tokenizer() if start else CharTokenizer()
+    tokenizer = _tokenizer_for(recipe, train_manifest, start, out if resume else None)
     train_utts = _read_split(train_manifest, tokenizer, "train")
     _read_split(dev_manifest, tokenizer, "dev")  # fail before training, not after
     model = _model_for(recipe, len(tokenizer), start, Path(init) if init else None)
@@ -198,7 +204,7 @@ def train(recipe: Recipe, train_manifest, dev_manifest, out, *, max_steps: int |
     data_info = {"train": _fingerprint(train_manifest), "dev": _fingerprint(dev_manifest)}
     init_provenance = _init_provenance(Path(init), start.config) if start else {}
     progress_state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "seconds": 0.0, "audio_seconds": 0.0,
-                      "skipped_nonfinite": 0}
+                      "cpu_seconds": 0.0, "skipped_nonfinite": 0}
     if resume:
         _check_resumable(out, model, recipe, data_info)
         model.load_state_dict(load_checkpoint(out, verify=True).model.state_dict())
@@ -211,10 +217,14 @@ def train(recipe: Recipe, train_manifest, dev_manifest, out, *, max_steps: int |
         for tensor in list(model.parameters()) + list(model.buffers()):
             dist.broadcast(tensor.data, src=0)
 
-    dataset = SpeechDataset(train_utts, tokenizer)
+    dataset = SpeechDataset(train_utts, tokenizer, augment=TRAINING_AUGMENT if recipe.augment else None,
+                            seed=recipe.seed)
     sampler = DurationBatchSampler([u.duration for u in train_utts], recipe.max_batch_seconds, seed=recipe.seed,
                                    num_replicas=world, rank=rank)
     trainer = _Loop(recipe, model, optimizer, targets, device, rank, world)
+    if rank == 0:
+        log.info("training %s (%s units, %d symbols) with bf16 autocast %s", recipe.model, recipe.units,
+                 len(tokenizer), "on" if trainer.bf16 else "off")
 
     def save() -> None:
         if rank != 0:
@@ -229,11 +239,13 @@ def train(recipe: Recipe, train_manifest, dev_manifest, out, *, max_steps: int |
         _truncate_metrics(metrics_path, progress_state["step"])
     bar = _progress_bar(recipe.max_steps, progress_state["step"], enabled=progress and rank == 0)
     last_save = time.monotonic()
-    session_start, session_audio = time.monotonic(), 0.0
+    session_start, session_audio, session_cpu = time.monotonic(), 0.0, _cpu_seconds()
     base_seconds, base_audio = progress_state["seconds"], progress_state["audio_seconds"]
+    base_cpu = progress_state.get("cpu_seconds", 0.0)
     try:
         while progress_state["step"] < recipe.max_steps:
             sampler.set_epoch(progress_state["epoch"])
+            dataset.set_epoch(progress_state["epoch"])  # augmentation drawn anew every epoch
             order = list(_SkipFirst(sampler, progress_state["batch_in_epoch"]))  # kept to name a bad batch
             batches = torch.utils.data.DataLoader(
                 dataset, batch_sampler=order, collate_fn=collate_speech, num_workers=recipe.num_workers)
@@ -248,9 +260,12 @@ def train(recipe: Recipe, train_manifest, dev_manifest, out, *, max_steps: int |
                 session_audio += record["audio_seconds"]
                 progress_state["seconds"] = base_seconds + time.monotonic() - session_start
                 progress_state["audio_seconds"] = base_audio + session_audio
+                progress_state["cpu_seconds"] = base_cpu + _cpu_seconds() - session_cpu
                 if rank == 0:
                     record.update(step=progress_state["step"], epoch=progress_state["epoch"],
-                                  elapsed_s=round(progress_state["seconds"], 3))
+                                  elapsed_s=round(progress_state["seconds"], 3),
+                                  cpu_s=round(progress_state["cpu_seconds"], 1),
+                                  audio_h=round(progress_state["audio_seconds"] / 3600, 4))
                     with open(metrics_path, "a") as f:
                         f.write(json.dumps(record, allow_nan=False) + "\n")
                     bar.update(1)
@@ -285,6 +300,40 @@ def _skip_nonfinite(what: list[str], ids: list[str], progress_state: dict, allow
                 ", ".join(what), shown, progress_state["skipped_nonfinite"], allowed)
 
 
+def _cpu_seconds() -> float:
+    """CPU time of this process and its finished children (data workers): what a run costs on a shared machine."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def _tokenizer_for(recipe: Recipe, train_manifest, start, resumed_out: Path | None):
+    """The run's output units: an --init checkpoint's, a resumed run's own, characters, or subword units
+    learned from the training transcripts (deterministic: the same text gives the same pieces)."""
+    from allinone.data.tokenizer import CharTokenizer, tokenizer_from_dict, train_sentencepiece
+
+    if start is not None:
+        return start.tokenizer()
+    if resumed_out is not None and (resumed_out / CONFIG).is_file():
+        return tokenizer_from_dict(json.loads((resumed_out / CONFIG).read_text())["vocabulary"])
+    if recipe.units == "char":
+        return CharTokenizer()
+    texts = [u.text for u in _read_split(train_manifest, CharTokenizer(), "train")]
+    return train_sentencepiece(texts, recipe.bpe_vocab_size)
+
+
+def _use_bf16(setting: str, device: torch.device) -> bool:
+    """bfloat16 autocast where it pays: native bf16 matmuls (AMX / AVX512-BF16 CPUs, CUDA), or when forced."""
+    if setting != "auto":
+        return setting == "on"
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
 def _truncate_metrics(path: Path, step: int) -> None:
     """Drop log lines past `step` (written after the state being resumed), so the log continues cleanly."""
     if not path.exists():
@@ -302,9 +351,12 @@ def _progress_bar(total: int, initial: int, enabled: bool):
 class _Loop:
     """One optimisation step over the chosen nested systems."""
 
-    def __init__(self, recipe: Recipe, model, optimizer, targets, device, rank: int, world: int):
+    def __init__(self, recipe: Recipe, model, optimizer, targets, device, rank: int, world: int,
+                 share_front: bool = True):
         self.recipe, self.model, self.optimizer, self.targets = recipe, model, optimizer, targets
         self.device, self.rank, self.world = device, rank, world
+        self.bf16 = _use_bf16(recipe.bf16, device)
+        self.share_front = share_front and hasattr(model, "front")  # off: each system recomputes it (benchmarks)
 
     def _nonfinite(self, losses: dict, kls: dict, grad_norm: torch.Tensor) -> list[str]:
         parts = _nonfinite_parts(losses, kls, grad_norm)
@@ -327,8 +379,19 @@ class _Loop:
         teacher = systems[0] if systems[0].weight_bits == 32 and recipe.kl_weight > 0 else None
         self.optimizer.zero_grad(set_to_none=True)
         teacher_log_probs, losses, kls = None, {}, {}
+        # The work all systems share runs once (float32); its gradient is gathered on a detached copy and
+        # sent back through it after the last system.
+        shared = model.front(waveforms, lengths) if self.share_front else None
+        if shared is not None:
+            shared_out, shared_lengths = shared
+            shared_in = shared_out.detach().requires_grad_(True)
         for spec in systems:
-            log_probs, out_lengths = model(waveforms, lengths, spec)  # (B, T, V), (B,)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+                if shared is not None:
+                    log_probs, out_lengths = model.forward_front(shared_in, shared_lengths, spec)  # (B, T, V), (B,)
+                else:
+                    log_probs, out_lengths = model(waveforms, lengths, spec)  # (B, T, V), (B,)
+            log_probs = log_probs.float()
             ctc = F.ctc_loss(log_probs.transpose(0, 1), targets, out_lengths, target_lengths, blank=0,
                              reduction="mean", zero_infinity=True)
             loss = recipe.loss_weights.get(spec.id, 1.0) * ctc
@@ -340,6 +403,8 @@ class _Loop:
             loss.backward()
             if spec == teacher:
                 teacher_log_probs = log_probs.detach()
+        if shared is not None and shared_in.grad is not None:
+            shared_out.backward(shared_in.grad)
         if self.world > 1:
             for p in model.parameters():
                 if p.grad is None:
