@@ -174,3 +174,29 @@ def test_bad_inputs_give_clear_errors(tiny):
         tiny(ok, None, SubnetSpec(3, 64, 1, 32))
     with pytest.raises(BadInputError, match="ffn_dim=96 is not in the search space"):
         tiny.extract_subnet(SubnetSpec(1, 96, 1, 8))
+
+
+def test_zero_init_residual_starts_every_depth_as_the_same_function():
+    """After zero_init_residual, a deeper system starts where a shallower one is (on real speech), and a
+    training step moves the deep blocks' branches off zero (they still learn)."""
+    torch.manual_seed(0)
+    model = conformer_tiny(VOCAB)
+    model.zero_init_residual()
+    waveform, lengths = _speech_batch()
+    shallow, deep = (SubnetSpec(d, 128, 2, 32) for d in (1, 2))
+    model.eval()
+    with torch.no_grad():
+        lp1, _ = model(waveform, lengths, shallow)
+        lp2, _ = model(waveform, lengths, deep)
+    assert torch.allclose(lp1, lp2, atol=1e-4)
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    for _ in range(2):  # the first step moves the branch outputs; the second reaches the branch inputs
+        log_probs, out_lengths = model(waveform, lengths, deep)
+        targets = torch.randint(1, VOCAB, (2, 5))
+        loss = torch.nn.functional.ctc_loss(log_probs.transpose(0, 1), targets, out_lengths, torch.tensor([5, 5]))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    block = model.blocks[1]
+    assert block.ffn2_down.weight.abs().sum() > 0 and block.ffn2_up.weight.grad.abs().sum() > 0

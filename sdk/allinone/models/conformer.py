@@ -381,6 +381,19 @@ class ConformerSupernet(nn.Module):
         logits = self.output(x, bits=bits)  # (B, T', V)
         return F.log_softmax(logits, dim=-1), out_lengths
 
+    def zero_init_residual(self) -> None:
+        """Zero the last linear of every residual branch (both FFNs, attention, convolution). Each block then
+        starts as its output LayerNorm, which is the identity on the previous block's normalised output, so
+        every depth starts as the same function and a deeper system begins from what the shallow ones learn
+        (SkipInit/Fixup-style; measured in docs/benchmarks.md). The branch inputs still get gradients once
+        the outputs move off zero, after the first step."""
+        with torch.no_grad():
+            for block in self.blocks:
+                for name in ("ffn1_down", "out_proj", "conv_pointwise_out", "ffn2_down"):
+                    layer = getattr(block, name)
+                    layer.weight.zero_()
+                    layer.bias.zero_()
+
     def extract_subnet(self, spec: SubnetSpec) -> "ConformerSubnet":
         """A plain module holding copies of only the weights `spec` keeps (float; quantize it with torchao)."""
         self.search_space.validate(spec)

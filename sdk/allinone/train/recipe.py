@@ -45,6 +45,8 @@ class Recipe:
     subsampling_factor: int | None = None  # conformer time reduction 4/6/8 (None: the model's default)
     augment: bool = False  # speed, reverberation, noise, band-limiting and gain, drawn anew every epoch
     bf16: str = "off"  # bfloat16 autocast: "on", "off", or "auto" (on where the CPU has native bf16 or on CUDA)
+    zero_init_residual: bool = False  # a fresh conformer starts with every block's residual branches at zero, so
+    # each depth starts as the function of the shallower ones (deep stacks otherwise stay on the CTC plateau)
     format_version: int = RECIPE_FORMAT_VERSION
 
     def to_dict(self) -> dict:
@@ -99,8 +101,11 @@ def recipe_from_dict(data: dict, source: str = "recipe") -> Recipe:
     for key, allowed in _CHOICES.items():
         if key in data and data[key] not in allowed:
             raise _fail(source, key, f"one of {list(allowed)}", data[key])
-    if "augment" in data and not isinstance(data["augment"], bool):
-        raise _fail(source, "augment", "true or false", data["augment"])
+    for key in ("augment", "zero_init_residual"):
+        if key in data and not isinstance(data[key], bool):
+            raise _fail(source, key, "true or false", data[key])
+    if data.get("zero_init_residual") and data["model"].startswith("wav2vec2"):
+        raise _fail(source, "zero_init_residual", "false for a wav2vec2 model (a conformer-only init)", True)
     if "bpe_vocab_size" in data and (not isinstance(data["bpe_vocab_size"], int) or isinstance(data["bpe_vocab_size"], bool)
                                      or not 32 <= data["bpe_vocab_size"] <= 8192):
         raise _fail(source, "bpe_vocab_size", "an integer from 32 to 8192", data["bpe_vocab_size"])

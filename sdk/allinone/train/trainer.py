@@ -212,6 +212,8 @@ def train(recipe: Recipe, train_manifest, dev_manifest, out, *, max_steps: int |
         log.info("resuming %s at step %d", out, progress_state["step"])
     elif init is None and model.family == "conformer":  # wav2vec2 normalises each utterance in-graph instead
         _feature_statistics(model, train_utts)
+        if recipe.zero_init_residual:
+            model.zero_init_residual()
     model.to(device)
     if world > 1:  # identical start on every rank
         for tensor in list(model.parameters()) + list(model.buffers()):
