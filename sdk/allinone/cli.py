@@ -124,7 +124,24 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--all", action="store_true", help="every system of the search space")
     p.add_argument("--hyps-dir", metavar="DIR", help="where SUBNET.hyps.jsonl go (default CHECKPOINT/eval/MANIFEST)")
     p.add_argument("--json", action="store_true", help="print a JSON list (subnet, wer, cer, params, bytes, ...)")
+    _add_decoder_options(p, "also score SUBNET+beam: CTC prefix beam search with this LM (an `allinone lm build` "
+                            "directory), timed against greedy decoding of the same log-probs")
     p.set_defaults(func=_cmd_eval)
+
+    # --- lm (issue 15) ---
+    p = sub.add_parser("lm", help="word n-gram language models for the beam-search decoder")
+    lm = p.add_subparsers(dest="lm_command", required=True, metavar="LM_COMMAND")
+    p = lm.add_parser("build", help="estimate a word n-gram LM (modified Kneser-Ney, ARPA) from text",
+                      description="Writes OUT/lm.arpa and OUT/lm.json (docs/formats.md, Language model). Its "
+                                  "unigrams are the decoder's lexicon.")
+    p.add_argument("--text", required=True, nargs="+", metavar="FILE",
+                   help="sentences, one per line, or JSONL manifests (their 'text'); normalised like transcripts")
+    p.add_argument("--order", type=int, default=3, metavar="N", help="n-gram order, 1 to 6 (default: 3)")
+    p.add_argument("--max-bytes", type=int, default=None, metavar="B",
+                   help="size budget of lm.arpa: a count cutoff prunes n-grams of order >= 2 until it fits "
+                        "(default: 16 MiB)")
+    p.add_argument("--out", required=True, metavar="LM_DIR", help="directory to write")
+    p.set_defaults(func=_cmd_lm_build)
 
     # --- build (issue 6) ---
     p = sub.add_parser("build", help="build verified ExecuTorch bundles for device profiles from a checkpoint",
@@ -234,6 +251,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_decoder_options(p: argparse.ArgumentParser, lm_help: str) -> None:
+    from allinone_runtime.beam import DecoderOptions
+
+    d = DecoderOptions()
+    p.add_argument("--lm", metavar="LM_DIR", help=lm_help)
+    p.add_argument("--beam", type=int, default=None, help=f"hypotheses kept per frame (default: {d.beam})")
+    p.add_argument("--lm-weight", type=float, default=None, help=f"LM weight (default: {d.lm_weight})")
+    p.add_argument("--word-bonus", type=float, default=None, help=f"score per word (default: {d.word_bonus})")
+    p.add_argument("--oov-penalty", type=float, default=None,
+                   help=f"score of a word outside the LM's lexicon (default: {d.oov_penalty})")
+
+
+def _decoder_options(args: argparse.Namespace):
+    """DecoderOptions from the defaults with any option given on the command line."""
+    from dataclasses import replace
+
+    from allinone_runtime.beam import DecoderOptions
+
+    given = {k: getattr(args, k) for k in ("beam", "lm_weight", "word_bonus", "oov_penalty")
+             if getattr(args, k, None) is not None}
+    return replace(DecoderOptions(), **given).check("decoder options")
+
+
 def _add_debug(parser: argparse.ArgumentParser) -> None:
     """--debug on every (sub)command, so it works before or after the command (`allinone eval ... --debug`)."""
     parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
@@ -278,9 +318,27 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from allinone.eval_run import evaluate_checkpoint
     from allinone.evaluate import format_results_table, results_to_json
 
+    decoder = _decoder_options(args) if args.lm else None
+    timings: dict[str, float] = {}
     results = evaluate_checkpoint(args.checkpoint, args.manifest, subnets=args.subnet, all_systems=args.all,
-                                  hyps_dir=args.hyps_dir, progress=not args.json)
+                                  hyps_dir=args.hyps_dir, progress=not args.json, lm=args.lm, decoder=decoder,
+                                  timings=timings)
     print(results_to_json(results) if args.json else format_results_table(results))
+    if args.lm:
+        print(f"decoding time: network {timings['network_s']:.2f} s, greedy {timings['greedy_s']:.3f} s, "
+              f"beam+LM {timings['beam_s']:.2f} s ({timings['beam_s'] / max(timings['greedy_s'], 1e-9):.0f}x greedy; "
+              f"beam+LM adds {timings['beam_s'] / timings['network_s']:.0%} to the network's time); "
+              f"{decoder.to_dict()}", file=sys.stderr if args.json else sys.stdout)
+    return 0
+
+
+def _cmd_lm_build(args: argparse.Namespace) -> int:
+    from allinone.lm import DEFAULT_MAX_BYTES, build_lm
+
+    built = build_lm(args.text, args.order, args.out, max_bytes=args.max_bytes or DEFAULT_MAX_BYTES)
+    pruned = f", n-grams seen fewer than {built.min_count} times pruned" if built.min_count > 1 else ""
+    print(f"{built.out}: {built.order}-gram LM of {built.words:,} words from {built.sentences:,} sentences, "
+          f"n-grams {'/'.join(f'{c:,}' for c in built.counts)}, lm.arpa {built.arpa_bytes:,} bytes{pruned}")
     return 0
 
 

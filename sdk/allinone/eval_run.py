@@ -28,9 +28,14 @@ def _choose_specs(ckpt, subnets: list[str] | None, all_systems: bool) -> list[Su
 
 
 def evaluate_checkpoint(checkpoint: str | Path, manifest: str | Path, *, subnets: list[str] | None = None,
-                        all_systems: bool = False, hyps_dir: str | Path | None = None, progress: bool = True):
+                        all_systems: bool = False, hyps_dir: str | Path | None = None, progress: bool = True,
+                        lm: str | Path | None = None, decoder=None, timings: dict | None = None):
     """Evaluate the chosen systems (default: the checkpoint's targets) and save `SUBNET.hyps.jsonl` per system
-    under `hyps_dir` (default CHECKPOINT/eval/MANIFEST-NAME). Returns the list of SystemResult."""
+    under `hyps_dir` (default CHECKPOINT/eval/MANIFEST-NAME). Returns the list of SystemResult.
+
+    With `lm` (an LM directory), each system is also decoded by CTC prefix beam search with that LM
+    (`decoder`: `allinone_runtime.beam.DecoderOptions`, default settings if None) and scored as `SUBNET+beam`;
+    `timings` receives network, greedy and beam seconds (see `allinone.evaluate.evaluate`)."""
     from allinone.checkpoint import load_checkpoint
     from allinone.data.manifest import read_manifest
     from allinone.evaluate import evaluate, save_hypotheses
@@ -41,7 +46,14 @@ def evaluate_checkpoint(checkpoint: str | Path, manifest: str | Path, *, subnets
     if not read.utterances:
         raise BadInputError(f"manifest {manifest}: no usable utterances ({read.skipped} skipped)")
     specs = _choose_specs(ckpt, subnets, all_systems)
-    results = evaluate(ckpt.model, specs, read.utterances, tokenizer, progress=progress)
+    decoders = None
+    if lm is not None:
+        from allinone_runtime.beam import BeamDecoder, DecoderOptions
+        from allinone_runtime.ngram import load_lm
+
+        decoders = {"beam": BeamDecoder(list(tokenizer.vocab), load_lm(lm), decoder or DecoderOptions()).decode}
+    results = evaluate(ckpt.model, specs, read.utterances, tokenizer, progress=progress, decoders=decoders,
+                       timings=timings)
     out = Path(hyps_dir) if hyps_dir else default_hyps_dir(checkpoint, manifest)
     for result in results:
         save_hypotheses(result, out / f"{result.subnet}.hyps.jsonl", checkpoint=str(checkpoint), manifest=str(manifest))

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Sequence
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -206,8 +208,15 @@ def _check_finite(log_probs: torch.Tensor, lengths: torch.Tensor, spec: SubnetSp
 
 
 def evaluate(model: torch.nn.Module, specs: Iterable[SubnetSpec], utterances: Sequence[Utterance],
-             tokenizer: CharTokenizer, *, batch_seconds: float = 60.0, progress: bool = True) -> list[SystemResult]:
+             tokenizer: CharTokenizer, *, batch_seconds: float = 60.0, progress: bool = True,
+             decoders: dict[str, Callable] | None = None, timings: dict[str, float] | None = None
+             ) -> list[SystemResult]:
     """WER/CER of each nested system `spec` of the supernet `model` over `utterances`, greedy CTC decoding.
+
+    `decoders` adds, per system, one more result per named decoder (subnet id `SPEC+NAME`): a callable
+    taking one utterance's (T, V) float32 numpy log-probs and returning its text (e.g. a beam search with
+    an LM, `allinone_runtime.beam.BeamDecoder.decode`). `timings`, if given, receives the seconds spent in
+    the network (`network_s`), in greedy decoding (`greedy_s`) and in each decoder (`NAME_s`).
 
     Utterances are batched by duration (at most `batch_seconds` of padded audio per batch) and each batch is
     decoded once and run through every system, so audio is read once however many systems are compared.
@@ -230,6 +239,8 @@ def evaluate(model: torch.nn.Module, specs: Iterable[SubnetSpec], utterances: Se
         model.search_space.validate(spec)
     ids = _utterance_ids(utterances)
     texts: dict[SubnetSpec, list[str]] = {spec: [""] * len(utterances) for spec in specs}
+    extra = {(spec, name): [""] * len(utterances) for spec in specs for name in (decoders or {})}
+    clock = defaultdict(float, {"network_s": 0.0, "greedy_s": 0.0})
     batches = DurationBatchSampler([u.duration for u in utterances], batch_seconds, shuffle=False)
     device = next(model.parameters()).device
     was_training = model.training
@@ -240,10 +251,21 @@ def evaluate(model: torch.nn.Module, specs: Iterable[SubnetSpec], utterances: Se
             for batch in batches:
                 waveforms, lengths = _load_batch([utterances[i] for i in batch], device, MIN_SAMPLES)
                 for spec in specs:
+                    started = time.perf_counter()
                     log_probs, out_lengths = model(waveforms, lengths, spec)  # (B, T, V), (B,)
+                    clock["network_s"] += time.perf_counter() - started
                     _check_finite(log_probs, out_lengths, spec, [ids[i] for i in batch])
+                    started = time.perf_counter()
                     for i, text in zip(batch, greedy_decode(log_probs, out_lengths, tokenizer)):
                         texts[spec][i] = text
+                    clock["greedy_s"] += time.perf_counter() - started
+                    if decoders:
+                        rows = log_probs.float().cpu().numpy()  # (B, T, V)
+                        for name, decode in decoders.items():
+                            started = time.perf_counter()
+                            for b, i in enumerate(batch):
+                                extra[(spec, name)][i] = decode(rows[b, : int(out_lengths[b])])
+                            clock[f"{name}_s"] += time.perf_counter() - started
                 done += sum(utterances[i].duration for i in batch)
                 bar.update(min(bar.total, round(done)) - bar.n)
     finally:
@@ -254,6 +276,13 @@ def evaluate(model: torch.nn.Module, specs: Iterable[SubnetSpec], utterances: Se
         hyps = [score_utterance(utt_id, u.text, hyp) for utt_id, u, hyp in zip(ids, utterances, texts[spec])]
         results.append(system_result(spec.id, hyps, params=size.params, bytes=size.weight_bytes,
                                      macs_per_second=size.macs_per_second))
+        for name in decoders or {}:
+            hyps = [score_utterance(utt_id, u.text, hyp)
+                    for utt_id, u, hyp in zip(ids, utterances, extra[(spec, name)])]
+            results.append(system_result(f"{spec.id}+{name}", hyps, params=size.params, bytes=size.weight_bytes,
+                                         macs_per_second=size.macs_per_second))
+    if timings is not None:
+        timings.update(clock)
     return results
 
 

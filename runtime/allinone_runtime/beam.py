@@ -1,0 +1,326 @@
+"""CTC prefix beam search with a lexicon, a word n-gram LM and hotwords; pure Python + numpy.
+
+The native runner (runtime/cpp/src/beam.cpp) implements the same algorithm step for step, with the same
+double arithmetic in the same order, so both runtimes return the same transcript for the same log-probs.
+
+Hypotheses are collapsed unit sequences (CTC prefixes) with a blank-ending and a non-blank-ending
+log-probability (Graves 2012; Hannun et al. 2014). Units are the model's symbols: characters with " "
+between words, or sentencepiece pieces whose "\u2581" starts a word. A word closes at " ", at the next
+word-start piece, or at the end. Each hypothesis also carries a text state:
+
+- the current partial word, walked through a byte trie of the lexicon (the LM's words plus the hotwords);
+  a partial word that leaves the trie is out of vocabulary: `oov_penalty` is added once (at the step that
+  left the trie, or at the close of a word that is only a prefix), or, with `oov_penalty=None`, the
+  hypothesis is dropped (a strict lexicon);
+- at each closed word: lm_weight * ln p(word | previous words) + word_bonus (an out-of-lexicon word is
+  scored as <unk>); at the end, lm_weight * ln p(</s> | ...);
+- hotwords: a partial word on the trie path of a hotword gets boost * (bytes walked) while it stays on it,
+  and a closed hotword keeps boost * len(word bytes); a partial that turns off the path loses the bonus
+  (it is a function of the trie node, never stored).
+
+Per frame, only units within `token_prune` (ln) of the frame's best are extended; special units (<unk>,
+<s>, ...) are never extended. Hypotheses are ranked by total score, ties broken by the unit sequence
+(lexicographic), and the best `beam` kept.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from allinone_runtime.ctc import WORD_START
+from allinone_runtime.errors import RuntimeInputError
+from allinone_runtime.ngram import NgramLM
+
+__all__ = ["DecoderOptions", "Hotword", "BeamDecoder", "read_hotwords", "parse_hotwords", "DEFAULT_HOTWORD_BOOST"]
+
+NEG_INF = -math.inf
+DEFAULT_HOTWORD_BOOST = 1.5  # ln score per byte of a hotword; a 6-letter name gains 9 nats over a rival spelling
+_SPECIAL, _SPACE, _WORD_START, _CONTINUE = 0, 1, 2, 3
+
+
+@dataclass(frozen=True)
+class DecoderOptions:
+    """Beam-search settings; a bundle's manifest carries defaults (decoder block), transcribe can override."""
+
+    beam: int = 8  # hypotheses kept per frame
+    lm_weight: float = 0.5  # weight of the LM's ln-probabilities against the acoustic ones
+    word_bonus: float = 1.0  # ln score added per word (balances the LM's cost of each word)
+    oov_penalty: float | None = -10.0  # ln score of a word outside the lexicon; None: such words are never output
+    token_prune: float = 10.0  # units scoring this far (ln) below the frame's best are not extended
+
+    def check(self, where: str = "decoder") -> "DecoderOptions":
+        numbers = [self.lm_weight, self.word_bonus, self.token_prune] + ([] if self.oov_penalty is None
+                                                                          else [self.oov_penalty])
+        if not isinstance(self.beam, int) or isinstance(self.beam, bool) or not 1 <= self.beam <= 1024:
+            raise RuntimeInputError(f"{where}: beam: expected an integer 1 to 1024, got {self.beam!r}")
+        if not all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in numbers):
+            raise RuntimeInputError(f"{where}: expected finite numbers for lm_weight, word_bonus, oov_penalty, "
+                                    f"token_prune")
+        if self.token_prune <= 0:
+            raise RuntimeInputError(f"{where}: token_prune: expected > 0, got {self.token_prune}")
+        return self
+
+    def to_dict(self) -> dict:
+        return {"beam": self.beam, "lm_weight": self.lm_weight, "word_bonus": self.word_bonus,
+                "oov_penalty": self.oov_penalty, "token_prune": self.token_prune}
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str) -> "DecoderOptions":
+        if not isinstance(d, dict):
+            raise RuntimeInputError(f"{where}: expected an object of decoder settings")
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise RuntimeInputError(f"{where}: unknown decoder setting {sorted(unknown)[0]!r}; expected "
+                                    f"{', '.join(cls.__dataclass_fields__)}")
+        return cls(**d).check(where)
+
+
+@dataclass(frozen=True)
+class Hotword:
+    phrase: str
+    boost: float = DEFAULT_HOTWORD_BOOST
+
+
+def parse_hotwords(text: str, where: str) -> list[Hotword]:
+    """One phrase per line, optionally ending in ` :BOOST` (e.g. `ada lovelace :2.0`); `#` lines are comments."""
+    hotwords = []
+    for n, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        boost = DEFAULT_HOTWORD_BOOST
+        head, sep, tail = line.rpartition(" :")
+        if sep:
+            try:
+                boost = float(tail)
+            except ValueError:
+                raise RuntimeInputError(f"{where}:{n}: expected 'PHRASE' or 'PHRASE :BOOST', got {line!r}") from None
+            if not math.isfinite(boost) or boost < 0:
+                raise RuntimeInputError(f"{where}:{n}: boost: expected a number >= 0, got {tail!r}")
+            line = head.strip()
+        phrase = " ".join(line.lower().split())
+        if phrase:
+            hotwords.append(Hotword(phrase, boost))
+    return hotwords
+
+
+def read_hotwords(path: str | Path) -> list[Hotword]:
+    path = Path(path)
+    try:
+        return parse_hotwords(path.read_text(encoding="utf-8"), str(path))
+    except FileNotFoundError:
+        raise RuntimeInputError(f"{path}: no such hotwords file") from None
+    except (UnicodeDecodeError, IsADirectoryError):
+        raise RuntimeInputError(f"{path}: expected UTF-8 text, one phrase per line") from None
+
+
+def _lse(a: float, b: float) -> float:
+    """ln(e^a + e^b), written as in beam.cpp so both runtimes round alike."""
+    if a == NEG_INF:
+        return b
+    if b == NEG_INF:
+        return a
+    if a >= b:
+        return a + math.log1p(math.exp(b - a))
+    return b + math.log1p(math.exp(a - b))
+
+
+@dataclass(frozen=True)
+class _State:
+    """Text state of a prefix: closed words, the partial word and its trie node (-1: left the lexicon)."""
+
+    words: tuple[str, ...]
+    partial: str
+    node: int
+    context: tuple[int, ...]  # LM context: the last order-1 word ids
+    score: float  # lm_weight * LM + word_bonus * words + penalties + closed hotwords' bonuses
+
+
+class BeamDecoder:
+    """Decodes (T, V) log-probs of one utterance; built once per (vocabulary, LM, options, hotwords)."""
+
+    def __init__(self, vocab: Sequence[str], lm: NgramLM, options: DecoderOptions = DecoderOptions(),
+                 hotwords: Sequence[Hotword] = ()):
+        self.vocab = list(vocab)
+        self.lm = lm
+        self.options = options.check()
+        self.kinds, self.texts = [], []
+        for k, symbol in enumerate(self.vocab):
+            if k == 0 or (len(symbol) > 2 and symbol[0] == "<" and symbol[-1] == ">"):
+                self.kinds.append(_SPECIAL)
+                self.texts.append("")
+            elif symbol == " ":
+                self.kinds.append(_SPACE)
+                self.texts.append("")
+            elif symbol.startswith(WORD_START):
+                self.kinds.append(_WORD_START)
+                self.texts.append(symbol[len(WORD_START):])
+            else:
+                self.kinds.append(_CONTINUE)
+                self.texts.append(symbol)
+        pieces = {t for t in self.texts if t}
+        unspellable = [w for w in lm.vocabulary if not _spellable(w, pieces)]
+        if unspellable:
+            raise RuntimeInputError(f"{lm.path}: {len(unspellable)} of {len(lm.vocabulary)} LM words cannot be "
+                                    f"spelled with the model's units (e.g. {', '.join(map(repr, unspellable[:3]))}); "
+                                    f"expected an LM built from text in the model's alphabet")
+        # byte trie: children per node, LM word id at a word's end node (-1: none), hotword bonus per node
+        self.children: list[dict[int, int]] = [{}]
+        self.word_at: list[int] = [-1]
+        self.hot: list[float] = [0.0]
+        self.hot_word: list[float] = [0.0]
+        for word in lm.vocabulary:
+            self._insert(word, lm.word_id(word), 0.0)
+        self.skipped_hotwords: list[tuple[str, str]] = []  # (phrase, characters the units cannot spell)
+        for hw in hotwords:
+            bad = sorted({c for w in hw.phrase.split() if not _spellable(w, pieces) for c in w
+                          if not any(c in p for p in pieces)}) or ["(no spelling)"]
+            if any(not _spellable(w, pieces) for w in hw.phrase.split()):
+                self.skipped_hotwords.append((hw.phrase, "".join(bad)))
+                continue
+            for word in hw.phrase.split():
+                self._insert(word, lm.word_id(word), hw.boost)
+
+    def _insert(self, word: str, word_id: int, boost: float) -> None:
+        node = 0
+        data = word.encode("utf-8")
+        for depth, byte in enumerate(data, 1):
+            nxt = self.children[node].get(byte)
+            if nxt is None:
+                nxt = len(self.children)
+                self.children[node][byte] = nxt
+                self.children.append({})
+                self.word_at.append(-1)
+                self.hot.append(0.0)
+                self.hot_word.append(0.0)
+            node = nxt
+            self.hot[node] = max(self.hot[node], boost * depth)
+        self.word_at[node] = word_id
+        self.hot_word[node] = max(self.hot_word[node], boost * len(data))
+
+    def _walk(self, node: int, text: str) -> int:
+        for byte in text.encode("utf-8"):
+            if node < 0:
+                return -1
+            node = self.children[node].get(byte, -1)
+        return node
+
+    def _close(self, state: _State) -> _State | None:
+        """Close the partial word; None if the lexicon is strict and the word is not in it."""
+        if not state.partial:
+            return state
+        o = self.options
+        score = state.score
+        word_id = self.word_at[state.node] if state.node >= 0 else -1
+        if word_id < 0:
+            if o.oov_penalty is None:
+                return None
+            if state.node >= 0:
+                score += o.oov_penalty  # a prefix of lexicon words, but not a word: penalised now
+            word_id = NgramLM.UNK
+        else:
+            score += self.hot_word[state.node]
+        score += o.lm_weight * self.lm.score(state.context, word_id) + o.word_bonus
+        return _State(state.words + (state.partial,), "", 0, self.lm.next_context(state.context, word_id), score)
+
+    def _append(self, state: _State, text: str) -> _State | None:
+        node = self._walk(state.node, text)
+        score = state.score
+        if node < 0 <= state.node:
+            if self.options.oov_penalty is None:
+                return None
+            score += self.options.oov_penalty
+        return _State(state.words, state.partial + text, node, state.context, score)
+
+    def _advance(self, state: _State, unit: int) -> _State | None:
+        kind = self.kinds[unit]
+        if kind == _SPACE:
+            return self._close(state)
+        if kind == _WORD_START:
+            state = self._close(state)
+            if state is None:
+                return None
+        return self._append(state, self.texts[unit]) if self.texts[unit] else state
+
+    def _rank(self, total: float, state: _State) -> float:
+        return total + state.score + (self.hot[state.node] if state.node >= 0 else 0.0)
+
+    def _final(self, total: float, state: _State) -> float:
+        closed = self._close(state)
+        if closed is None:
+            return NEG_INF
+        return total + closed.score + self.options.lm_weight * self.lm.score(closed.context, NgramLM.EOS)
+
+    def decode(self, log_probs: np.ndarray) -> str:
+        """(T, V) log-probs of one utterance -> text (words joined by single spaces)."""
+        log_probs = np.asarray(log_probs, dtype=np.float32)
+        if log_probs.ndim != 2 or log_probs.shape[1] != len(self.vocab):
+            raise RuntimeInputError(f"decoder: expected (frames, {len(self.vocab)}) log-probs, got "
+                                    f"{log_probs.shape}")
+        o = self.options
+        start = _State((), "", 0, (self.lm.BOS,) if self.lm.order > 1 else (), 0.0)
+        # key: collapsed unit sequence -> [p_blank, p_nonblank, state]
+        beam: list[tuple[tuple[int, ...], float, float, _State]] = [((), 0.0, NEG_INF, start)]
+        special = [k == _SPECIAL for k in self.kinds]
+        for row in log_probs.tolist():  # float32 -> double exactly, as beam.cpp does
+            best = max(row)
+            threshold = best - o.token_prune
+            units = [u for u in range(1, len(row)) if row[u] >= threshold and not special[u]]
+            blank = row[0]
+            nxt: dict[tuple[int, ...], list] = {}
+            for key, pb, pnb, state in beam:
+                total = _lse(pb, pnb)
+                entry = nxt.get(key)
+                if entry is None:
+                    entry = nxt[key] = [NEG_INF, NEG_INF, state]
+                entry[0] = _lse(entry[0], total + blank)
+                last = key[-1] if key else -1
+                for u in units:
+                    p = row[u]
+                    if u == last:
+                        entry[1] = _lse(entry[1], pnb + p)
+                        source = pb + p
+                    else:
+                        source = total + p
+                    if source == NEG_INF:
+                        continue
+                    new_key = key + (u,)
+                    target = nxt.get(new_key)
+                    if target is None:
+                        new_state = self._advance(state, u)
+                        if new_state is None:
+                            continue
+                        target = nxt[new_key] = [NEG_INF, NEG_INF, new_state]
+                    target[1] = _lse(target[1], source)
+            ranked = sorted(((-self._rank(_lse(pb, pnb), st), key, pb, pnb, st) for key, (pb, pnb, st) in nxt.items()),
+                            key=lambda r: (r[0], r[1]))
+            beam = [(key, pb, pnb, st) for _, key, pb, pnb, st in ranked[:o.beam]]
+        final = sorted(((-self._final(_lse(pb, pnb), st), key, st) for key, pb, pnb, st in beam),
+                       key=lambda r: (r[0], r[1]))
+        if final[0][0] == math.inf:
+            return ""  # strict lexicon and no hypothesis ends in a word
+        state = final[0][2]
+        return " ".join(state.words + ((state.partial,) if state.partial else ()))
+
+    def with_options(self, options: DecoderOptions) -> "BeamDecoder":
+        clone = object.__new__(BeamDecoder)
+        clone.__dict__.update(self.__dict__)
+        clone.options = options.check()
+        return clone
+
+
+def _spellable(word: str, pieces: set[str]) -> bool:
+    """Can `word` be written as a concatenation of unit texts? (dynamic programming over its characters)"""
+    reach = [True] + [False] * len(word)
+    longest = max((len(p) for p in pieces), default=0)
+    for i in range(len(word)):
+        if reach[i]:
+            for j in range(i + 1, min(len(word), i + longest) + 1):
+                if not reach[j] and word[i:j] in pieces:
+                    reach[j] = True
+    return reach[len(word)]

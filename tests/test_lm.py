@@ -1,0 +1,152 @@
+"""Word n-gram LM (`allinone lm build`) and the Python beam-search decoder on real speech (issue 15)."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from allinone.errors import BadInputError
+from allinone.lm import build_lm, estimate_arpa
+from allinone_runtime.beam import BeamDecoder, DecoderOptions, parse_hotwords
+from allinone_runtime.ctc import decode_greedy, greedy_ids
+from allinone_runtime.errors import RuntimeInputError
+from allinone_runtime.ngram import load_lm
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "sdk/allinone/assets/sample.wav"
+CHECKPOINT = ROOT / "checkpoints/conformer_small"
+TEXT = """the quick brown fox jumps over the lazy dog
+the dog sleeps near the river bank
+a brown dog jumps over the fox
+near the river the lazy fox sleeps
+the quick dog runs over the bank
+"""
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "allinone.cli", *args], capture_output=True, text=True, cwd=ROOT)
+
+
+@pytest.fixture(scope="module")
+def lm_dir(tmp_path_factory) -> Path:
+    text = tmp_path_factory.mktemp("text") / "sentences.txt"
+    text.write_text(TEXT)
+    return build_lm([text], 3, tmp_path_factory.mktemp("lm") / "lm").out
+
+
+@pytest.fixture(scope="module")
+def sample_log_probs() -> tuple[np.ndarray, list[str]]:
+    """The shipped checkpoint's full system on the packaged clip: (T, V) log-probs and the vocabulary."""
+    import torch
+
+    from allinone.checkpoint import load_checkpoint
+    from allinone.data.audio import load_audio
+
+    ckpt = load_checkpoint(CHECKPOINT)
+    ckpt.model.eval()
+    wave = torch.from_numpy(load_audio(SAMPLE))[None]
+    with torch.no_grad():
+        log_probs, _ = ckpt.model(wave, None, ckpt.targets[0])
+    return log_probs[0].float().numpy(), list(ckpt.tokenizer().vocab)
+
+
+def test_lm_is_normalised_and_reads_back(lm_dir):
+    lm = load_lm(lm_dir)
+    meta = json.loads((lm_dir / "lm.json").read_text())
+    assert meta["order"] == 3 and meta["estimator"] == "interpolated modified Kneser-Ney"
+    assert sorted(lm.vocabulary) == sorted(set(TEXT.split()))
+    the, dog = lm.word_id("the"), lm.word_id("dog")
+    for context in [(), (lm.BOS,), (lm.BOS, the), (the, dog), (dog, lm.UNK)]:
+        total = sum(math.exp(lm.score(context, w)) for w in range(len(lm.words)) if w != lm.BOS)
+        assert total == pytest.approx(1.0, abs=1e-4), context
+    # seen continuations beat unseen ones
+    assert lm.score((lm.BOS, the), lm.word_id("quick")) > lm.score((lm.BOS, the), lm.word_id("river"))
+
+
+def test_pruning_fits_the_budget():
+    sentences = TEXT.splitlines() * 3 + ["one two three four five six seven", "eight nine ten eleven twelve"]
+    full, info = estimate_arpa(sentences, 3)
+    pruned, small = estimate_arpa(sentences, 3, max_bytes=len(full.encode()) * 2 // 3)
+    assert info.min_count == 1 and small.min_count > 1
+    assert len(pruned.encode()) <= len(full.encode()) * 2 // 3 and small.counts[2] < info.counts[2]
+    assert small.counts[0] == info.counts[0]  # unigrams are never pruned: the lexicon stays whole
+
+
+def test_lm_build_cli_and_bad_text(tmp_path):
+    text = tmp_path / "t.txt"
+    text.write_text(TEXT)
+    done = _cli("lm", "build", "--text", str(text), "--order", "2", "--out", str(tmp_path / "lm"))
+    assert done.returncode == 0, done.stderr
+    assert "2-gram LM of" in done.stdout and (tmp_path / "lm" / "lm.arpa").is_file()
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n  \n123?!\n" * 0 + "\n \n")
+    done = _cli("lm", "build", "--text", str(empty), "--out", str(tmp_path / "lm2"))
+    assert done.returncode == 2 and str(empty) in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "lm2").exists()
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "foreign", "version"])
+def test_damaged_lm_is_refused_with_one_line(lm_dir, tmp_path, damage):
+    import shutil
+
+    bad = tmp_path / "lm"
+    shutil.copytree(lm_dir, bad)
+    arpa, meta_path = bad / "lm.arpa", bad / "lm.json"
+    meta = json.loads(meta_path.read_text())
+    if damage == "truncate":
+        arpa.write_bytes(arpa.read_bytes()[:-200])
+    elif damage == "flip":
+        data = bytearray(arpa.read_bytes())
+        data[100] ^= 1
+        arpa.write_bytes(bytes(data))
+    elif damage == "foreign":  # a file that is not an ARPA model, described as one
+        import hashlib
+
+        data = b"PK\x03\x04 not a language model" * 10
+        arpa.write_bytes(data)
+        meta["arpa"].update(sha256=hashlib.sha256(data).hexdigest(), bytes=len(data))
+        meta_path.write_text(json.dumps(meta))
+    else:
+        meta["format_version"] = 99
+        meta_path.write_text(json.dumps(meta))
+    with pytest.raises(RuntimeInputError) as err:
+        load_lm(bad)
+    message = str(err.value)
+    assert "\n" not in message and str(bad) in message
+
+
+def test_beam_with_lm_fixes_phonetic_spellings_on_real_speech(lm_dir, sample_log_probs):
+    log_probs, vocab = sample_log_probs
+    greedy = decode_greedy(greedy_ids(log_probs), vocab, 0.04)[0]
+    beam = BeamDecoder(vocab, load_lm(lm_dir), DecoderOptions(beam=8)).decode(log_probs)
+    reference = (ROOT / "sdk/allinone/assets/sample.txt").read_text().split()
+    assert greedy.split() != reference  # the model alone misspells words ("ron fakxs", "lasy")
+    assert beam.split() == reference, (greedy, beam)
+
+
+def test_lm_words_outside_the_units_are_refused(tmp_path, sample_log_probs):
+    _, vocab = sample_log_probs
+    text = tmp_path / "t.txt"
+    text.write_text("the café is open\n")  # normalised to "the cafe is open": spellable
+    build_lm([text], 2, tmp_path / "ok")
+    BeamDecoder(vocab, load_lm(tmp_path / "ok"))
+    with pytest.raises(RuntimeInputError, match="cannot be spelled with the model's units"):
+        BeamDecoder(vocab[:5], load_lm(tmp_path / "ok"))  # a model with only a few letters
+
+
+def test_hotwords_parse_and_unspellable_ones_are_reported(lm_dir, sample_log_probs):
+    _, vocab = sample_log_probs
+    hotwords = parse_hotwords("# contacts\nada lovelace :2.5\n\nzoë\n", "hw.txt")
+    assert [(h.phrase, h.boost) for h in hotwords] == [("ada lovelace", 2.5), ("zoë", 1.5)]
+    decoder = BeamDecoder(vocab, load_lm(lm_dir), hotwords=hotwords)
+    assert decoder.skipped_hotwords == [("zoë", "ë")]
+    with pytest.raises(RuntimeInputError, match="hw.txt:1"):
+        parse_hotwords("ada :lots\n", "hw.txt")
+    with pytest.raises(BadInputError):
+        build_lm([lm_dir / "missing.txt"], 3, lm_dir.parent / "x")
