@@ -73,6 +73,7 @@ std::string report_json(const Bundle& bundle, const BenchOptions& options, const
     << "  \"date\": " << json_quote(utc_now_iso8601()) << ",\n"
     << "  \"device\": {\"hostname\": " << json_quote(d.hostname) << ", \"machine\": " << json_quote(d.machine)
     << ", \"system\": " << json_quote(d.system) << ", \"cpu\": " << json_quote(d.cpu) << ", \"cores\": " << d.cores
+    << (d.emulator.empty() ? "" : ", \"emulator\": " + json_quote(d.emulator))
     << "},\n  \"runner\": \"cpp\",\n"
     << "  \"bundle\": {\"path\": " << json_quote(bundle.path) << ", \"subnet\": " << json_quote(bundle.subnet)
     << ", \"weight_bits\": " << bundle.weight_bits << ", \"macs_per_second\": "

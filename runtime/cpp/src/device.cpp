@@ -4,6 +4,7 @@
 #include <sys/utsname.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <ctime>
 #include <fstream>
 
@@ -33,6 +34,19 @@ int64_t status_kib(const std::string& key) {
   return value.empty() ? -1 : std::stoll(value);  // "123456 kB"
 }
 
+// Timings taken under emulation say nothing about a device, so a report must say it was emulated.
+// ALLINONE_EMULATOR is what `allinone`'s qemu wrapper passes in (qemu -E); without it, an ARM binary that
+// sees an x86 /proc/cpuinfo (qemu-user passes the host's through) is emulated all the same.
+std::string emulator() {
+  const char* named = std::getenv("ALLINONE_EMULATOR");
+  if (named != nullptr && *named != '\0') return named;
+#if defined(__aarch64__) || defined(__arm__)
+  std::string vendor = proc_field("/proc/cpuinfo", "vendor_id");
+  if (!vendor.empty()) return "qemu-user (detected: an x86 host's /proc/cpuinfo, " + vendor + ")";
+#endif
+  return "";
+}
+
 }  // namespace
 
 DeviceInfo device_info() {
@@ -52,6 +66,7 @@ DeviceInfo device_info() {
   if (d.cpu.empty()) d.cpu = "unknown";
   long n = sysconf(_SC_NPROCESSORS_ONLN);
   d.cores = n > 0 ? static_cast<int>(n) : 1;
+  d.emulator = emulator();
   return d;
 }
 

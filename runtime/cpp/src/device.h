@@ -9,6 +9,7 @@ namespace allinone {
 struct DeviceInfo {
   std::string hostname, machine, system, cpu;
   int cores = 1;
+  std::string emulator;  // empty on real hardware; else the emulator running this binary (e.g. qemu-aarch64)
 };
 
 DeviceInfo device_info();

@@ -1,10 +1,11 @@
 // allinone_runner: transcribe a 16 kHz WAV with a bundle and time it, from native code.
 //
 //   allinone_runner BUNDLE AUDIO.wav [--lengths 1,5,10,20] [--runs N] [--threads T] [--out DIR]
-//                   [--etdump FILE] [--transcribe-only]
+//                   [--etdump FILE] [--transcribe-only] [--logprobs FILE.npy]
 //
 // Prints the greedy transcript on stdout; with --out writes DIR/report.json (docs/formats.md, Latency report,
-// runner "cpp"); with --etdump writes an ETDump of a few profiled calls (read it with ExecuTorch's Inspector).
+// runner "cpp"); with --etdump writes an ETDump of a few profiled calls (read it with ExecuTorch's Inspector); with
+// --logprobs writes the log-probs of one call on the whole clip (zero-padded to the program's minimum) as .npy.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -21,6 +22,7 @@
 #include "bundle.h"
 #include "device.h"
 #include "model.h"
+#include "npy.h"
 #include "wav.h"
 
 namespace {
@@ -30,10 +32,10 @@ constexpr int kEtdumpRuns = 3;  // the first is the warm-up the Inspector-side s
 
 const char* kUsage =
     "usage: allinone_runner BUNDLE AUDIO.wav [--lengths 1,5,10,20] [--runs N] [--threads T] [--out DIR]\n"
-    "                       [--etdump FILE] [--transcribe-only]\n";
+    "                       [--etdump FILE] [--transcribe-only] [--logprobs FILE.npy]\n";
 
 struct Args {
-  std::string bundle, audio, out, etdump;
+  std::string bundle, audio, out, etdump, logprobs;
   std::vector<double> lengths{1, 5, 10, 20};
   int runs = 10, threads = 0;
   bool transcribe_only = false;
@@ -82,6 +84,7 @@ Args parse_args(int argc, char** argv) {
     else if (a == "--out") args.out = value();
     else if (a == "--etdump") args.etdump = value();
     else if (a == "--transcribe-only") args.transcribe_only = true;
+    else if (a == "--logprobs") args.logprobs = value();
     else if (a == "-h" || a == "--help") { std::fputs(kUsage, stdout); std::exit(0); }
     else if (!a.empty() && a[0] == '-') throw std::runtime_error(a + ": unknown option");
     else positional.push_back(a);
@@ -130,6 +133,15 @@ int run(const Args& args) {
   options.audio = args.audio;
   options.threads = allinone::set_threads(args.threads);
   allinone::Model model(bundle, /*etdump=*/false);
+  if (!args.logprobs.empty()) {
+    if (static_cast<int64_t>(audio.size()) > bundle.max_samples) {
+      throw std::runtime_error("--logprobs: " + args.audio + " is longer than one call of the program (" +
+                               std::to_string(bundle.max_samples) + " samples); expected a shorter clip");
+    }
+    std::vector<float> call = audio;
+    if (static_cast<int64_t>(call.size()) < bundle.min_samples) call.resize(bundle.min_samples, 0.0f);
+    allinone::write_npy(args.logprobs, model.run(call));
+  }
   if (args.transcribe_only) {
     std::printf("%s\n", model.transcribe(audio).c_str());
     return 0;
@@ -159,7 +171,9 @@ int run(const Args& args) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
+// The entry point, also exported from liballinone_runner.so, which a shipped folder's launcher loads only
+// after checking every file's sha256 (launcher.cpp).
+extern "C" __attribute__((visibility("default"))) int allinone_runner_main(int argc, char** argv) {
   try {
     return run(parse_args(argc, argv));
   } catch (const std::exception& err) {
@@ -167,3 +181,7 @@ int main(int argc, char** argv) {
     return kExitBadInput;
   }
 }
+
+#ifndef ALLINONE_RUNNER_LIBRARY
+int main(int argc, char** argv) { return allinone_runner_main(argc, argv); }
+#endif
