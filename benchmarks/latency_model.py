@@ -53,8 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from allinone.data.tokenizer import CharTokenizer
-    from allinone.latency import (fit_latency_model, host_device, measure_host, measured_profile,
-                                  planned_activation_bytes, runtime_overhead_bytes, save_profile, tiny_program)
+    from allinone.latency import (fit_latency_model, measure_host, measured_profile, planned_activation_bytes,
+                                  runtime_overhead_bytes, save_profile, tiny_program)
+    from allinone_runtime.device import device_info
     from allinone.models.conformer import conformer_small
     from allinone.profiles import load_profile
     from allinone.spec import SubnetSpec
@@ -103,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
                      f"{errs[3]:+.1%}", f"{s.peak_rss_bytes / MIB:.1f}", f"{peak_pred / MIB:.1f}",
                      f"{peak_errors[-1]:+.1%}"))
 
-    device = host_device()
+    device = device_info()
     print(f"host: {device['cpu']} ({device['cores']} cores, {device['system']}); profile {profile.name}: "
           f"{threads} threads, {audio_s:g} s of audio; median of {args.runs} interleaved calls; load average "
           f"{load_before[0]:.1f} before, {load_after[0]:.1f} after")

@@ -185,8 +185,8 @@ def _read(data: dict, folder: Path):
     (lambda d: d.__setitem__("measured", False), "measured: expected true"),
     (lambda d: d["device"].pop("machine"), "device.machine: missing"),
     (lambda d: d["bundle"].__setitem__("weight_bits", 6), "bundle.weight_bits: expected 32, 8 or 4, got 6"),
-    (lambda d: d["latency"][0].__setitem__("p50_ms", "fast"), "latency[0]: p50_ms: expected a number"),
-    (lambda d: d.__setitem__("latency", []), "latency: expected at least one measured audio length"),
+    (lambda d: d["latency"][0].__setitem__("p50_ms", "fast"), "latency[0].p50_ms: expected a number"),
+    (lambda d: d.__setitem__("latency", []), "latency: expected a non-empty list"),
     (lambda d: d.__setitem__("threads", 2.5), "threads: expected an integer, got 2.5"),
 ])
 def test_bad_report_gives_one_line(tmp_path, mutate, expected):

@@ -286,7 +286,7 @@ def test_report_merges_many_bundles(report, tmp_path):
     (lambda r: r["latency"][1].update(rtf=0.5), r"latency\[1\].rtf: 0.5 is not p50_ms / audio duration"),
     (lambda r: r.update(runner="java"), "runner: expected 'python' or 'cpp'"),
     (lambda r: r.update(measured=False), "measured: expected true"),
-    (lambda r: r["device"].update(cores="two"), "device.cores: expected a integer"),
+    (lambda r: r["device"].update(cores="two"), "device.cores: expected an integer"),
     (lambda r: r.update(format_version=2), "format_version: expected 1, got 2"),
 ])
 def test_invalid_reports_are_refused(report, edit, message):

@@ -18,11 +18,13 @@ from pathlib import Path
 from allinone_runtime.errors import RuntimeInputError
 from allinone_runtime.schema import read_json_file
 
-__all__ = ["BUNDLE_FORMAT_VERSION", "Bundle", "check_executorch_compat", "installed_executorch_version"]
+__all__ = ["BUNDLE_FORMAT_VERSION", "BUNDLE_KIND", "Bundle", "read_manifest", "check_executorch_compat",
+           "installed_executorch_version"]
 
 log = logging.getLogger(__name__)
 
 BUNDLE_FORMAT_VERSION = 1
+BUNDLE_KIND = "allinone-bundle"
 
 
 def installed_executorch_version() -> str:
@@ -85,6 +87,53 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _read_envelope(directory: Path) -> tuple[dict, str]:
+    """manifest.json parsed, with its format version and kind checked; (manifest, its path for messages)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise RuntimeInputError(f"{directory}: not a bundle directory (expected a folder holding model.pte "
+                                f"and manifest.json)")
+    where = str(directory / "manifest.json")
+    try:
+        manifest = read_json_file(directory / "manifest.json", "a bundle manifest")
+    except FileNotFoundError:
+        raise RuntimeInputError(f"{where}: missing; a bundle is model.pte + manifest.json "
+                                f"(rebuild it with `allinone build`)") from None
+    if not isinstance(manifest, dict):
+        raise RuntimeInputError(f"{where}: expected a JSON object, got {type(manifest).__name__}")
+    fv = manifest.get("format_version")
+    if fv != BUNDLE_FORMAT_VERSION:
+        raise RuntimeInputError(f"{where}: format_version: expected {BUNDLE_FORMAT_VERSION}, got {fv!r}; this "
+                                f"runtime reads bundle format {BUNDLE_FORMAT_VERSION} only")
+    if manifest.get("kind") != BUNDLE_KIND:
+        raise RuntimeInputError(f"{where}: kind: expected {BUNDLE_KIND!r}, got {manifest.get('kind')!r}")
+    return manifest, where
+
+
+def _check_pte(directory: Path, manifest: dict, where: str) -> tuple[Path, str]:
+    """The program's path and sha256, after checking it exists and matches the manifest's sha256."""
+    expected_sha = _get(manifest, "pte.sha256", str, where)
+    pte_path = directory / _get(manifest, "pte.file", str, where)
+    if not pte_path.is_file():
+        raise RuntimeInputError(f"{pte_path}: missing; the manifest names it as the bundle's program")
+    actual_sha = _sha256(pte_path)
+    if actual_sha != expected_sha.lower():
+        raise RuntimeInputError(f"{pte_path}: sha256 {actual_sha[:12]}... differs from the manifest's "
+                                f"{expected_sha[:12]}...; the file is corrupted or was replaced "
+                                f"(rebuild the bundle)")
+    return pte_path, actual_sha
+
+
+def read_manifest(directory: str | Path) -> dict:
+    """The manifest of bundle `directory` after the checks every reader needs (it parses, format version,
+    kind, model.pte matches its sha256), without the runtime's key checks: `allinone inspect` reads bundles
+    with it. RuntimeInputError with one line on any problem."""
+    directory = Path(directory)
+    manifest, where = _read_envelope(directory)
+    _check_pte(directory, manifest, where)
+    return manifest
+
+
 @dataclass(frozen=True)
 class Bundle:
     """A checked bundle: where its program is and what the runtime needs from its manifest."""
@@ -108,23 +157,7 @@ class Bundle:
     def open(cls, directory: str | Path, *, installed_executorch: str | None = None) -> "Bundle":
         """Check and open the bundle in `directory`; raises RuntimeInputError with one line on any problem."""
         directory = Path(directory)
-        if not directory.is_dir():
-            raise RuntimeInputError(f"{directory}: not a bundle directory (expected a folder holding model.pte "
-                                    f"and manifest.json)")
-        where = str(directory / "manifest.json")
-        try:
-            manifest = read_json_file(directory / "manifest.json", "a bundle manifest")
-        except FileNotFoundError:
-            raise RuntimeInputError(f"{where}: missing; a bundle is model.pte + manifest.json "
-                                    f"(rebuild it with `allinone build`)") from None
-        if not isinstance(manifest, dict):
-            raise RuntimeInputError(f"{where}: expected a JSON object, got {type(manifest).__name__}")
-        fv = manifest.get("format_version")
-        if fv != BUNDLE_FORMAT_VERSION:
-            raise RuntimeInputError(f"{where}: format_version: expected {BUNDLE_FORMAT_VERSION}, got {fv!r}; this "
-                                    f"runtime reads bundle format {BUNDLE_FORMAT_VERSION} only")
-        if manifest.get("kind") != "allinone-bundle":
-            raise RuntimeInputError(f"{where}: kind: expected 'allinone-bundle', got {manifest.get('kind')!r}")
+        manifest, where = _read_envelope(directory)
 
         vocab = _get(manifest, "vocabulary.vocab", list, where)
         if len(vocab) < 2 or not all(isinstance(s, str) for s in vocab):
@@ -146,16 +179,7 @@ class Bundle:
         subnet = _get(manifest, "model.subnet.id", str, where)
         weight_bits = _get(manifest, "quantization.weight_bits", int, where)
         built = _get(manifest, "versions.executorch", str, where)
-        expected_sha = _get(manifest, "pte.sha256", str, where)
-        pte_path = directory / _get(manifest, "pte.file", str, where)
-
-        if not pte_path.is_file():
-            raise RuntimeInputError(f"{pte_path}: missing; the manifest names it as the bundle's program")
-        actual_sha = _sha256(pte_path)
-        if actual_sha != expected_sha.lower():
-            raise RuntimeInputError(f"{pte_path}: sha256 {actual_sha[:12]}... differs from the manifest's "
-                                    f"{expected_sha[:12]}...; the file is corrupted or was replaced "
-                                    f"(rebuild the bundle)")
+        pte_path, actual_sha = _check_pte(directory, manifest, where)
         compat = check_executorch_compat(built, installed_executorch or installed_executorch_version(), where)
         return cls(directory, manifest, pte_path, pte_path.stat().st_size, actual_sha, tuple(vocab), sample_rate,
                    min_samples, max_samples, frame_shift_s, subnet, weight_bits, built, compat)

@@ -100,18 +100,23 @@ def thread_count() -> int:
 
 
 class Engine:
-    """A loaded `forward` method of one .pte; `run` maps (N,) float32 samples to (T, V) log-probs."""
+    """A loaded `forward` method of one .pte (a path, or the program's bytes straight from lowering);
+    `run` maps (N,) float32 samples to (T, V) log-probs."""
 
-    def __init__(self, pte_path: str | Path, *, etdump: bool = False, debug_buffer_bytes: int = 0):
+    def __init__(self, pte_path: str | Path | bytes, *, etdump: bool = False, debug_buffer_bytes: int = 0):
         bindings = _bindings()
+        in_memory = isinstance(pte_path, (bytes, bytearray))
+        load, source = (bindings._load_program_from_buffer, bytes(pte_path)) if in_memory else \
+            (bindings._load_program, str(pte_path))
         start = time.perf_counter()
         try:
-            self._program = bindings._load_program(
-                str(pte_path), enable_etdump=etdump, debug_buffer_size=debug_buffer_bytes,
-                program_verification=bindings.Verification.InternalConsistency, data_path=None)
+            # The program must outlive its method (the method runs in the program's memory): both are kept.
+            self._program = load(source, enable_etdump=etdump, debug_buffer_size=debug_buffer_bytes,
+                                 program_verification=bindings.Verification.InternalConsistency, data_path=None)
             self._method = self._program.load_method("forward")
         except RuntimeError as err:
-            raise RuntimeInputError(f"{pte_path}: ExecuTorch could not load the program ({err})") from None
+            where = "program" if in_memory else str(pte_path)
+            raise RuntimeInputError(f"{where}: ExecuTorch could not load the program ({err})") from None
         self.load_ms = (time.perf_counter() - start) * 1e3  # program load + method init (planning, delegate init)
 
     def run(self, samples: np.ndarray) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""The latency report (report.json, format_version 1): its validator, used by the tests and by `report`; and
+"""The latency report (report.json, format_version 1): its one reader and validator (`read_report`,
+`validate_report`), used by the runtime, by `allinone calibrate`/`catalog --report` and by the tests; and
 `read_json_file`, the runtime's one way to read JSON (bundle manifests, reports) within size and depth limits.
 
 See docs/formats.md, "Latency report". `validate_report` stops at the first problem and raises
@@ -16,7 +17,8 @@ from typing import Any
 
 from allinone_runtime.errors import RuntimeInputError
 
-__all__ = ["REPORT_FORMAT_VERSION", "REPORT_KIND", "validate_report", "read_json_file", "MAX_JSON_BYTES", "MAX_NESTING"]
+__all__ = ["REPORT_FORMAT_VERSION", "REPORT_KIND", "read_report", "validate_report", "read_json_file", "MAX_JSON_BYTES",
+           "MAX_NESTING"]
 
 MAX_JSON_BYTES = 16 * 2**20  # manifests and reports are kilobytes; a bigger file is not one
 MAX_NESTING = 32  # they nest 5 levels; the parser recurses per level, so deeper input is refused, not crashed on
@@ -124,21 +126,26 @@ def _check(value, schema, key: str, source: str, optional: dict | None = None) -
             _check(item, schema[0], f"{key}[{i}]", source)
     elif isinstance(schema, tuple):  # (kind, None): nullable
         if value is not None and not _is(value, schema[0]):
-            raise RuntimeInputError(f"{source}: {key}: expected a {schema[0]} or null, got {value!r}")
+            raise RuntimeInputError(f"{source}: {key}: expected {_article(schema[0])} or null, got {value!r}")
     elif not _is(value, schema):
-        raise RuntimeInputError(f"{source}: {key}: expected a {schema}, got {value!r}")
+        raise RuntimeInputError(f"{source}: {key}: expected {_article(schema)}, got {value!r}")
+
+
+def _article(kind: str) -> str:
+    return f"an {kind}" if kind[0] in "aeiou" else f"a {kind}"
 
 
 def validate_report(report: dict, source: str = "report.json") -> dict:
     """Check a latency report against format_version 1; returns it unchanged, or raises RuntimeInputError."""
     if not isinstance(report, dict):
         raise RuntimeInputError(f"{source}: expected a JSON object, got {type(report).__name__}")
+    if report.get("kind") != REPORT_KIND:  # first: another allinone file given as a report says what it is not
+        raise RuntimeInputError(f"{source}: kind: expected \"{REPORT_KIND}\" (a report written by allinone bench or "
+                                f"the native runner), got {report.get('kind')!r}")
     if report.get("format_version") != REPORT_FORMAT_VERSION:
         raise RuntimeInputError(f"{source}: format_version: expected {REPORT_FORMAT_VERSION}, "
                                 f"got {report.get('format_version')!r}")
     _check(report, _TOP, "", source, _OPTIONAL)
-    if report["kind"] != REPORT_KIND:
-        raise RuntimeInputError(f"{source}: kind: expected {REPORT_KIND!r}, got {report['kind']!r}")
     if report["measured"] is not True:
         raise RuntimeInputError(f"{source}: measured: expected true (reports hold measurements only)")
     if report["runner"] not in ("python", "cpp"):
@@ -166,3 +173,13 @@ def validate_report(report: dict, source: str = "report.json") -> dict:
         if abs(row["rtf"] - rtf) > 1e-3 * max(rtf, 1e-3):
             raise RuntimeInputError(f"{source}: {where}.rtf: {row['rtf']} is not p50_ms / audio duration ({rtf:.6g})")
     return report
+
+
+def read_report(path: str | Path) -> dict:
+    """Read and validate the report.json at `path`; RuntimeInputError with one line naming the file and key."""
+    path = Path(path)
+    try:
+        data = read_json_file(path, "a latency report (report.json)")
+    except FileNotFoundError:
+        raise RuntimeInputError(f"{path}: report not found") from None
+    return validate_report(data, str(path))

@@ -26,7 +26,6 @@ import datetime
 import json
 import math
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -35,18 +34,17 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from allinone.errors import BadInputError
-from allinone.files import read_json
 from allinone.profiles import MIB, PRECISION_OF_BITS, DeviceProfile, LatencyModel, Throughput, profile_from_dict
+from allinone_runtime.schema import REPORT_FORMAT_VERSION
 
 __all__ = [
     "REPORT_FORMAT_VERSION", "LatencyPoint", "Timing", "LatencyFit", "LatencyReport", "Calibration",
     "planned_activation_bytes", "predict_peak_bytes", "time_program", "time_programs", "runtime_overhead_bytes",
     "fit_latency_model", "fitted_latency_model", "read_report", "report_points", "check_report_device",
-    "calibrate_profile", "save_profile", "host_device", "lowered_program", "HostSystem", "measure_host",
+    "calibrate_profile", "save_profile", "lowered_program", "HostSystem", "measure_host",
     "tiny_program", "measured_profile",
 ]
 
-REPORT_FORMAT_VERSION = 1
 MIN_UNCERTAINTY_PCT = 10  # run-to-run spread of a timed call on a busy CPU; a fit never claims better
 
 
@@ -145,23 +143,20 @@ def time_program(pte: bytes | str | Path, *, threads: int, audio_s: float, runs:
 
 
 def _timing_child(args_json: str) -> None:
-    """Body of the timing process; imports only what the runtime needs, so its memory is the runtime's."""
-    import resource
+    """Body of the timing process; loads programs through the runtime's one loading path
+    (`allinone_runtime.engine`), so its memory is what the runtime costs on a device."""
     import time
 
     import numpy as np
-    from executorch.extension.pybindings import portable_lib
-    from executorch.runtime import Runtime
 
-    import torch  # executorch.runtime has imported it already; the method takes torch tensors
+    from allinone_runtime.device import peak_rss_bytes
+    from allinone_runtime.engine import Engine, set_threads
 
     args = json.loads(args_json)
-    # XNNPACK runs on the pybindings' shared thread pool; this is its only thread-count setting.
-    portable_lib._unsafe_reset_threadpool(int(args["threads"]))
+    set_threads(int(args["threads"]))  # XNNPACK runs on ExecuTorch's shared thread pool: its only setting
     # Low-level noise, not silence: every kernel does its full work whatever the values, but noise keeps
     # dynamic quantization scales realistic.
-    noise = np.random.default_rng(0).standard_normal((1, int(args["audio_s"] * 16000))) * 0.05
-    waveform = torch.from_numpy(noise.astype(np.float32))
+    noise = (np.random.default_rng(0).standard_normal(int(args["audio_s"] * 16000)) * 0.05).astype(np.float32)
 
     def timed(fn) -> float:
         start = time.perf_counter()
@@ -170,26 +165,16 @@ def _timing_child(args_json: str) -> None:
 
     programs = []
     for path in args["ptes"]:
-        holder = {}
-        # The Program must outlive its Method (the method runs in the program's memory), so both are kept.
-        load_ms = timed(lambda: holder.update(program=Runtime.get().load_program(Path(path))))
-        load_ms += timed(lambda: holder.update(method=holder["program"].load_method("forward")))
-        method = holder["method"]
-        programs.append({"program": holder["program"], "method": method, "load_ms": load_ms, "times_ms": [],
-                         "first_run_ms": timed(lambda: method.execute([waveform]))})
+        engine = Engine(path)
+        programs.append({"engine": engine, "load_ms": engine.load_ms, "times_ms": [],
+                         "first_run_ms": timed(lambda: engine.run(noise))})
     for _ in range(int(args["runs"])):
         for program in programs:
-            program["times_ms"].append(timed(lambda: program["method"].execute([waveform])))
-    # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent across fork + exec, so a child of a
-    # big process would report the parent's peak.
-    try:
-        hwm = next(line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith("VmHWM:"))
-        peak = int(hwm.split()[1]) * 1024
-    except (OSError, StopIteration):  # no procfs (macOS): ru_maxrss, in bytes there
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+            program["times_ms"].append(timed(lambda: program["engine"].run(noise)))
+    # VmHWM (peak_rss_bytes), not ru_maxrss: Linux carries ru_maxrss over from the parent across fork + exec.
     Path(args["out"]).write_text(json.dumps({
-        "peak_rss_bytes": peak,
-        "programs": [{k: v for k, v in program.items() if k != "method"} for program in programs]}, allow_nan=False))
+        "peak_rss_bytes": peak_rss_bytes(),
+        "programs": [{k: v for k, v in program.items() if k != "engine"} for program in programs]}, allow_nan=False))
 
 
 def runtime_overhead_bytes(pte: bytes, *, threads: int, audio_s: float) -> tuple[int, Timing]:
@@ -478,60 +463,27 @@ class LatencyReport:
     peak_rss_bytes: int
 
 
-_NUMBER = (int, float)
-_OPTIONAL_STR = (str, type(None))
-_KIND_NAMES = {str: "a string", int: "an integer", list: "a list", _NUMBER: "a number",
-               _OPTIONAL_STR: "a string or null"}
-
-
-def _get(data: Any, dotted: str, kind: type | tuple[type, ...], where: str) -> Any:
-    """The value at `dotted` (e.g. `device.machine`), checked to be of `kind`; bools are not numbers."""
-    value = data
-    for part in dotted.split("."):
-        if not isinstance(value, dict) or part not in value:
-            raise BadInputError(f"{where}: {dotted}: missing; expected the report.json fields of docs/formats.md")
-        value = value[part]
-    if not isinstance(value, kind) or (isinstance(value, bool) and kind in (int, _NUMBER)):
-        raise BadInputError(f"{where}: {dotted}: expected {_KIND_NAMES[kind]}, got {value!r:.60}")
-    return value
-
-
 def read_report(path: str | Path) -> LatencyReport:
-    """Read and check a runtime latency report; BadInputError with one line naming the file and key."""
-    path = Path(path)
-    data = read_json(path, "a latency report (report.json)")
-    where = str(path)
-    if not isinstance(data, dict) or data.get("kind") != "allinone-latency-report":
-        raise BadInputError(f"{where}: kind: expected \"allinone-latency-report\" (a report written by allinone "
-                            f"bench or the native runner)")
-    if data.get("format_version") != REPORT_FORMAT_VERSION:
-        raise BadInputError(f"{where}: format_version: expected {REPORT_FORMAT_VERSION}, "
-                            f"got {data.get('format_version')!r}")
-    if data.get("measured") is not True:
-        raise BadInputError(f"{where}: measured: expected true (only measurements calibrate a profile)")
-    rows = _get(data, "latency", list, where)
-    if not rows:
-        raise BadInputError(f"{where}: latency: expected at least one measured audio length")
-    latency = []
-    for i, row in enumerate(rows):
-        audio_s = float(_get(row, "audio_s", _NUMBER, f"{where}: latency[{i}]"))
-        p50 = float(_get(row, "p50_ms", _NUMBER, f"{where}: latency[{i}]"))
-        if audio_s <= 0 or p50 <= 0:
-            raise BadInputError(f"{where}: latency[{i}]: expected positive audio_s and p50_ms, got {audio_s}, {p50}")
-        latency.append((audio_s, p50))
-    bits = _get(data, "bundle.weight_bits", int, where)
-    if bits not in PRECISION_OF_BITS:
-        raise BadInputError(f"{where}: bundle.weight_bits: expected 32, 8 or 4, got {bits}")
-    macs = float(_get(data, "bundle.macs_per_second", _NUMBER, where))
-    if macs <= 0:
-        raise BadInputError(f"{where}: bundle.macs_per_second: expected a positive number, got {macs}")
+    """A runtime latency report, read and validated by the runtime's one report reader
+    (`allinone_runtime.schema.read_report`), as the fields calibration uses; BadInputError with one line
+    naming the file and key."""
+    from allinone_runtime.errors import RuntimeInputError
+    from allinone_runtime.schema import read_report as read_report_json
+
+    try:
+        data = read_report_json(path)
+    except RuntimeInputError as err:
+        raise BadInputError(str(err)) from None
+    where, device, bundle = str(path), data["device"], data["bundle"]
+    if bundle["macs_per_second"] is None or bundle["macs_per_second"] <= 0:  # the format allows null; a fit cannot
+        raise BadInputError(f"{where}: bundle.macs_per_second: expected a positive number (calibration needs the "
+                            f"system's MACs), got {bundle['macs_per_second']!r}")
     return LatencyReport(
-        path=where, date=_get(data, "date", str, where), machine=_get(data, "device.machine", str, where),
-        system=_get(data, "device.system", str, where), cpu=str(data["device"].get("cpu", "")),
-        runner=_get(data, "runner", str, where), subnet=_get(data, "bundle.subnet", str, where), weight_bits=bits,
-        macs_per_second=macs, pte_bytes=_get(data, "bundle.pte_bytes", int, where),
-        profile=_get(data, "bundle.profile", _OPTIONAL_STR, where), threads=_get(data, "threads", int, where),
-        latency=tuple(latency), peak_rss_bytes=_get(data, "peak_rss_bytes", int, where))
+        path=where, date=data["date"], machine=device["machine"], system=device["system"], cpu=device["cpu"],
+        runner=data["runner"], subnet=bundle["subnet"], weight_bits=bundle["weight_bits"],
+        macs_per_second=float(bundle["macs_per_second"]), pte_bytes=bundle["pte_bytes"], profile=bundle["profile"],
+        threads=data["threads"], latency=tuple((float(r["audio_s"]), float(r["p50_ms"])) for r in data["latency"]),
+        peak_rss_bytes=data["peak_rss_bytes"])
 
 
 def report_points(report: LatencyReport) -> list[LatencyPoint]:
@@ -617,15 +569,3 @@ def save_profile(profile: DeviceProfile, path: str | Path, *, header: str = "") 
     body = yaml.safe_dump(profile.to_dict(), sort_keys=False, allow_unicode=True, width=110)
     atomic_write_text(path, "\n".join(lines) + "\n" + body)
     return path
-
-
-def host_device() -> dict[str, Any]:
-    """This machine in report.json's `device` terms, for labelling host measurements."""
-    cpu = ""
-    try:
-        cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                    if line.startswith("model name")), "")
-    except OSError:
-        pass
-    return {"hostname": platform.node(), "machine": platform.machine(), "system": platform.platform(),
-            "cpu": cpu, "cores": os.cpu_count()}

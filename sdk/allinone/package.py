@@ -1,4 +1,7 @@
-"""Bundle writer: `model.pte` + `manifest.json` in one directory, written whole or not at all."""
+"""Bundle writer: `model.pte` + `manifest.json` in one directory, written whole or not at all.
+
+The bundle format (its version, kind and reader) belongs to the device runtime, which must read it on a
+device without this package: `allinone_runtime.bundle`. This module writes what that reader reads."""
 
 from __future__ import annotations
 
@@ -11,12 +14,12 @@ import tempfile
 from pathlib import Path
 
 from allinone.errors import BadInputError
-from allinone.files import read_json
+from allinone_runtime.bundle import BUNDLE_FORMAT_VERSION, BUNDLE_KIND
+from allinone_runtime.bundle import read_manifest as read_bundle_manifest
 
 __all__ = ["BUNDLE_FORMAT_VERSION", "write_bundle", "read_bundle_manifest", "describe_bundle", "quantization_info",
            "io_signature", "versions"]
 
-BUNDLE_FORMAT_VERSION = 1
 FRAME_SHIFT_S = 0.04  # 10 ms hop x4 subsampling
 
 
@@ -58,7 +61,7 @@ def write_bundle(directory: str | Path, pte: bytes, manifest: dict, *, force: bo
     directory.parent.mkdir(parents=True, exist_ok=True)
     manifest = {
         "format_version": BUNDLE_FORMAT_VERSION,
-        "kind": "allinone-bundle",
+        "kind": BUNDLE_KIND,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         **manifest,
         "pte": {"file": "model.pte", "sha256": hashlib.sha256(pte).hexdigest()},
@@ -82,24 +85,6 @@ def write_bundle(directory: str | Path, pte: bytes, manifest: dict, *, force: bo
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
     return directory
-
-
-def read_bundle_manifest(directory: str | Path) -> dict:
-    """The manifest of bundle `directory`, after checking its format version and the sha256 of model.pte."""
-    directory = Path(directory)
-    manifest_path, pte_path = directory / "manifest.json", directory / "model.pte"
-    if not manifest_path.is_file():
-        raise BadInputError(f"bundle {directory}: missing manifest.json")
-    if not pte_path.is_file():
-        raise BadInputError(f"bundle {directory}: missing model.pte")
-    manifest = read_json(manifest_path, "a bundle manifest (manifest.json)")
-    if not isinstance(manifest, dict) or manifest.get("format_version") != BUNDLE_FORMAT_VERSION:
-        got = manifest.get("format_version") if isinstance(manifest, dict) else None
-        raise BadInputError(f"bundle {manifest_path}: format_version {got!r} is not supported (expected {BUNDLE_FORMAT_VERSION})")
-    digest = hashlib.sha256(pte_path.read_bytes()).hexdigest()
-    if digest != (manifest.get("pte") if isinstance(manifest.get("pte"), dict) else {}).get("sha256"):
-        raise BadInputError(f"bundle {pte_path}: sha256 does not match manifest.json (the file was modified or damaged)")
-    return manifest
 
 
 def describe_bundle(directory: str | Path) -> str:
