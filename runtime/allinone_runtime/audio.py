@@ -1,6 +1,9 @@
-"""Audio in for the runtime: read a file or take an array, mix to mono, resample to the bundle's rate, check it.
+"""Audio in, for the runtime and the SDK alike: read a file or take an array, mix to mono, resample to the
+model's rate with soxr, check it.
 
-Kept separate from `allinone.data.audio` on purpose: the runtime never imports allinone, and needs no scipy.
+This is the one audio reader: `allinone.data.audio.load_audio` (evaluation, catalog, build verification) reads
+through `read_audio`, so a file is heard the same at evaluation time and on the device. Files are decoded and
+resampled in blocks (a streaming resampler), so memory stays near the 16 kHz output, even for an hour of audio.
 """
 
 from __future__ import annotations
@@ -12,12 +15,16 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+import soxr
 
 from allinone_runtime.errors import RuntimeInputError
 
-__all__ = ["Audio", "read_audio", "prepare_audio", "resample_fft", "wav_truncation", "full_scale_warning"]
+__all__ = ["Audio", "read_audio", "prepare_audio", "resample", "wav_truncation", "full_scale_warning"]
 
 log = logging.getLogger(__name__)
+
+BLOCK_S = 10  # seconds decoded per block: memory is the output plus one block, whatever the file's length
+QUALITY = "HQ"  # soxr's default: band-limited (no aliasing when downsampling), linear phase
 
 
 @dataclass(frozen=True)
@@ -39,22 +46,17 @@ class Audio:
         return len(self.samples) / self.sample_rate
 
 
-def resample_fft(samples: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
-    """Band-limited resampling of (N,) samples by zero-padding or truncating their spectrum.
+def _stream(orig_sr: int, target_sr: int) -> soxr.ResampleStream:
+    return soxr.ResampleStream(orig_sr, target_sr, 1, dtype="float32", quality=QUALITY)
 
-    Truncating the spectrum is an ideal low-pass at the lower Nyquist frequency, so downsampling does not
-    alias; the price is a little ringing at the clip's two ends (it treats the clip as periodic)."""
+
+def resample(samples: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
+    """(N,) samples at `orig_sr` -> float32 (M,) at `target_sr` with soxr; the file reader's resampler, in one
+    block."""
+    samples = np.ascontiguousarray(samples, dtype=np.float32)
     if orig_sr == target_sr:
-        return samples.astype(np.float32, copy=False)
-    n_out = max(1, round(len(samples) * target_sr / orig_sr))
-    spectrum = np.fft.rfft(samples.astype(np.float64))
-    n_bins = n_out // 2 + 1
-    if n_bins <= len(spectrum):
-        spectrum = spectrum[:n_bins]
-    else:
-        spectrum = np.concatenate([spectrum, np.zeros(n_bins - len(spectrum), spectrum.dtype)])
-    out = np.fft.irfft(spectrum, n_out) * (n_out / len(samples))  # keep the amplitude
-    return out.astype(np.float32)
+        return samples
+    return _stream(orig_sr, target_sr).resample_chunk(samples, last=True)
 
 
 def _to_float(data: np.ndarray, source: str) -> np.ndarray:
@@ -130,22 +132,50 @@ def prepare_audio(data: np.ndarray, sample_rate: int, target_rate: int, source: 
     if warning:
         log.warning(warning)
     mono = samples.mean(axis=1) if samples.ndim == 2 else samples  # (N,)
-    return Audio(resample_fft(mono, int(sample_rate), target_rate), target_rate, source, int(sample_rate), channels)
+    return Audio(resample(mono, int(sample_rate), target_rate), target_rate, source, int(sample_rate), channels)
 
 
 def read_audio(path: str | Path, target_rate: int) -> Audio:
-    """Decode a WAV/FLAC/OGG/... file with soundfile and prepare it (see `prepare_audio`)."""
+    """Decode a WAV/FLAC/OGG/... file with soundfile, block by block, and prepare it as `prepare_audio` does:
+    mono, at `target_rate`, refused when missing, unreadable, empty, truncated or holding NaN/infinite samples;
+    samples beyond full scale are a warning."""
     path = Path(path)
     if not path.exists():
         raise RuntimeInputError(f"{path}: audio file not found")
     if not path.is_file():
         raise RuntimeInputError(f"{path}: not a file; expected an audio file (WAV, FLAC, OGG)")
+    parts, peak, n_bad, first_bad, frames = [], 0.0, 0, None, 0
     try:
         truncated = wav_truncation(path)
-        data, sample_rate = sf.read(str(path), dtype="float32", always_2d=True)  # (N, C)
+        with sf.SoundFile(str(path)) as f:
+            rate, channels, promised = f.samplerate, f.channels, f.frames
+            stream = _stream(rate, target_rate) if rate != target_rate else None
+            for block in f.blocks(blocksize=BLOCK_S * rate, dtype="float32", always_2d=True):  # (n, C)
+                bad = ~np.isfinite(block)
+                if bad.any():
+                    n_bad += int(bad.sum())
+                    first_bad = frames + int(np.argwhere(bad)[0][0]) if first_bad is None else first_bad
+                elif block.size:
+                    peak = max(peak, float(np.abs(block).max()))
+                frames += len(block)
+                mono = block.mean(axis=1) if channels > 1 else block[:, 0]  # (n,)
+                parts.append(stream.resample_chunk(mono) if stream is not None else mono.copy())
+            if stream is not None:
+                parts.append(stream.resample_chunk(np.zeros(0, np.float32), last=True))
     except (sf.LibsndfileError, RuntimeError, OSError) as err:
         reason = str(err).split("\n")[0]
         raise RuntimeInputError(f"{path}: unreadable audio ({reason}); expected a WAV, FLAC or OGG file") from None
     if truncated:
         raise RuntimeInputError(f"{path}: {truncated}; expected a complete audio file")
-    return prepare_audio(data, sample_rate, target_rate, str(path))
+    if frames == 0:
+        raise RuntimeInputError(f"{path}: empty audio (0 samples)")
+    if frames < promised:  # a damaged file that decodes short: never transcribe it as if it ended early
+        raise RuntimeInputError(f"{path}: truncated: the header promises {promised} frames, decoding gave {frames}; "
+                                f"expected a complete audio file")
+    if n_bad:
+        raise RuntimeInputError(f"{path}: {n_bad} NaN or infinite samples (first at {first_bad / rate:.3f} s); "
+                                f"expected finite samples in [-1, 1]")
+    warning = full_scale_warning(np.array([peak]), str(path))
+    if warning:
+        log.warning(warning)
+    return Audio(np.concatenate(parts).astype(np.float32, copy=False), target_rate, str(path), rate, channels)

@@ -1,8 +1,12 @@
 """Audio in: decode with soundfile, check, mix down to mono, resample to 16 kHz.
 
-Every model, manifest and bundle in allinone works on 16 kHz mono float32 waveforms in [-1, 1]. A file is
-judged as the runtime judges it (the checks are shared): missing, unreadable, empty, truncated (fewer frames
-than the header says) or NaN/infinite samples are errors; samples beyond full scale are a warning.
+Every model, manifest and bundle in allinone works on 16 kHz mono float32 waveforms in [-1, 1]. `load_audio`
+reads through the runtime's one audio reader (`allinone_runtime.audio.read_audio`: soxr, streamed in blocks),
+so a file is heard at evaluation time exactly as on the device: missing, unreadable, empty, truncated (fewer
+frames than the header says) or NaN/infinite samples are errors; samples beyond full scale are a warning.
+
+`resample` (polyphase) is not for reading files: it makes audio (the synthetic corpus, augmentation), whose
+bytes must stay reproducible from corpus format 1 on.
 """
 
 from __future__ import annotations
@@ -15,7 +19,8 @@ import numpy as np
 import soundfile as sf
 
 from allinone.errors import BadInputError
-from allinone_runtime.audio import full_scale_warning, wav_truncation
+from allinone_runtime.audio import full_scale_warning, read_audio, wav_truncation
+from allinone_runtime.errors import RuntimeInputError
 
 __all__ = ["SAMPLE_RATE", "load_audio", "scan_audio", "resample", "audio_duration", "write_wav_atomic"]
 
@@ -28,7 +33,8 @@ CLIPPED_SHARE = 0.001  # more samples than this at full scale is clipping, not a
 
 
 def resample(waveform: np.ndarray, orig_sr: int, target_sr: int = SAMPLE_RATE) -> np.ndarray:
-    """Polyphase (anti-aliased) resampling of a (N,) waveform; returns float32 (M,), M ~ N * target_sr / orig_sr."""
+    """Polyphase (anti-aliased) resampling of a (N,) waveform; returns float32 (M,), M ~ N * target_sr / orig_sr.
+    For making audio (synthesis, augmentation) only; files are read with `load_audio`."""
     if orig_sr == target_sr:
         return np.asarray(waveform, dtype=np.float32)
     from scipy.signal import resample_poly  # scipy is slow to import; only pay for it when resampling
@@ -81,18 +87,16 @@ def _read_checked(path: Path) -> tuple[np.ndarray, int]:
 
 
 def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """Read `path` as float32 mono (N,) at `sample_rate`: channels are averaged, other rates resampled.
+    """Read `path` as float32 mono (N,) at `sample_rate`: channels are averaged, other rates resampled (soxr),
+    by the runtime's reader.
 
     Raises BadInputError (naming the file) when it is missing, unreadable, empty, truncated or not finite;
     samples beyond full scale are logged as a warning with their peak and kept as they are.
     """
-    path = Path(path)
-    data, sr = _read_checked(path)
-    warning = full_scale_warning(data, str(path))
-    if warning:
-        log.warning(warning)
-    mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]  # (N,)
-    return resample(mono, sr, sample_rate)
+    try:
+        return read_audio(path, sample_rate).samples
+    except RuntimeInputError as err:
+        raise BadInputError(str(err)) from None
 
 
 def scan_audio(path: str | Path) -> tuple[float, list[str]]:
