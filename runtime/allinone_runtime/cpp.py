@@ -64,10 +64,13 @@ def build_runner(build_dir: str | Path | None = None, source_dir: str | Path = C
 
 def run_runner(binary: str | Path, bundle: str | Path, audio: str | Path, *, lengths_s=(1.0, 5.0, 10.0, 20.0),
                runs: int = 10, threads: int | None = None, out_dir: str | Path | None = None,
-               etdump: str | Path | None = None, transcribe_only: bool = False,
-               timeout_s: float = 3600) -> tuple[str, dict | None]:
-    """Run the native runner; returns (transcript, validated report or None when nothing was written)."""
-    cmd = [str(binary), str(bundle), str(audio)]
+               etdump: str | Path | None = None, transcribe_only: bool = False, logprobs: str | Path | None = None,
+               emulator: list[str] | tuple[str, ...] = (), timeout_s: float = 3600) -> tuple[str, dict | None]:
+    """Run the native runner; returns (transcript, validated report or None when nothing was written).
+
+    `logprobs` writes one call's log-probs on the whole clip as .npy; `emulator` is a command prefix that runs a
+    cross-built runner here (`allinone.runner.emulator_command`)."""
+    cmd = [*emulator, str(binary), str(bundle), str(audio)]
     if transcribe_only:
         cmd.append("--transcribe-only")
     else:
@@ -78,6 +81,8 @@ def run_runner(binary: str | Path, bundle: str | Path, audio: str | Path, *, len
         cmd += ["--out", str(out_dir)]
     if etdump is not None:
         cmd += ["--etdump", str(etdump)]
+    if logprobs is not None:
+        cmd += ["--logprobs", str(logprobs)]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
     if done.returncode != 0:
         errors = [line for line in done.stderr.splitlines() if "error" in line.lower()]

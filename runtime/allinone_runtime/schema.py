@@ -32,6 +32,9 @@ _STR = "string"
 _BOOL = "boolean"
 
 _DEVICE = {"hostname": _STR, "machine": _STR, "system": _STR, "cpu": _STR, "cores": _INT}
+# Optional keys of nested objects. device.emulator: the emulator a cross-built runner ran under (qemu-user);
+# such timings are no device's, and calibration refuses them.
+_NESTED_OPTIONAL = {"device": {"emulator": _STR}}
 _BUNDLE = {"path": _STR, "subnet": _STR, "weight_bits": _INT, "macs_per_second": (_NUM, None), "pte_bytes": _INT,
            "pte_sha256": _STR, "profile": (_STR, None)}
 _LATENCY = {"audio_s": _NUM, "p50_ms": _NUM, "p90_ms": _NUM, "min_ms": _NUM, "max_ms": _NUM, "mean_ms": _NUM,
@@ -118,7 +121,7 @@ def _check(value, schema, key: str, source: str, optional: dict | None = None) -
                 raise RuntimeInputError(f"{source}: {prefix}{name}: missing")
         for name, sub in allowed.items():
             if name in value:
-                _check(value[name], sub, prefix + name, source)
+                _check(value[name], sub, prefix + name, source, _NESTED_OPTIONAL.get(prefix + name))
     elif isinstance(schema, list):
         if not isinstance(value, list) or not value:
             raise RuntimeInputError(f"{source}: {key}: expected a non-empty list")

@@ -167,6 +167,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_verbose(p)
     p.set_defaults(func=_cmd_export)
 
+    p = sub.add_parser("runner", help="cross-build the native runner for a device and write it as a self-contained "
+                                      "folder (runner, ExecuTorch libraries, runner.json with sha256)")
+    p.add_argument("--target", required=True, choices=["linux-arm64"],
+                   help="linux-arm64: 64-bit ARM Linux boards (needs g++-aarch64-linux-gnu: scripts/setup-arm64.sh)")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder to write")
+    p.add_argument("--force", action="store_true", help="replace an existing folder")
+    p.set_defaults(func=_cmd_runner)
+
     p = sub.add_parser("inspect", help="print a bundle's manifest summary, sizes and delegated operator counts")
     p.add_argument("bundle", metavar="BUNDLE")
     p.add_argument("--json", action="store_true", help="print the whole manifest.json")
@@ -372,6 +380,16 @@ def _cmd_build(args: argparse.Namespace) -> int:
         for f in failures:
             print(f"allinone: error: {f.profile}: {f.reason}", file=sys.stderr)
     return max((f.exit_code for f in failures), default=0)
+
+
+def _cmd_runner(args: argparse.Namespace) -> int:
+    from allinone.runner import write_runner_folder
+
+    out = write_runner_folder(args.out, args.target, force=args.force)
+    manifest = json.loads((out / "runner.json").read_text())
+    print(f"{out}: {args.target} runner, ExecuTorch {manifest['executorch']}, {len(manifest['files'])} files "
+          f"(needs glibc >= {manifest['requires']['glibc']}); see {out / 'README.md'}")
+    return 0
 
 
 def _cmd_export(args: argparse.Namespace) -> int:

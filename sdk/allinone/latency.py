@@ -475,6 +475,9 @@ def read_report(path: str | Path) -> LatencyReport:
     except RuntimeInputError as err:
         raise BadInputError(str(err)) from None
     where, device, bundle = str(path), data["device"], data["bundle"]
+    if device.get("emulator"):  # an emulator's speed is the host's, not the device's
+        raise BadInputError(f"{where}: device.emulator: measured under emulation ({device['emulator']}); expected "
+                            f"a report measured on the device itself (emulated timings are no latency source)")
     if bundle["macs_per_second"] is None or bundle["macs_per_second"] <= 0:  # the format allows null; a fit cannot
         raise BadInputError(f"{where}: bundle.macs_per_second: expected a positive number (calibration needs the "
                             f"system's MACs), got {bundle['macs_per_second']!r}")
