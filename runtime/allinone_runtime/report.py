@@ -8,6 +8,7 @@ DIST/comparison.png: one row per report, latency against audio length for all of
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -18,6 +19,8 @@ from allinone_runtime.schema import validate_report
 __all__ = ["write_report", "load_report", "report_markdown", "merge_reports", "comparison_markdown"]
 
 MIB = 2 ** 20
+
+log = logging.getLogger(__name__)
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -63,7 +66,11 @@ def report_markdown(report: dict) -> str:
 
 
 def _plot(series: list[tuple[str, dict]], path: Path, title: str) -> None:
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:  # allinone-runtime without its `plots` extra (a device): the tables carry the figures
+        log.info("%s not drawn: matplotlib is not installed (pip install 'allinone-runtime[plots]')", path.name)
+        return
 
     matplotlib.use("Agg")  # files only, no display
     import matplotlib.pyplot as plt
