@@ -8,7 +8,7 @@ import sys
 
 from allinone_runtime.errors import EXIT_INTERNAL, RuntimeInputError
 
-__all__ = ["add_commands", "build_parser", "main"]
+__all__ = ["add_commands", "add_decoder_arguments", "decoder_arguments", "build_parser", "main"]
 
 
 def add_commands(sub, default_audio: str = "seeded noise") -> dict:
@@ -16,11 +16,13 @@ def add_commands(sub, default_audio: str = "seeded noise") -> dict:
     name. Shared with the `allinone` CLI, so both front ends take the same arguments; `default_audio` says
     what bench times when no --audio is given (the front end supplies it)."""
     parsers = {}
-    p = parsers["transcribe"] = sub.add_parser("transcribe", help="transcribe audio files with a bundle (greedy CTC)")
+    p = parsers["transcribe"] = sub.add_parser("transcribe", help="transcribe audio files with a bundle (greedy CTC, "
+                                                                  "or beam search with the bundle's LM)")
     p.add_argument("bundle", metavar="BUNDLE", help="bundle directory (model.pte + manifest.json)")
     p.add_argument("files", nargs="+", metavar="FILE", help="audio files (WAV/FLAC/OGG, any rate; resampled to 16 kHz)")
     p.add_argument("--json", action="store_true", help="print JSON: text, per-word start/end times, timings")
     p.add_argument("--threads", type=int, help="CPU threads (default: ExecuTorch's, the performance cores)")
+    add_decoder_arguments(p)
 
     p = parsers["bench"] = sub.add_parser("bench", help="time a bundle on this machine; write report.json, report.md, latency.png")
     p.add_argument("bundle", metavar="BUNDLE", help="bundle directory")
@@ -36,6 +38,24 @@ def add_commands(sub, default_audio: str = "seeded noise") -> dict:
     p = parsers["report"] = sub.add_parser("report", help="merge the report.json files under DIST into one table and plot")
     p.add_argument("dist", metavar="DIST", help="folder holding bundles' bench reports")
     return parsers
+
+
+def add_decoder_arguments(p: argparse.ArgumentParser) -> None:
+    """Decoder overrides of transcribe (the bundle's manifest holds the defaults)."""
+    p.add_argument("--greedy", action="store_true", help="decode greedily even if the bundle carries an LM")
+    p.add_argument("--hotwords", metavar="FILE", help="phrases to favour, one per line, optional ' :BOOST' "
+                   "(e.g. 'ada lovelace :2.0'); needs a bundle with an LM")
+    p.add_argument("--beam", type=int, help="hypotheses kept per frame (default: the bundle's)")
+    p.add_argument("--lm-weight", type=float, help="LM weight (default: the bundle's)")
+    p.add_argument("--word-bonus", type=float, help="score per word (default: the bundle's)")
+    p.add_argument("--oov-penalty", type=float, help="score of a word outside the lexicon (default: the bundle's)")
+
+
+def decoder_arguments(args: argparse.Namespace) -> dict:
+    """transcribe_command's decoder keywords from parsed arguments."""
+    overrides = {k: getattr(args, k) for k in ("beam", "lm_weight", "word_bonus", "oov_penalty")
+                 if getattr(args, k, None) is not None}
+    return {"greedy": args.greedy, "decoder_overrides": overrides or None, "hotwords_file": args.hotwords}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")  # an application
     try:
         if args.command == "transcribe":
-            return transcribe_command(args.bundle, args.files, as_json=args.json, threads=args.threads)
+            return transcribe_command(args.bundle, args.files, as_json=args.json, threads=args.threads,
+                                      **decoder_arguments(args))
         if args.command == "bench":
             return bench_command(args.bundle, args.out, lengths=args.lengths, runs=args.runs, threads=args.threads,
                                  etdump=args.etdump, audio=args.audio, runner=args.runner)

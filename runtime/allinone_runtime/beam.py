@@ -26,6 +26,7 @@ Per frame, only units within `token_prune` (ln) of the frame's best are extended
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -41,6 +42,7 @@ __all__ = ["DecoderOptions", "Hotword", "BeamDecoder", "read_hotwords", "parse_h
 NEG_INF = -math.inf
 DEFAULT_HOTWORD_BOOST = 1.5  # ln score per byte of a hotword; a 6-letter name gains 9 nats over a rival spelling
 _SPECIAL, _SPACE, _WORD_START, _CONTINUE = 0, 1, 2, 3
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
 
 @dataclass(frozen=True)
@@ -103,7 +105,8 @@ def parse_hotwords(text: str, where: str) -> list[Hotword]:
             if not math.isfinite(boost) or boost < 0:
                 raise RuntimeInputError(f"{where}:{n}: boost: expected a number >= 0, got {tail!r}")
             line = head.strip()
-        phrase = " ".join(line.lower().split())
+        # ASCII lower-casing and ASCII blanks only, exactly as beam.cpp reads the same file
+        phrase = " ".join(w for w in re.split(r"[ \t\r\n\f\v]+", line.translate(_ASCII_LOWER)) if w)
         if phrase:
             hotwords.append(Hotword(phrase, boost))
     return hotwords
@@ -139,6 +142,8 @@ class _State:
     node: int
     context: tuple[int, ...]  # LM context: the last order-1 word ids
     score: float  # lm_weight * LM + word_bonus * words + penalties + closed hotwords' bonuses
+    spans: tuple[tuple[int, int], ...] = ()  # (first frame, end frame) of each closed word; never scored
+    partial_span: tuple[int, int] = (0, 0)
 
 
 class BeamDecoder:
@@ -226,18 +231,20 @@ class BeamDecoder:
         else:
             score += self.hot_word[state.node]
         score += o.lm_weight * self.lm.score(state.context, word_id) + o.word_bonus
-        return _State(state.words + (state.partial,), "", 0, self.lm.next_context(state.context, word_id), score)
+        return _State(state.words + (state.partial,), "", 0, self.lm.next_context(state.context, word_id), score,
+                      state.spans + (state.partial_span,))
 
-    def _append(self, state: _State, text: str) -> _State | None:
+    def _append(self, state: _State, text: str, frame: int) -> _State | None:
         node = self._walk(state.node, text)
         score = state.score
         if node < 0 <= state.node:
             if self.options.oov_penalty is None:
                 return None
             score += self.options.oov_penalty
-        return _State(state.words, state.partial + text, node, state.context, score)
+        span = (state.partial_span[0] if state.partial else frame, frame + 1)
+        return _State(state.words, state.partial + text, node, state.context, score, state.spans, span)
 
-    def _advance(self, state: _State, unit: int) -> _State | None:
+    def _advance(self, state: _State, unit: int, frame: int) -> _State | None:
         kind = self.kinds[unit]
         if kind == _SPACE:
             return self._close(state)
@@ -245,7 +252,7 @@ class BeamDecoder:
             state = self._close(state)
             if state is None:
                 return None
-        return self._append(state, self.texts[unit]) if self.texts[unit] else state
+        return self._append(state, self.texts[unit], frame) if self.texts[unit] else state
 
     def _rank(self, total: float, state: _State) -> float:
         return total + state.score + (self.hot[state.node] if state.node >= 0 else 0.0)
@@ -258,6 +265,11 @@ class BeamDecoder:
 
     def decode(self, log_probs: np.ndarray) -> str:
         """(T, V) log-probs of one utterance -> text (words joined by single spaces)."""
+        return self.decode_words(log_probs)[0]
+
+    def decode_words(self, log_probs: np.ndarray) -> tuple[str, list[tuple[str, int, int]]]:
+        """(T, V) log-probs -> (text, [(word, first frame, end frame)]). A word's frames run from its first
+        unit's emission to one past its last unit's first emission (repeats of it are not tracked)."""
         log_probs = np.asarray(log_probs, dtype=np.float32)
         if log_probs.ndim != 2 or log_probs.shape[1] != len(self.vocab):
             raise RuntimeInputError(f"decoder: expected (frames, {len(self.vocab)}) log-probs, got "
@@ -267,7 +279,7 @@ class BeamDecoder:
         # key: collapsed unit sequence -> [p_blank, p_nonblank, state]
         beam: list[tuple[tuple[int, ...], float, float, _State]] = [((), 0.0, NEG_INF, start)]
         special = [k == _SPECIAL for k in self.kinds]
-        for row in log_probs.tolist():  # float32 -> double exactly, as beam.cpp does
+        for frame, row in enumerate(log_probs.tolist()):  # float32 -> double exactly, as beam.cpp does
             best = max(row)
             threshold = best - o.token_prune
             units = [u for u in range(1, len(row)) if row[u] >= threshold and not special[u]]
@@ -292,7 +304,7 @@ class BeamDecoder:
                     new_key = key + (u,)
                     target = nxt.get(new_key)
                     if target is None:
-                        new_state = self._advance(state, u)
+                        new_state = self._advance(state, u, frame)
                         if new_state is None:
                             continue
                         target = nxt[new_key] = [NEG_INF, NEG_INF, new_state]
@@ -303,9 +315,11 @@ class BeamDecoder:
         final = sorted(((-self._final(_lse(pb, pnb), st), key, st) for key, pb, pnb, st in beam),
                        key=lambda r: (r[0], r[1]))
         if final[0][0] == math.inf:
-            return ""  # strict lexicon and no hypothesis ends in a word
+            return "", []  # strict lexicon and no hypothesis ends in a word
         state = final[0][2]
-        return " ".join(state.words + ((state.partial,) if state.partial else ()))
+        if state.partial:
+            state = _State(state.words + (state.partial,), "", 0, (), 0.0, state.spans + (state.partial_span,))
+        return " ".join(state.words), [(w, a, b) for w, (a, b) in zip(state.words, state.spans)]
 
     def with_options(self, options: DecoderOptions) -> "BeamDecoder":
         clone = object.__new__(BeamDecoder)

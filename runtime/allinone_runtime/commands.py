@@ -30,11 +30,19 @@ def _notes(t, sample_rate: int) -> list[str]:
 
 
 def transcribe_command(bundle: str, files: list[str], *, as_json: bool = False, threads: int | None = None,
-                       prog: str = "allinone_runtime") -> int:
-    """Transcribe every file (a bad file is reported as `PROG: error: ...` and skipped); exit 2 if any failed."""
+                       prog: str = "allinone_runtime", greedy: bool = False, decoder_overrides: dict | None = None,
+                       hotwords_file: str | None = None) -> int:
+    """Transcribe every file (a bad file is reported as `PROG: error: ...` and skipped); exit 2 if any failed.
+    Hotword phrases the model's units cannot spell are reported on stderr, one line each, and the rest used."""
+    from allinone_runtime.beam import read_hotwords
     from allinone_runtime.transcribe import Transcriber
 
-    transcriber = Transcriber(bundle, threads=threads)
+    hotwords = read_hotwords(hotwords_file) if hotwords_file else ()
+    transcriber = Transcriber(bundle, threads=threads, greedy=greedy, decoder_overrides=decoder_overrides,
+                              hotwords=hotwords)
+    for phrase, chars in transcriber.decoder.skipped_hotwords if transcriber.decoder else ():
+        print(f"{prog}: warning: {hotwords_file}: hotword {phrase!r} skipped: the model's units cannot spell "
+              f"{chars!r}", file=sys.stderr)
     results, failed = [], 0
     for path in files:
         try:

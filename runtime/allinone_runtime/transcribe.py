@@ -1,4 +1,5 @@
-"""Transcribe audio with a bundle: prepare the audio, run the program (in chunks when long), decode greedily.
+"""Transcribe audio with a bundle: prepare the audio, run the program (in chunks when long), decode (greedily,
+or by CTC prefix beam search with the bundle's LM and any hotwords when the bundle carries a decoder).
 
 Long audio. One program call takes `max_samples` (30 s). Longer audio is cut into windows of `max_samples`
 that start every `max_samples - overlap` samples, the overlap (4 s by default) rounded to whole output
@@ -22,6 +23,7 @@ import numpy as np
 from allinone_runtime.audio import Audio, prepare_audio, read_audio
 from allinone_runtime.bundle import Bundle
 from allinone_runtime.ctc import Word, decode_greedy, greedy_ids
+from allinone_runtime.decoder import bundle_decoder
 from allinone_runtime.engine import Engine, set_threads
 from allinone_runtime.errors import RuntimeInputError
 
@@ -65,12 +67,18 @@ class Transcriber:
     """Loads a bundle's program once; `transcribe` takes a file path or an array, returns a `Transcript`.
 
     `threads` sizes ExecuTorch's process-wide thread pool before the program loads; with several programs
-    in one process, give them all the same count (see `engine.set_threads`)."""
+    in one process, give them all the same count (see `engine.set_threads`).
+
+    A bundle with a decoder block decodes by beam search with its LM (`greedy=True` forces greedy decoding);
+    `decoder_overrides` replaces some of the manifest's decoder settings (beam, lm_weight, word_bonus,
+    oov_penalty), `hotwords` (`beam.read_hotwords`) biases decoding toward phrases."""
 
     def __init__(self, bundle: Bundle | str | Path, *, threads: int | None = None,
-                 overlap_s: float = DEFAULT_OVERLAP_S):
+                 overlap_s: float = DEFAULT_OVERLAP_S, greedy: bool = False, decoder_overrides: dict | None = None,
+                 hotwords=()):
         self.bundle = bundle if isinstance(bundle, Bundle) else Bundle.open(bundle)
         b = self.bundle
+        self.decoder = bundle_decoder(b, greedy=greedy, overrides=decoder_overrides, hotwords=hotwords)
         self.frame_samples = round(b.frame_shift_s * b.sample_rate)  # 640: audio per output frame
         overlap = int(round(overlap_s * b.sample_rate / self.frame_samples)) * self.frame_samples
         self.hop = (b.max_samples - overlap) // self.frame_samples * self.frame_samples
@@ -120,7 +128,11 @@ class Transcriber:
             log_probs, chunks = self.log_probs(audio.samples)
             inference_ms = (time.perf_counter() - start) * 1e3
             start = time.perf_counter()
-            text, words = decode_greedy(greedy_ids(log_probs), b.vocab, b.frame_shift_s)
+            if self.decoder is None:
+                text, words = decode_greedy(greedy_ids(log_probs), b.vocab, b.frame_shift_s)
+            else:
+                text, spans = self.decoder.decode_words(log_probs)
+                words = [Word(w, first * b.frame_shift_s, end * b.frame_shift_s) for w, first, end in spans]
             decode_ms = (time.perf_counter() - start) * 1e3
         total_ms = read_ms + inference_ms + decode_ms
         timings = {"read_ms": read_ms, "inference_ms": inference_ms, "decode_ms": decode_ms, "total_ms": total_ms,

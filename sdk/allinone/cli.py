@@ -6,6 +6,7 @@ Heavy imports (torch, executorch) happen inside the command functions so `allino
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 from allinone.errors import EXIT_INTERNAL, AllinoneError
@@ -142,6 +143,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: 16 MiB)")
     p.add_argument("--out", required=True, metavar="LM_DIR", help="directory to write")
     p.set_defaults(func=_cmd_lm_build)
+    p = lm.add_parser("attach", help="a copy of a bundle with an LM and decoder defaults (or new defaults)",
+                      description="Writes OUT (default: BUNDLE, replaced atomically) = BUNDLE + lm/ + the manifest's "
+                                  "decoder block, verified by transcribing a clip greedily and with the LM.")
+    p.add_argument("--bundle", required=True, metavar="BUNDLE")
+    p.add_argument("--out", metavar="DIR", help="bundle to write (default: replace BUNDLE)")
+    p.add_argument("--force", action="store_true", help="replace an existing OUT")
+    _add_decoder_options(p, "LM directory (`allinone lm build`)")
+    p.set_defaults(func=_cmd_lm_attach)
 
     # --- build (issue 6) ---
     p = sub.add_parser("build", help="build verified ExecuTorch bundles for device profiles from a checkpoint",
@@ -155,6 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace existing bundles")
     p.add_argument("--verify-audio", metavar="FILE", help="speech to verify each .pte on (default: the shipped clip)")
     p.add_argument("--json", action="store_true", help="print each bundle (path, subnet, sizes, sha256) as JSON")
+    _add_decoder_options(p, "put this LM (an `allinone lm build` directory) in every bundle: transcripts come from "
+                            "CTC prefix beam search with it; the options below become the manifest's defaults")
     _add_verbose(p)
     p.set_defaults(func=_cmd_build)
 
@@ -164,6 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="DIR", help="bundle directory to write")
     p.add_argument("--force", action="store_true", help="replace an existing bundle")
     p.add_argument("--verify-audio", metavar="FILE", help="speech to verify the .pte on (default: the shipped clip)")
+    _add_decoder_options(p, "put this LM in the bundle (see `build --lm`)")
     _add_verbose(p)
     p.set_defaults(func=_cmd_export)
 
@@ -368,8 +380,14 @@ def _cmd_build(args: argparse.Namespace) -> int:
 
     _verbose_logging(args.verbose)
     profiles = list_profiles() if args.all_profiles else args.profile
+    decoder = _checked_lm(args)
     built, failures = build_bundles(args.checkpoint, profiles, args.out, force=args.force,
                                     audio=_verify_audio(args.verify_audio), progress=not args.json)
+    if decoder is not None:
+        from allinone.bundle_lm import attach_lm
+
+        for b in built:
+            attach_lm(b.path, args.lm, decoder, audio=args.verify_audio)
     if args.json:
         print(json.dumps({"bundles": [b.to_dict() for b in built], "failures": [f.to_dict() for f in failures]}, indent=2,
                          allow_nan=False))
@@ -396,8 +414,34 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from allinone.build import export_bundle
 
     _verbose_logging(args.verbose)
+    decoder = _checked_lm(args)
     path = export_bundle(args.checkpoint, args.subnet, args.out, force=args.force, audio=_verify_audio(args.verify_audio))
+    if decoder is not None:
+        from allinone.bundle_lm import attach_lm
+
+        attach_lm(path, args.lm, decoder, audio=args.verify_audio)
     print(path)
+    return 0
+
+
+def _checked_lm(args: argparse.Namespace):
+    """With --lm: the decoder options, after reading the LM once so a bad one fails before any lowering."""
+    if not args.lm:
+        return None
+    from allinone_runtime.ngram import load_lm
+
+    load_lm(args.lm)
+    return _decoder_options(args)
+
+
+def _cmd_lm_attach(args: argparse.Namespace) -> int:
+    from allinone.bundle_lm import attach_lm
+
+    if not args.lm:
+        raise AllinoneError("lm attach: expected --lm LM_DIR")
+    out = attach_lm(args.bundle, args.lm, _decoder_options(args), out=args.out, force=args.force)
+    verification = json.loads((out / "manifest.json").read_text())["decoder"]["verification"]
+    print(f"{out}: LM attached; sample clip greedy {verification['greedy_text']!r}, with the LM {verification['text']!r}")
     return 0
 
 
@@ -595,7 +639,10 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 def _cmd_transcribe(args: argparse.Namespace) -> int:
     from allinone_runtime.commands import transcribe_command
 
-    return transcribe_command(args.bundle, args.files, as_json=args.json, threads=args.threads, prog="allinone")
+    from allinone_runtime.__main__ import decoder_arguments
+
+    return transcribe_command(args.bundle, args.files, as_json=args.json, threads=args.threads, prog="allinone",
+                              **decoder_arguments(args))
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:

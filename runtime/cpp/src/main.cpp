@@ -2,8 +2,9 @@
 //
 //   allinone_runner BUNDLE AUDIO.wav [--lengths 1,5,10,20] [--runs N] [--threads T] [--out DIR]
 //                   [--etdump FILE] [--transcribe-only] [--logprobs FILE.npy]
+//                   [--greedy] [--hotwords FILE] [--beam N] [--lm-weight W] [--word-bonus B] [--oov-penalty P]
 //
-// Prints the greedy transcript on stdout; with --out writes DIR/report.json (docs/formats.md, Latency report,
+// Prints the transcript on stdout (greedy, or beam search with the bundle's LM when it carries one: beam.h); with --out writes DIR/report.json (docs/formats.md, Latency report,
 // runner "cpp"); with --etdump writes an ETDump of a few profiled calls (read it with ExecuTorch's Inspector); with
 // --logprobs writes the log-probs of one call on the whole clip (zero-padded to the program's minimum) as .npy.
 #include <algorithm>
@@ -12,12 +13,14 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
 #include <executorch/runtime/platform/runtime.h>
 
+#include "beam.h"
 #include "bench.h"
 #include "bundle.h"
 #include "device.h"
@@ -32,14 +35,25 @@ constexpr int kEtdumpRuns = 3;  // the first is the warm-up the Inspector-side s
 
 const char* kUsage =
     "usage: allinone_runner BUNDLE AUDIO.wav [--lengths 1,5,10,20] [--runs N] [--threads T] [--out DIR]\n"
-    "                       [--etdump FILE] [--transcribe-only] [--logprobs FILE.npy]\n";
+    "                       [--etdump FILE] [--transcribe-only] [--logprobs FILE.npy]\n"
+    "                       [--greedy] [--hotwords FILE] [--beam N] [--lm-weight W] [--word-bonus B] [--oov-penalty P]\n";
 
 struct Args {
-  std::string bundle, audio, out, etdump, logprobs;
+  std::string bundle, audio, out, etdump, logprobs, hotwords;
   std::vector<double> lengths{1, 5, 10, 20};
   int runs = 10, threads = 0;
-  bool transcribe_only = false;
+  bool transcribe_only = false, greedy = false;
+  allinone::DecoderOverrides decoder;
 };
+
+double parse_number(const std::string& flag, const std::string& text) {
+  char* end = nullptr;
+  double value = std::strtod(text.c_str(), &end);
+  if (text.empty() || *end != '\0' || !std::isfinite(value)) {
+    throw std::runtime_error(flag + ": expected a number, got '" + text + "'");
+  }
+  return value;
+}
 
 std::vector<double> parse_lengths(const std::string& text) {
   std::vector<double> lengths;
@@ -85,6 +99,12 @@ Args parse_args(int argc, char** argv) {
     else if (a == "--etdump") args.etdump = value();
     else if (a == "--transcribe-only") args.transcribe_only = true;
     else if (a == "--logprobs") args.logprobs = value();
+    else if (a == "--greedy") args.greedy = true;
+    else if (a == "--hotwords") args.hotwords = value();
+    else if (a == "--beam") { args.decoder.beam = true; args.decoder.values.beam = parse_positive(a, value()); }
+    else if (a == "--lm-weight") { args.decoder.lm_weight = true; args.decoder.values.lm_weight = parse_number(a, value()); }
+    else if (a == "--word-bonus") { args.decoder.word_bonus = true; args.decoder.values.word_bonus = parse_number(a, value()); }
+    else if (a == "--oov-penalty") { args.decoder.oov_penalty = true; args.decoder.values.oov_penalty = parse_number(a, value()); }
     else if (a == "-h" || a == "--help") { std::fputs(kUsage, stdout); std::exit(0); }
     else if (!a.empty() && a[0] == '-') throw std::runtime_error(a + ": unknown option");
     else positional.push_back(a);
@@ -125,6 +145,16 @@ int run(const Args& args) {
                  ALLINONE_EXECUTORCH_VERSION);
   }
   std::vector<float> audio = read_checked_audio(args.audio, bundle);
+  std::vector<allinone::Hotword> hotwords;
+  if (!args.hotwords.empty()) hotwords = allinone::read_hotwords(args.hotwords);
+  std::unique_ptr<allinone::BeamDecoder> decoder;
+  if (!args.greedy) decoder = allinone::bundle_decoder(args.bundle, bundle.vocab, args.decoder, hotwords);
+  if (decoder) {
+    for (const auto& skipped : decoder->skipped_hotwords) {
+      std::fprintf(stderr, "allinone_runner: warning: %s: hotword '%s' skipped: the model's units cannot spell '%s'\n",
+                   args.hotwords.c_str(), skipped.first.c_str(), skipped.second.c_str());
+    }
+  }
 
   int64_t rss_before = allinone::current_rss_bytes();
   allinone::BenchOptions options;
@@ -133,6 +163,11 @@ int run(const Args& args) {
   options.audio = args.audio;
   options.threads = allinone::set_threads(args.threads);
   allinone::Model model(bundle, /*etdump=*/false);
+  auto transcribe = [&](const std::vector<float>& samples) -> std::string {
+    if (!decoder) return model.transcribe(samples);
+    allinone::LogProbs lp = model.log_probs(samples);
+    return lp.frames ? decoder->decode(lp.values.data(), lp.frames, lp.vocab_size) : "";
+  };
   if (!args.logprobs.empty()) {
     if (static_cast<int64_t>(audio.size()) > bundle.max_samples) {
       throw std::runtime_error("--logprobs: " + args.audio + " is longer than one call of the program (" +
@@ -143,12 +178,12 @@ int run(const Args& args) {
     allinone::write_npy(args.logprobs, model.run(call));
   }
   if (args.transcribe_only) {
-    std::printf("%s\n", model.transcribe(audio).c_str());
+    std::printf("%s\n", transcribe(audio).c_str());
     return 0;
   }
   allinone::BenchResult result = allinone::run_bench(model, audio, options, bundle);
   int64_t peak_rss = allinone::peak_rss_bytes();  // before profiling, which adds its own buffers
-  std::string transcript = model.transcribe(audio);
+  std::string transcript = transcribe(audio);
   if (!args.out.empty()) {
     std::filesystem::create_directories(args.out);
     std::string path = args.out + "/report.json";

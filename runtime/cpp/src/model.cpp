@@ -78,9 +78,16 @@ LogProbs Model::run(const std::vector<float>& samples) {
 }
 
 std::string Model::transcribe(const std::vector<float>& samples, double overlap_s) {
+  LogProbs lp = log_probs(samples, overlap_s);
+  if (lp.frames == 0) return "";
+  return decode_greedy(best_symbols(lp.values.data(), lp.frames, lp.vocab_size), bundle_.vocab);
+}
+
+LogProbs Model::log_probs(const std::vector<float>& samples, double overlap_s) {
+  LogProbs merged;
   float peak = 0.0f;
   for (float s : samples) peak = std::max(peak, std::fabs(s));
-  if (peak < kSilencePeak) return "";
+  if (peak < kSilencePeak) return merged;
   // Windows of max_samples every `hop`, overlap rounded to whole frames; each window keeps its frames up to
   // the middle of its overlap with the next (see allinone_runtime/transcribe.py).
   const int64_t frame = std::llround(bundle_.frame_shift_s * bundle_.sample_rate);
@@ -89,19 +96,21 @@ std::string Model::transcribe(const std::vector<float>& samples, double overlap_
   const int64_t n = static_cast<int64_t>(samples.size());
   std::vector<int64_t> starts{0};
   while (starts.back() + bundle_.max_samples < n) starts.push_back(starts.back() + hop);
-  std::vector<int> ids;
   for (size_t k = 0; k < starts.size(); ++k) {
     int64_t end = std::min(n, starts[k] + bundle_.max_samples);
     std::vector<float> window(samples.begin() + starts[k], samples.begin() + end);
     if (static_cast<int64_t>(window.size()) < bundle_.min_samples) window.resize(bundle_.min_samples, 0.0f);
     LogProbs lp = run(window);
-    std::vector<int> best = best_symbols(lp.values.data(), lp.frames, lp.vocab_size);
     size_t first = k == 0 ? 0 : static_cast<size_t>(overlap / 2 / frame);
-    size_t last = k + 1 == starts.size() ? best.size() : static_cast<size_t>((hop + overlap / 2) / frame);
-    last = std::min(last, best.size());
-    ids.insert(ids.end(), best.begin() + std::min(first, last), best.begin() + last);
+    size_t last = k + 1 == starts.size() ? lp.frames : static_cast<size_t>((hop + overlap / 2) / frame);
+    last = std::min(last, lp.frames);
+    first = std::min(first, last);
+    merged.vocab_size = lp.vocab_size;
+    merged.values.insert(merged.values.end(), lp.values.begin() + first * lp.vocab_size,
+                         lp.values.begin() + last * lp.vocab_size);
+    merged.frames += last - first;
   }
-  return decode_greedy(ids, bundle_.vocab);
+  return merged;
 }
 
 void Model::write_etdump(const std::string& path) {

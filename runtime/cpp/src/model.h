@@ -25,6 +25,9 @@ class Model {
   LogProbs run(const std::vector<float>& samples);
   // Greedy transcript: silence (peak below -60 dBFS) -> "", short audio zero-padded, long audio chunked.
   std::string transcribe(const std::vector<float>& samples, double overlap_s = 4.0);
+  // Log-probs of the whole clip on one frame grid (short audio zero-padded, long audio windowed and merged at
+  // the middle of each overlap, as transcribe does); no frames for silence.
+  LogProbs log_probs(const std::vector<float>& samples, double overlap_s = 4.0);
   // Writes the ETDump collected so far (only with `etdump`).
   void write_etdump(const std::string& path);
 

@@ -1,0 +1,74 @@
+// CTC prefix beam search with a lexicon, a word n-gram LM and hotwords: the algorithm of
+// runtime/allinone_runtime/beam.py, step for step and with the same double arithmetic in the same order, so
+// both runtimes return the same transcript for the same log-probs (see that file for the description).
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "ngram.h"
+
+namespace allinone {
+
+struct DecoderOptions {
+  int beam = 8;
+  double lm_weight = 0.5;
+  double word_bonus = 1.0;
+  bool has_oov_penalty = true;  // false: a strict lexicon (words outside it are never output)
+  double oov_penalty = -10.0;
+  double token_prune = 10.0;
+};
+
+struct Hotword {
+  std::string phrase;
+  double boost = 1.5;
+};
+
+// One phrase per line, optional trailing " :BOOST", '#' comments; ASCII lower-casing (as beam.py).
+std::vector<Hotword> read_hotwords(const std::string& path);
+
+class BeamDecoder {
+ public:
+  BeamDecoder(const std::vector<std::string>& vocab, NgramLM lm, DecoderOptions options,
+              const std::vector<Hotword>& hotwords);
+  std::string decode(const float* log_probs, size_t frames, size_t vocab_size) const;
+  // (phrase, characters the units cannot spell) of each hotword left out
+  std::vector<std::pair<std::string, std::string>> skipped_hotwords;
+
+ private:
+  struct State {
+    std::vector<std::string> words;
+    std::string partial;
+    int node = 0;
+    std::vector<int> context;
+    double score = 0.0;
+  };
+  void insert(const std::string& word, int word_id, double boost);
+  int walk(int node, const std::string& text) const;
+  bool close(const State& state, State* out) const;
+  bool append(const State& state, const std::string& text, State* out) const;
+  bool advance(const State& state, int unit, State* out) const;
+  double rank(double total, const State& state) const;
+  double final_score(double total, const State& state, State* closed) const;
+
+  std::vector<int> kinds_;
+  std::vector<std::string> texts_;
+  NgramLM lm_;
+  DecoderOptions options_;
+  std::vector<std::map<unsigned char, int>> children_;
+  std::vector<int> word_at_;
+  std::vector<double> hot_, hot_word_;
+};
+
+// The bundle's beam-search decoder (manifest `decoder` block, every LM file checked against its sha256), with
+// `overrides` applied on top of the manifest's defaults; nullptr for a bundle without one.
+struct DecoderOverrides {
+  bool beam = false, lm_weight = false, word_bonus = false, oov_penalty = false;
+  DecoderOptions values;
+};
+std::unique_ptr<BeamDecoder> bundle_decoder(const std::string& bundle_dir, const std::vector<std::string>& vocab,
+                                            const DecoderOverrides& overrides, const std::vector<Hotword>& hotwords);
+
+}  // namespace allinone
