@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Set up allinone from nothing: system packages, a virtual environment in .venv, the SDK in editable mode.
+# Set up allinone from nothing: system packages, a virtual environment in .venv, the runtime and the SDK in
+# editable mode.
 # Safe to rerun: every step is idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,5 +22,8 @@ fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q torch==2.13.0
-.venv/bin/python -m pip install -q -e '.[test,hf,synth]'  # hf: transformers (wav2vec2 import tests); synth: Piper voice
+# The device runtime is its own distribution that the SDK depends on; both in one pip call, runtime first, so
+# pip takes allinone-runtime from ./runtime and never looks for it on an index.
+# hf: transformers (wav2vec2 import tests); synth: Piper voice.
+.venv/bin/python -m pip install -q -e './runtime[plots]' -e '.[test,hf,synth]'
 echo "setup: done (.venv ready; run .venv/bin/allinone --help)"
