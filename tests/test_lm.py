@@ -150,3 +150,58 @@ def test_hotwords_parse_and_unspellable_ones_are_reported(lm_dir, sample_log_pro
         parse_hotwords("ada :lots\n", "hw.txt")
     with pytest.raises(BadInputError):
         build_lm([lm_dir / "missing.txt"], 3, lm_dir.parent / "x")
+
+
+CONTACT_CLIP = ROOT / "tests/fixtures/hotwords/please_call_margaret_tomorrow.wav"  # espeak-ng 1.51, en-us voice
+COMMANDS = """please call the office tomorrow
+call me at home
+please call him now
+we will meet tomorrow
+please send a message to the office
+"""
+
+
+def test_hotword_turns_a_misrecognised_name_into_the_right_word(tmp_path):
+    """A contact name the LM has never seen: without the hotword the decoder writes other words; with it, the name."""
+    import torch
+
+    from allinone.checkpoint import load_checkpoint
+    from allinone.data.audio import load_audio
+    from allinone_runtime.beam import Hotword
+
+    text = tmp_path / "commands.txt"
+    text.write_text(COMMANDS)
+    lm = load_lm(build_lm([text], 3, tmp_path / "lm").out)
+    ckpt = load_checkpoint(CHECKPOINT)
+    ckpt.model.eval()
+    with torch.no_grad():
+        log_probs = ckpt.model(torch.from_numpy(load_audio(CONTACT_CLIP))[None], None, ckpt.targets[0])[0][0].numpy()
+    vocab = list(ckpt.tokenizer().vocab)
+    options = DecoderOptions(lm_weight=0.8, word_bonus=3.0, oov_penalty=-40.0)
+    greedy = decode_greedy(greedy_ids(log_probs), vocab, 0.04)[0]
+    plain = BeamDecoder(vocab, lm, options).decode(log_probs)
+    boosted = BeamDecoder(vocab, lm, options, [Hotword("margaret")]).decode(log_probs)
+    assert "margaret" not in greedy.split() and "margaret" not in plain.split(), (greedy, plain)
+    assert "margaret" in boosted.split() and boosted.startswith("please call"), boosted
+
+
+def test_eval_scores_greedy_and_beam_in_one_command(tmp_path):
+    """`allinone eval --lm`: each system twice (greedy, +beam) from one network pass, with decoding times."""
+    text = tmp_path / "text.txt"
+    text.write_text(TEXT + COMMANDS + "please call margaret tomorrow\n")
+    build_lm([text], 3, tmp_path / "lm")
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("".join(json.dumps({"audio_filepath": str(clip), "text": ref}) + "\n" for clip, ref in
+                                [(SAMPLE, (ROOT / "sdk/allinone/assets/sample.txt").read_text().strip()),
+                                 (CONTACT_CLIP, "please call margaret tomorrow")]))
+    done = _cli("eval", "--checkpoint", str(CHECKPOINT), "--manifest", str(manifest), "--subnet", "d12-f512-h4-w32",
+                "--lm", str(tmp_path / "lm"), "--hyps-dir", str(tmp_path / "hyps"), "--json")
+    assert done.returncode == 0, done.stderr
+    rows = {r["subnet"]: r for r in json.loads(done.stdout)}
+    assert set(rows) == {"d12-f512-h4-w32", "d12-f512-h4-w32+beam"}
+    assert rows["d12-f512-h4-w32+beam"]["wer"] < rows["d12-f512-h4-w32"]["wer"]
+    assert "decoding time: network" in done.stderr and "x greedy" in done.stderr
+    assert (tmp_path / "hyps" / "d12-f512-h4-w32+beam.hyps.jsonl").is_file()
+    compare = _cli("compare", str(tmp_path / "hyps" / "d12-f512-h4-w32.hyps.jsonl"),
+                   str(tmp_path / "hyps" / "d12-f512-h4-w32+beam.hyps.jsonl"))
+    assert compare.returncode == 0, compare.stderr

@@ -13,11 +13,11 @@
 namespace allinone {
 
 struct DecoderOptions {
-  int beam = 8;
-  double lm_weight = 0.5;
-  double word_bonus = 1.0;
+  int beam = 8;  // defaults as beam.py's DecoderOptions; a bundle's manifest always sets every value
+  double lm_weight = 0.9;
+  double word_bonus = 3.5;
   bool has_oov_penalty = true;  // false: a strict lexicon (words outside it are never output)
-  double oov_penalty = -10.0;
+  double oov_penalty = -40.0;
   double token_prune = 10.0;
 };
 
