@@ -7,8 +7,8 @@ cross-built arm64 runner folder under qemu-aarch64 (`allinone runner --target li
         --out runs/arm64_parity
 
 Prints, per precision and emulated CPU, the largest absolute log-prob difference host vs arm64 (over every
-frame and token of every utterance), the build's verification tolerance for that precision, and how many greedy
-transcripts are identical. Utterances are the manifest's first N of at most 30 s (one program call each).
+frame and token of every utterance), the build's verification tolerance for that precision, how many greedy
+transcripts are identical and on how many frames the greedy token differs (near-ties that flip). Utterances are the manifest's first N of at most 30 s (one program call each).
 Timings under emulation say nothing about a board, so none are reported.
 """
 
@@ -60,24 +60,28 @@ def main() -> None:
             host_out[k] = (run_runner(host, bundle, u.audio_filepath, threads=1, transcribe_only=True,
                                       logprobs=npy)[0], np.load(npy))
         for cpu in args.cpu or ["cortex-a76"]:
-            start, worst, same = time.perf_counter(), 0.0, 0
+            start, worst, same, flipped, frames = time.perf_counter(), 0.0, 0, 0, 0
             for k, u in enumerate(utterances):
                 npy = out / "lp" / f"arm-{cpu}-w{bits}-{k}.npy"
                 text, _ = run_runner(folder / "allinone_runner", bundle, u.audio_filepath, threads=1,
                                      transcribe_only=True, logprobs=npy, emulator=emulator_command(cpu=cpu))
-                worst = max(worst, float(np.abs(np.load(npy) - host_out[k][1]).max()))
+                arm_lp, host_lp = np.load(npy)[0], host_out[k][1][0]  # (T, V)
+                worst = max(worst, float(np.abs(arm_lp - host_lp).max()))
+                flipped += int((arm_lp.argmax(-1) != host_lp.argmax(-1)).sum())  # greedy choice differs: near-ties
+                frames += len(arm_lp)
                 same += text == host_out[k][0]
             rows.append({"bits": bits, "subnet": spec, "cpu": cpu, "utterances": len(utterances),
                          "max_abs_logprob_diff": worst, "tolerance": MAX_ABS_DIFF[bits], "identical_transcripts": same,
+                         "flipped_frames": flipped, "frames": frames,
                          "seconds_of_audio": round(sum(u.duration for u in utterances), 1),
                          "wall_s": round(time.perf_counter() - start, 1)})
             print(json.dumps(rows[-1]), flush=True)
     (out / "arm64_parity.json").write_text(json.dumps(rows, indent=2) + "\n")
     print(f"\n| precision | system | emulated CPU | utterances | max abs log-prob diff host vs arm64 | tolerance "
-          f"| identical transcripts |\n|---|---|---|---|---|---|---|")
+          f"| identical transcripts | frames whose greedy token differs |\n|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['bits']}-bit | {r['subnet']} | {r['cpu']} | {r['utterances']} | {r['max_abs_logprob_diff']:.3g} "
-              f"| {r['tolerance']} | {r['identical_transcripts']}/{r['utterances']} |")
+              f"| {r['tolerance']} | {r['identical_transcripts']}/{r['utterances']} | {r['flipped_frames']}/{r['frames']} |")
 
 
 if __name__ == "__main__":
