@@ -205,3 +205,35 @@ def test_eval_scores_greedy_and_beam_in_one_command(tmp_path):
     compare = _cli("compare", str(tmp_path / "hyps" / "d12-f512-h4-w32.hyps.jsonl"),
                    str(tmp_path / "hyps" / "d12-f512-h4-w32+beam.hyps.jsonl"))
     assert compare.returncode == 0, compare.stderr
+
+
+@pytest.mark.slow
+def test_tune_decoder_writes_the_best_setting_into_a_new_bundle(tmp_path):
+    """Lowers the smallest shipped system, attaches an LM, tunes on two real clips: a new bundle, old one intact."""
+    from allinone.bundle_lm import attach_lm
+
+    text = tmp_path / "text.txt"
+    text.write_text(TEXT + COMMANDS + "please call margaret tomorrow\n")
+    lm = build_lm([text], 3, tmp_path / "lm").out
+    done = _cli("export", "--checkpoint", str(CHECKPOINT), "--subnet", "d4-f128-h2-w4", "--out",
+                str(tmp_path / "bundle"))
+    assert done.returncode == 0, done.stderr
+    attach_lm(tmp_path / "bundle", lm, DecoderOptions(lm_weight=0.1, word_bonus=0.0))
+    manifest = tmp_path / "dev.jsonl"
+    manifest.write_text("".join(json.dumps({"audio_filepath": str(clip), "text": ref}) + "\n" for clip, ref in
+                                [(SAMPLE, (ROOT / "sdk/allinone/assets/sample.txt").read_text().strip()),
+                                 (CONTACT_CLIP, "please call margaret tomorrow")]))
+    before = (tmp_path / "bundle" / "manifest.json").read_text()
+    done = _cli("tune-decoder", "--bundle", str(tmp_path / "bundle"), "--manifest", str(manifest),
+                "--lm-weights", "0.1,0.9", "--word-bonuses", "0,3.5", "--out", str(tmp_path / "tuned"))
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "bundle" / "manifest.json").read_text() == before
+    tuned = json.loads((tmp_path / "tuned" / "manifest.json").read_text())["decoder"]
+    rows = [line for line in done.stdout.splitlines() if line.startswith("lm_weight")]
+    assert len(rows) == 4
+    best = min(rows, key=lambda line: float(line.split("WER ")[1].rstrip("%")))
+    assert float(best.split()[1]) == tuned["defaults"]["lm_weight"]
+    assert float(best.split()[3]) == tuned["defaults"]["word_bonus"]
+    from allinone_runtime.transcribe import Transcriber
+
+    assert Transcriber(tmp_path / "tuned").transcribe(SAMPLE).text == tuned["verification"]["text"]

@@ -152,6 +152,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_decoder_options(p, "LM directory (`allinone lm build`)")
     p.set_defaults(func=_cmd_lm_attach)
 
+    p = sub.add_parser("tune-decoder", help="search a bundle's LM weight and word bonus on a dev set; write them "
+                                            "as its decoder defaults",
+                       description="Runs the bundle's program once per utterance, decodes with every (LM weight, "
+                                   "word bonus) pair, and writes OUT (default: BUNDLE, replaced atomically) with the "
+                                   "best as the manifest's decoder defaults. Use a dev set, never a test set.")
+    p.add_argument("--bundle", required=True, metavar="BUNDLE", help="a bundle that carries an LM")
+    p.add_argument("--manifest", required=True, metavar="DEV", help="dev manifest (JSONL, TSV, Kaldi dir, LibriSpeech dir)")
+    p.add_argument("--lm-weights", type=_float_list, default=None, metavar="W,W,...",
+                   help="LM weights to try (default: 0.5,0.7,0.9,1.1)")
+    p.add_argument("--word-bonuses", type=_float_list, default=None, metavar="B,B,...",
+                   help="word bonuses to try (default: 1.5,2.5,3.5,4.5)")
+    p.add_argument("--out", metavar="DIR", help="bundle to write (default: replace BUNDLE)")
+    p.add_argument("--force", action="store_true", help="replace an existing OUT")
+    p.set_defaults(func=_cmd_tune_decoder)
+
     # --- build (issue 6) ---
     p = sub.add_parser("build", help="build verified ExecuTorch bundles for device profiles from a checkpoint",
                        description="select -> extract -> quantize -> export -> lower -> verify -> bundle. Exit codes: "
@@ -432,6 +447,29 @@ def _checked_lm(args: argparse.Namespace):
 
     load_lm(args.lm)
     return _decoder_options(args)
+
+
+def _float_list(text: str) -> list[float]:
+    try:
+        values = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError("expected at least one number")
+    return values
+
+
+def _cmd_tune_decoder(args: argparse.Namespace) -> int:
+    from allinone.tune_decoder import DEFAULT_LM_WEIGHTS, DEFAULT_WORD_BONUSES, tune_decoder
+
+    result = tune_decoder(args.bundle, args.manifest, out=args.out, force=args.force,
+                          lm_weights=args.lm_weights or DEFAULT_LM_WEIGHTS,
+                          word_bonuses=args.word_bonuses or DEFAULT_WORD_BONUSES)
+    print(f"greedy WER {result.greedy_wer:.2%}")
+    for weight, bonus, wer in result.rows:
+        print(f"lm_weight {weight:<5g} word_bonus {bonus:<5g} WER {wer:.2%}")
+    print(f"{result.out}: decoder defaults {result.best}")
+    return 0
 
 
 def _cmd_lm_attach(args: argparse.Namespace) -> int:
