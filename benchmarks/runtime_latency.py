@@ -34,9 +34,9 @@ import torch
 from allinone.data.tokenizer import CharTokenizer
 from allinone.export import MAX_SAMPLES, WaveformToLogProbs, export_subnet
 from allinone.models.conformer import MIN_SAMPLES, conformer_small
-from allinone.package import io_signature, quantization_info, versions, write_bundle
+from allinone.package import BundleSizes, bundle_manifest, versions, write_bundle
 from allinone.quantize import quantize_subnet_
-from allinone.size import subnet_size
+from allinone.size import subnet_size, subnet_weight_bytes
 from allinone_runtime.cpp import build_runner, run_runner
 from allinone_runtime.engine import Engine, set_threads
 
@@ -52,17 +52,20 @@ def _time_calls(call, runs: int) -> list[float]:
     return times
 
 
-def _bundle(model, spec, program, directory: Path, lowering: dict) -> Path:
-    """A bundle the runtimes can open (the benchmark's random weights would fail `allinone build`'s
-    transcript verification, which needs a trained model)."""
-    size = subnet_size(model, spec)
-    manifest = {"model": {"family": "conformer", "subnet": spec.to_dict(), "params": size.params,
-                          "macs_per_second": size.macs_per_second},
-                "quantization": quantization_info(spec.weight_bits, program.float_layers),
-                "vocabulary": CharTokenizer().to_dict(), "sample_rate": 16000,
-                "io": io_signature(model.cfg.vocab_size, MIN_SAMPLES, MAX_SAMPLES), "profile": None,
-                "lowering": lowering, "versions": versions()}
+def _bundle(model, program, directory: Path):
+    """A bundle the runtimes can open, with the build's manifest less the checkpoint and the verification
+    (the benchmark's random weights would fail `allinone build`'s transcript verification)."""
+    size = subnet_size(model, program.spec)
+    sizes = BundleSizes(size.params, size.weight_bytes, size.macs_per_second,
+                        subnet_weight_bytes(model, model.search_space.largest()))
+    manifest = bundle_manifest(model, program, sizes, family="conformer", vocabulary=CharTokenizer().to_dict())
     return write_bundle(directory, program.pte, manifest, force=True)
+
+
+def _lowering_summary(manifest: dict) -> dict:
+    """Total lowering seconds and the ops left outside XNNPACK, from a bundle's manifest."""
+    lowering = manifest["lowering"]
+    return {"seconds": round(sum(lowering["seconds"].values()), 1), "portable_ops": lowering["portable_ops"]}
 
 
 def _onnx_float(module: torch.nn.Module, example: torch.Tensor, path: Path) -> Path:
@@ -161,14 +164,13 @@ def main() -> None:
         if args.reuse and (bundle_dir / "manifest.json").is_file():  # lowered by an earlier run, same seed
             eager = WaveformToLogProbs(model.extract_subnet(spec)).eval()
             quantize_subnet_(eager.subnet, bits)
-            lowering = json.loads((bundle_dir / "manifest.json").read_text())["lowering"]
+            lowering = _lowering_summary(json.loads((bundle_dir / "manifest.json").read_text()))
             bundle = bundle_dir
         else:
             program = export_subnet(model, spec)
             eager = program.module
-            lowering = {"seconds": round(sum(program.seconds.values()), 1),
-                        "portable_ops": dict(program.portable_ops)}
-            bundle = _bundle(model, spec, program, bundle_dir, lowering)
+            written = _bundle(model, program, bundle_dir)
+            bundle, lowering = written.path, _lowering_summary(written.manifest)
         with torch.no_grad():
             if float_onnx is None:
                 float_onnx = out / "model-w32.onnx"

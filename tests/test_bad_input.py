@@ -372,7 +372,7 @@ def test_inspect_reports_the_files_byte_count(tmp_path):
                 "quantization": {"scheme": "8da4w", "group_size": 32}, "expected": {"wer": None},
                 "sizes": {"pte_bytes": 999_999, "weight_bytes": 10, "compression_ratio": 1.0},
                 "versions": {"allinone": "0"}}
-    bundle = write_bundle(tmp_path / "b", b"x" * 1234, manifest)
+    bundle = write_bundle(tmp_path / "b", b"x" * 1234, manifest).path
     assert "model.pte 1,234 B" in describe_bundle(bundle)  # the file, not the manifest's claim
     (bundle / "manifest.json").write_text(json.dumps({**json.loads((bundle / "manifest.json").read_text()),
                                                       "sizes": "tampered"}))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.resources
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -91,73 +91,45 @@ def verify_program(pte: bytes, eager: torch.nn.Module, tokenizer, weight_bits: i
                         text_eager if text_eager != text_pte else None)
 
 
-def _predicted(latency: dict, profile) -> dict | None:
-    """The selector's prediction for the manifest's `latency.predicted` (never a measurement)."""
-    predicted = latency.get("predicted")
-    if predicted is None:
-        return None
-    return {"ms": predicted["ms"], "rtf": predicted["rtf"], "reference_audio_s": latency["reference_audio_s"],
-            "measured": False, "model": predicted["model"], "profile": profile.name}
+def _write(ckpt, program, check: Verification, sizes, out: Path, *, selection=None,
+           dev_manifest: str | None = None, force: bool = False):
+    """The one bundle step of `export` and `build`: the manifest of a verified program, written. A build's
+    `selection` supplies the profile, the expected WER (on `dev_manifest`) and the latency block."""
+    from allinone.package import bundle_manifest, write_bundle
+
+    manifest = bundle_manifest(
+        ckpt.model, program, sizes, family=ckpt.family, vocabulary=ckpt.config["vocabulary"],
+        checkpoint={"path": str(ckpt.path), "weights_sha256": ckpt.config["weights_sha256"]},
+        verification=check.to_dict(),
+        profile=selection.profile if selection is not None else None,
+        expected=None if selection is None else {"wer": selection.chosen.entry.wer, "cer": None,
+                                                 "manifest": dev_manifest},
+        latency=selection.bundle_latency() if selection is not None else None)
+    return write_bundle(out, program.pte, manifest, force=force)
 
 
-def _measured(latency: dict) -> dict | None:
-    """A latency the catalog holds from a report of this profile's own device, else None."""
-    if not latency.get("measured"):
-        return None
-    device = latency["device"]
-    return {"ms": latency["ms"], "rtf": latency["rtf"], "reference_audio_s": latency["reference_audio_s"],
-            "device": device, "date": device["date"], "report": device["report"]}
-
-
-def export_bundle(checkpoint, spec: SubnetSpec | str, out: str | Path, *, profile=None, expected: dict | None = None,
-                  predicted_latency: dict | None = None, measured_latency: dict | None = None,
-                  audio: torch.Tensor | None = None, force: bool = False, exported=None,
-                  verification: Verification | None = None) -> Path:
-    """Lower `spec` of `checkpoint` (a path or a loaded Checkpoint), verify the .pte on real speech and write
-    the bundle directory `out`. `exported` reuses an already lowered program of the same spec, and
-    `verification` that program's check (a bundle sharing a program shares its verification)."""
+def export_bundle(checkpoint, spec: SubnetSpec | str, out: str | Path, *, force: bool = False,
+                  audio: torch.Tensor | None = None) -> Path:
+    """`allinone export`: lower `spec` of `checkpoint` (a path or a loaded Checkpoint), verify the .pte on
+    real speech and write the bundle directory `out`, with no profile. Sizes are counted here (no catalog
+    needed); a build takes them from the catalog instead."""
     from allinone.checkpoint import Checkpoint, load_checkpoint
-    from allinone.export import MAX_SAMPLES, export_subnet
-    from allinone.models.conformer import MIN_SAMPLES
-    from allinone.package import io_signature, quantization_info, versions, write_bundle
-    from allinone.size import subnet_size
-
     from allinone.errors import BadInputError
+    from allinone.export import export_subnet
+    from allinone.package import BundleSizes
+    from allinone.size import subnet_size, subnet_weight_bytes
 
     if Path(out).exists() and not force:  # before minutes of lowering, not after
         raise BadInputError(f"{out}: already exists (pass --force to replace it)")
     ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
     spec = SubnetSpec.from_id(spec) if isinstance(spec, str) else spec
     ckpt.model.search_space.validate(spec)
-    tokenizer = ckpt.tokenizer()
-    program = exported or export_subnet(ckpt.model, spec)
-    check = verification or verify_program(program.pte, program.module, tokenizer, spec.weight_bits, audio)
+    program = export_subnet(ckpt.model, spec)
+    check = verify_program(program.pte, program.module, ckpt.tokenizer(), spec.weight_bits, audio)
     size = subnet_size(ckpt.model, spec)
-    full = subnet_size(ckpt.model, ckpt.model.search_space.largest())
-    io = io_signature(ckpt.model.cfg.vocab_size, MIN_SAMPLES, MAX_SAMPLES)
-    # The Conformer's 40 ms frames are the default; other families (wav2vec2: 20 ms) state their own.
-    io["output"]["frame_shift_s"] = getattr(ckpt.model, "frame_shift_s", io["output"]["frame_shift_s"])
-    manifest = {
-        "model": {"family": ckpt.family, "subnet": spec.to_dict(),
-                  "checkpoint": {"path": str(ckpt.path), "weights_sha256": ckpt.config["weights_sha256"]},
-                  "params": size.params, "macs_per_second": size.macs_per_second},
-        "quantization": quantization_info(spec.weight_bits, program.float_layers),
-        "vocabulary": ckpt.config["vocabulary"],
-        "sample_rate": ckpt.model.cfg.frontend.sample_rate,
-        "io": io,
-        "profile": profile.to_dict() if profile is not None else None,
-        "expected": expected or {"wer": None, "cer": None, "manifest": None},
-        "latency": {"predicted": predicted_latency, "measured": measured_latency},
-        "sizes": {"pte_bytes": len(program.pte), "weight_bytes": size.weight_bytes,
-                  "float_full_weight_bytes": full.weight_bytes,
-                  "compression_ratio": round(full.weight_bytes / size.weight_bytes, 3)},
-        "verification": check.to_dict(),
-        "lowering": {"seconds": {k: round(v, 2) for k, v in program.seconds.items()},
-                     "delegated_ops": sum(program.delegated_ops.values()),
-                     "portable_ops": dict(program.portable_ops)},
-        "versions": versions(),
-    }
-    return write_bundle(out, program.pte, manifest, force=force)
+    sizes = BundleSizes(size.params, size.weight_bytes, size.macs_per_second,
+                        subnet_weight_bytes(ckpt.model, ckpt.model.search_space.largest()))
+    return _write(ckpt, program, check, sizes, Path(out), force=force).path
 
 
 @dataclass
@@ -170,6 +142,7 @@ class BuiltBundle:
     sha256: str
     wer: float | None
     reused_lowering: bool  # another profile selected the same system, so its lowering was reused
+    manifest: dict = field(default_factory=dict, repr=False)  # the manifest written (callers need not reread it)
 
     def to_dict(self) -> dict:
         return {"profile": self.profile, "path": str(self.path), "subnet": self.subnet, "pte_bytes": self.pte_bytes,
@@ -204,8 +177,6 @@ def build_bundles(checkpoint: str | Path, profiles: list[str], out: str | Path, 
     bytes), recorded in each of their bundles. A profile that nothing fits, or whose program fails
     verification, is reported in the failures and gets no bundle; the others are still built. The progress
     bar counts systems lowered, not profiles, and shows no ETA: lowerings differ in length by minutes."""
-    import json
-
     from tqdm import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
 
@@ -213,8 +184,10 @@ def build_bundles(checkpoint: str | Path, profiles: list[str], out: str | Path, 
     from allinone.checkpoint import load_checkpoint
     from allinone.errors import AllinoneError, BadInputError
     from allinone.export import export_subnet
+    from allinone.package import BundleSizes
     from allinone.profiles import load_profile
     from allinone.select import select
+    from allinone.size import subnet_weight_bytes
 
     out = Path(out)
     ckpt = load_checkpoint(checkpoint)
@@ -236,14 +209,15 @@ def build_bundles(checkpoint: str | Path, profiles: list[str], out: str | Path, 
         log.error("%s: %s", profile.name, err)
 
     # select: each profile's system; profiles sharing a system are built from one program
-    chosen, systems = {}, {}  # profile name -> the selection as data; spec -> its profiles, in the order given
+    chosen, systems = {}, {}  # profile name -> its Selection; spec -> its profiles, in the order given
     for profile in loaded:
         try:
-            chosen[profile.name] = select(catalog, profile).to_dict()
+            chosen[profile.name] = select(catalog, profile)
+            spec = ckpt.model.search_space.validate(SubnetSpec.from_id(chosen[profile.name].chosen.entry.subnet))
         except AllinoneError as err:
             fail(profile, err)
             continue
-        systems.setdefault(SubnetSpec.from_id(chosen[profile.name]["subnet"]), []).append(profile)
+        systems.setdefault(spec, []).append(profile)
     if systems:
         log.info("select: %s -> %s to lower: %s", _count(len(chosen), "profile"), _count(len(systems), "system"),
                  "; ".join(f"{spec.id} ({_profile_names(shared)})" for spec, shared in systems.items()))
@@ -277,21 +251,20 @@ def build_bundles(checkpoint: str | Path, profiles: list[str], out: str | Path, 
         log.info("verify: %s on %s: log-probs within %.3g of eager, %d/%d frames differ, transcript %r",
                  spec.id, check.audio, check.max_abs_diff, check.flipped_frames, check.frames, check.transcript)
 
-    # bundle: one directory per profile, sharing its system's program and verification
+    # bundle: one directory per profile, sharing its system's program and verification; sizes are the
+    # catalog entry's (counted when the catalog was made), not counted again
     built = []
+    full_bytes = subnet_weight_bytes(ckpt.model, ckpt.model.search_space.largest()) if verified else 0
     for spec, check in verified.items():
+        program = lowered[spec]
         for k, profile in enumerate(systems[spec]):
             selection = chosen[profile.name]
-            path = export_bundle(ckpt, spec, out / profile.name, profile=profile, audio=audio, force=force,
-                                 exported=lowered[spec], verification=check,
-                                 expected={"wer": selection["wer"], "cer": None,
-                                           "manifest": catalog.meta.get("manifest")},
-                                 predicted_latency=_predicted(selection["latency"], profile),
-                                 measured_latency=_measured(selection["latency"]))
-            manifest = json.loads((path / "manifest.json").read_text())
-            built.append(BuiltBundle(profile.name, path, spec.id, manifest["sizes"]["pte_bytes"],
-                                     manifest["sizes"]["weight_bytes"], manifest["pte"]["sha256"], selection["wer"],
-                                     reused_lowering=k > 0))
+            entry = selection.chosen.entry
+            sizes = BundleSizes(entry.params, entry.weight_bytes, int(entry.macs_per_second), full_bytes)
+            written = _write(ckpt, program, check, sizes, out / profile.name, selection=selection,
+                             dev_manifest=catalog.meta.get("manifest"), force=force)
+            built.append(BuiltBundle(profile.name, written.path, spec.id, len(program.pte), entry.weight_bytes,
+                                     written.pte_sha256, entry.wer, reused_lowering=k > 0, manifest=written.manifest))
         log.info("bundle: %s -> %s/{%s}", spec.id, out, ",".join(p.name for p in systems[spec]))
     order = {profile.name: i for i, profile in enumerate(loaded)}
     return (sorted(built, key=lambda b: order[b.profile]),

@@ -118,20 +118,10 @@ def match_host_profile(profiles: list[DeviceProfile], device: dict) -> DevicePro
     does. Android reports its OS as Linux, so an arm64 Linux machine also passes for a phone: a linux-* profile
     is preferred unless the kernel says Android; among equals, the first given. `device` is
     `allinone_runtime.device.device_info()`."""
-    from allinone.latency import LatencyReport, check_report_device
+    from allinone.latency import target_mismatch
 
-    matches = []
-    for profile in profiles:
-        # Only the machine and OS decide here; the thread count is a setting of the run, not of the device.
-        as_report = LatencyReport(path="this machine", date="", machine=device["machine"], system=device["system"],
-                                  cpu=device.get("cpu", ""), runner="python", subnet="", weight_bits=32,
-                                  macs_per_second=1.0, pte_bytes=0, profile=profile.name, threads=profile.threads,
-                                  latency=(), peak_rss_bytes=0)
-        try:
-            check_report_device(as_report, profile)
-        except BadInputError:
-            continue
-        matches.append(profile)
+    # Only the machine and OS decide here; the thread count is a setting of the run, not of the device.
+    matches = [p for p in profiles if target_mismatch(device["machine"], device["system"], p) is None]
     android = "android" in device["system"].lower()
     matches.sort(key=lambda p: (p.target == "android-arm64") != android)  # stable: keeps the given order
     return matches[0] if matches else None
@@ -157,17 +147,15 @@ def measure_here(bundle_dir: Path, audio: Path, report_dir: Path, *, audio_s: fl
                  profile: str | None, note: str | None = None) -> Measurement:
     """Transcribe `audio` with the bundle through the runtime and time `audio_s` seconds of it (the clip
     repeated) with the runtime's bench; the bench's report.json/md go to `report_dir`."""
-    from allinone_runtime import Bundle, Transcriber, write_report
+    from allinone_runtime import write_report
     from allinone_runtime.timing import bench
-    from allinone_runtime.engine import thread_count
 
-    bundle = Bundle.open(bundle_dir)
-    transcript = Transcriber(bundle, threads=threads).transcribe(audio)
-    report = bench(bundle, lengths_s=(audio_s,), runs=BENCH_RUNS, threads=threads, audio=audio)
+    # One run: the bench given the clip also transcribes it, with the program it timed.
+    report = bench(bundle_dir, lengths_s=(audio_s,), runs=BENCH_RUNS, threads=threads, audio=audio)
     path = write_report(report, report_dir)
     row = report["latency"][0]
-    return Measurement(str(bundle_dir), profile, transcript.text, row["audio_s"], row["p50_ms"], row["rtf"],
-                       threads if threads is not None else thread_count(), report["device"], str(path), note)
+    return Measurement(str(bundle_dir), profile, report["transcript"], row["audio_s"], row["p50_ms"], row["rtf"],
+                       report["threads"], report["device"], str(path), note)
 
 
 # ---- the table ---------------------------------------------------------------------------------------------------
@@ -232,8 +220,6 @@ def _latency(manifest: dict, measured: Measurement | None) -> dict:
 def demo_rows(profiles: list[DeviceProfile], built: list[BuiltBundle], failures: list,
               measured: Measurement | None) -> list[DemoRow]:
     """One row per profile, in the order given: its bundle's facts from the manifest, or why it has none."""
-    from allinone.package import read_bundle_manifest
-
     by_profile = {b.profile: b for b in built}
     failed = {f.profile: f for f in failures}
     rows = []
@@ -244,7 +230,7 @@ def demo_rows(profiles: list[DeviceProfile], built: list[BuiltBundle], failures:
             row.status, row.error = ("no fit" if f.exit_code == EXIT_NO_FIT else "failed"), f.reason
         elif profile.name in by_profile:
             b = by_profile[profile.name]
-            m = read_bundle_manifest(b.path)
+            m = b.manifest
             here = measured if measured is not None and measured.profile == profile.name else None
             row = DemoRow(profile.name, row.device, str(b.path), b.subnet, m["quantization"]["weight_bits"],
                           m["expected"]["wer"], m["sizes"]["pte_bytes"], m["sizes"]["weight_bytes"],
@@ -387,12 +373,11 @@ def write_demo_files(result: DemoResult) -> tuple[Path, Path]:
 
 def _float_full(checkpoint: Path, built: list[BuiltBundle]) -> dict:
     """The compression reference recorded in the manifests (the float full system's weight bytes)."""
-    from allinone.package import read_bundle_manifest
     from allinone.spec import SearchSpace
 
     config = json.loads((checkpoint / "config.json").read_text())
     subnet = SearchSpace.from_dict(config["search_space"]).largest().id
-    weight_bytes = read_bundle_manifest(built[0].path)["sizes"]["float_full_weight_bytes"] if built else None
+    weight_bytes = built[0].manifest["sizes"]["float_full_weight_bytes"] if built else None
     return {"subnet": subnet, "weight_bytes": weight_bytes}
 
 

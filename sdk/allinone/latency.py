@@ -40,7 +40,7 @@ from allinone_runtime.schema import REPORT_FORMAT_VERSION
 __all__ = [
     "REPORT_FORMAT_VERSION", "LatencyPoint", "Timing", "LatencyFit", "LatencyReport", "Calibration",
     "planned_activation_bytes", "predict_peak_bytes", "time_program", "time_programs", "runtime_overhead_bytes",
-    "fit_latency_model", "fitted_latency_model", "read_report", "report_points", "check_report_device",
+    "fit_latency_model", "fitted_latency_model", "read_report", "report_points", "target_mismatch", "check_report_device",
     "calibrate_profile", "save_profile", "lowered_program", "HostSystem", "measure_host",
     "tiny_program", "measured_profile",
 ]
@@ -501,18 +501,24 @@ _SYSTEMS = {"linux-x86_64": ("linux",), "linux-arm64": ("linux",), "android-arm6
             "ios-arm64": ("darwin", "ios", "iphone")}
 
 
+def target_mismatch(machine: str, system: str, profile: DeviceProfile) -> str | None:
+    """Why a device (`uname -m`, OS name) cannot be the profile's, or None when its CPU architecture and OS
+    match the profile's target."""
+    machines, systems = _MACHINES[profile.target], _SYSTEMS[profile.target]
+    if not machine.lower().startswith(machines):
+        return (f"device.machine {machine!r} does not match profile {profile.name} "
+                f"(target {profile.target} runs on {' or '.join(machines[:2])})")
+    if not system.lower().startswith(systems):
+        return f"device.system {system!r} does not match profile {profile.name} (target {profile.target})"
+    return None
+
+
 def check_report_device(report: LatencyReport, profile: DeviceProfile) -> None:
     """BadInputError unless the report plausibly comes from the profile's device: its CPU architecture and OS
     match the profile's target and it ran with the profile's thread count (the throughputs are per count)."""
-    machine, system = report.machine.lower(), report.system.lower()
-    machines, systems = _MACHINES[profile.target], _SYSTEMS[profile.target]
-    if not machine.startswith(machines):
-        raise BadInputError(f"{report.path}: device.machine {report.machine!r} does not match profile {profile.name} "
-                            f"(target {profile.target} runs on {' or '.join(machines[:2])}); pass --force if the "
-                            f"report really comes from this device")
-    if not system.startswith(systems):
-        raise BadInputError(f"{report.path}: device.system {report.system!r} does not match profile {profile.name} "
-                            f"(target {profile.target}); pass --force if the report really comes from this device")
+    mismatch = target_mismatch(report.machine, report.system, profile)
+    if mismatch is not None:
+        raise BadInputError(f"{report.path}: {mismatch}; pass --force if the report really comes from this device")
     if report.threads != profile.threads:
         raise BadInputError(f"{report.path}: threads {report.threads} differs from profile {profile.name}'s threads "
                             f"{profile.threads} (its throughputs are for that count); rerun with "

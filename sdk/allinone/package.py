@@ -1,4 +1,5 @@
-"""Bundle writer: `model.pte` + `manifest.json` in one directory, written whole or not at all.
+"""Bundle writer: the manifest assembled in one place (`bundle_manifest`), then `model.pte` + `manifest.json`
+in one directory, written whole or not at all (`write_bundle`).
 
 The bundle format (its version, kind and reader) belongs to the device runtime, which must read it on a
 device without this package: `allinone_runtime.bundle`. This module writes what that reader reads."""
@@ -11,14 +12,16 @@ import json
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from allinone.errors import BadInputError
 from allinone_runtime.bundle import BUNDLE_FORMAT_VERSION, BUNDLE_KIND
 from allinone_runtime.bundle import read_manifest as read_bundle_manifest
 
-__all__ = ["BUNDLE_FORMAT_VERSION", "write_bundle", "read_bundle_manifest", "describe_bundle", "quantization_info",
-           "io_signature", "versions"]
+__all__ = ["BUNDLE_FORMAT_VERSION", "BundleSizes", "bundle_manifest", "WrittenBundle", "write_bundle",
+           "read_bundle_manifest", "describe_bundle", "quantization_info", "io_signature", "versions"]
 
 FRAME_SHIFT_S = 0.04  # 10 ms hop x4 subsampling
 
@@ -50,8 +53,70 @@ def versions() -> dict:
             "allinone": allinone.__version__}
 
 
-def write_bundle(directory: str | Path, pte: bytes, manifest: dict, *, force: bool = False) -> Path:
-    """Write `model.pte` and `manifest.json` (with `format_version`, `kind`, `created`, `pte` filled in).
+@dataclass(frozen=True)
+class BundleSizes:
+    """What the manifest says about a system's size: from its catalog entry in a build, else `allinone.size`."""
+
+    params: int
+    weight_bytes: int  # at the system's deployed precision
+    macs_per_second: int
+    float_full_weight_bytes: int  # the compression reference: the float full system's weight bytes
+
+
+def bundle_manifest(model, program, sizes: BundleSizes, *, family: str, vocabulary: dict,
+                    checkpoint: dict | None = None, verification: dict | None = None, profile=None,
+                    expected: dict | None = None, latency: dict | None = None) -> dict[str, Any]:
+    """The manifest of a bundle of `program` (an `allinone.export.ExportedProgram`) cut from the supernet
+    `model`, less what `write_bundle` fills in. `checkpoint` ({path, weights_sha256}) and `verification` are
+    left out when not given (a benchmark's random weights have neither); `latency` is {predicted, measured}."""
+    from allinone.export import MAX_SAMPLES
+    from allinone.models.conformer import MIN_SAMPLES
+
+    spec = program.spec
+    io = io_signature(model.cfg.vocab_size, MIN_SAMPLES, MAX_SAMPLES)
+    # The Conformer's 40 ms frames are the default; other families (wav2vec2: 20 ms) state their own.
+    io["output"]["frame_shift_s"] = getattr(model, "frame_shift_s", io["output"]["frame_shift_s"])
+    described = {"family": family, "subnet": spec.to_dict()}
+    if checkpoint is not None:
+        described["checkpoint"] = checkpoint
+    described.update(params=sizes.params, macs_per_second=sizes.macs_per_second)
+    manifest = {
+        "model": described,
+        "quantization": quantization_info(spec.weight_bits, program.float_layers),
+        "vocabulary": vocabulary,
+        "sample_rate": model.cfg.frontend.sample_rate,
+        "io": io,
+        "profile": profile.to_dict() if profile is not None else None,
+        "expected": expected or {"wer": None, "cer": None, "manifest": None},
+        "latency": latency or {"predicted": None, "measured": None},
+        "sizes": {"pte_bytes": len(program.pte), "weight_bytes": sizes.weight_bytes,
+                  "float_full_weight_bytes": sizes.float_full_weight_bytes,
+                  "compression_ratio": round(sizes.float_full_weight_bytes / sizes.weight_bytes, 3)},
+    }
+    if verification is not None:
+        manifest["verification"] = verification
+    manifest["lowering"] = {"seconds": {k: round(v, 2) for k, v in program.seconds.items()},
+                            "delegated_ops": sum(program.delegated_ops.values()),
+                            "portable_ops": dict(program.portable_ops)}
+    manifest["versions"] = versions()
+    return manifest
+
+
+@dataclass(frozen=True)
+class WrittenBundle:
+    """A bundle as `write_bundle` wrote it: its directory and the complete manifest in it."""
+
+    path: Path
+    manifest: dict[str, Any]
+
+    @property
+    def pte_sha256(self) -> str:
+        return self.manifest["pte"]["sha256"]
+
+
+def write_bundle(directory: str | Path, pte: bytes, manifest: dict, *, force: bool = False) -> WrittenBundle:
+    """Write `model.pte` and `manifest.json` (with `format_version`, `kind`, `created`, `pte` filled in);
+    returns the directory and the manifest written, so a caller never reads back what it has just written.
 
     The bundle is assembled in a temporary sibling directory and renamed into place, so an interrupted
     build leaves no half-written bundle. An existing `directory` is refused unless `force`."""
@@ -84,7 +149,7 @@ def write_bundle(directory: str | Path, pte: bytes, manifest: dict, *, force: bo
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
-    return directory
+    return WrittenBundle(directory, manifest)
 
 
 def describe_bundle(directory: str | Path) -> str:

@@ -24,7 +24,7 @@ from allinone.latency import predict_peak_bytes
 from allinone.profiles import MIB, DeviceProfile
 
 __all__ = ["CONSTRAINTS", "Candidate", "Selection", "select", "select_for_checkpoint", "checkpoint_catalog",
-           "explain_table", "selection_to_json"]
+           "explain_table", "selection_to_json", "predicted_latency"]
 
 CONSTRAINTS = ("weight_bits", "model_bytes", "peak_memory", "latency")  # checked in this order
 SELECTED, WER_UNKNOWN, HIGHER_WER, TIE = "selected", "wer_unknown", "higher_wer", "tie"
@@ -84,24 +84,50 @@ class Selection:
             ],
         }
 
+    def bundle_latency(self) -> dict[str, Any]:
+        """The manifest's `latency` block: the profile's prediction (never a measurement) and the latency
+        measured on this profile's own device, when the catalog holds one; either may be None."""
+        c, profile = self.chosen, self.profile
+        reference = profile.latency.reference_audio_s
+        predicted = predicted_latency(c.entry, profile)
+        if predicted is not None:
+            predicted = {"ms": predicted[0], "rtf": predicted[1], "reference_audio_s": reference, "measured": False,
+                         "model": _model_json(profile), "profile": profile.name}
+        measured = None
+        if c.measured is not None:
+            device = _device_json(c.measured)
+            measured = {"ms": c.latency_ms, "rtf": c.rtf, "reference_audio_s": reference, "device": device,
+                        "date": device["date"], "report": device["report"]}
+        return {"predicted": predicted, "measured": measured}
+
+
+def predicted_latency(entry: CatalogEntry, profile: DeviceProfile) -> tuple[float, float] | None:
+    """(ms, rtf) the profile's latency model predicts at its reference length; None without a throughput
+    figure for the entry's bits."""
+    reference = profile.latency.reference_audio_s
+    try:
+        ms = profile.predict_latency_ms(entry.macs_per_second * reference, entry.weight_bits)
+    except BadInputError:  # the profile has no throughput for these bits
+        return None
+    return ms, ms / (reference * 1000.0)
+
+
+def _device_json(m: MeasuredLatency) -> dict[str, Any]:
+    return {"profile": m.profile, "machine": m.machine, "cpu": m.cpu, "runner": m.runner, "threads": m.threads,
+            "date": m.date, "report": m.report}
+
 
 def _latency_json(c: Candidate, profile: DeviceProfile) -> dict[str, Any]:
     out = {"ms": c.latency_ms, "rtf": c.rtf, "reference_audio_s": profile.latency.reference_audio_s,
            "measured": c.measured is not None, "kind": c.latency_kind}
     if c.measured is not None:  # only a report from this profile's device gets here (see _predict)
-        m = c.measured
-        out["device"] = {"profile": m.profile, "machine": m.machine, "cpu": m.cpu, "runner": m.runner,
-                         "threads": m.threads, "date": m.date, "report": m.report}
+        out["device"] = _device_json(c.measured)
     else:
         out["model"] = _model_json(profile)
     # The prediction is always given too, so a bundle can carry both and a reader can compare them.
-    reference = profile.latency.reference_audio_s
-    try:
-        ms = profile.predict_latency_ms(c.entry.macs_per_second * reference, c.entry.weight_bits)
-    except BadInputError:  # the profile has no throughput for these bits
-        out["predicted"] = None
-    else:
-        out["predicted"] = {"ms": ms, "rtf": ms / (reference * 1000.0), "model": _model_json(profile)}
+    predicted = predicted_latency(c.entry, profile)
+    out["predicted"] = None if predicted is None else {"ms": predicted[0], "rtf": predicted[1],
+                                                       "model": _model_json(profile)}
     return out
 
 

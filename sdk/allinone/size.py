@@ -16,7 +16,7 @@ from torch import nn
 from allinone.nn.quant import GROUP_SIZE_INT4, SCALE_DTYPE, quantizable_width
 from allinone.spec import SubnetSpec
 
-__all__ = ["SubnetSize", "subnet_size", "module_weight_bytes", "macs_per_second"]
+__all__ = ["SubnetSize", "subnet_size", "subnet_weight_bytes", "module_weight_bytes", "macs_per_second"]
 
 
 @dataclass(frozen=True)
@@ -71,3 +71,8 @@ def subnet_size(model: nn.Module, spec: SubnetSpec) -> SubnetSize:
     params = sum(p.numel() for p in subnet.parameters())
     return SubnetSize(spec.id, params, module_weight_bytes(subnet, spec.weight_bits),
                       macs_per_second(subnet, model.cfg.frontend.sample_rate))
+
+
+def subnet_weight_bytes(model: nn.Module, spec: SubnetSpec) -> int:
+    """`subnet_size(model, spec).weight_bytes` without counting MACs (which runs 10 s of audio)."""
+    return module_weight_bytes(model.extract_subnet(spec), spec.weight_bits)
