@@ -12,7 +12,8 @@ from __future__ import annotations
 import importlib
 
 __all__ = ["Bundle", "Transcriber", "Transcript", "Word", "RuntimeInputError", "bench", "write_report",
-           "merge_reports", "validate_report", "check_executorch_compat", "__version__"]
+           "merge_reports", "validate_report", "check_executorch_compat", "BeamDecoder", "DecoderOptions",
+           "Hotword", "read_hotwords", "load_lm", "__version__"]
 
 __version__ = "0.1.0"
 
@@ -20,7 +21,9 @@ __version__ = "0.1.0"
 # pay for numpy and soundfile at start-up.
 _HOMES = {"Bundle": "bundle", "check_executorch_compat": "bundle", "Transcriber": "transcribe",
           "Transcript": "transcribe", "Word": "ctc", "RuntimeInputError": "errors", "bench": "timing",
-          "write_report": "report", "merge_reports": "report", "validate_report": "schema"}
+          "write_report": "report", "merge_reports": "report", "validate_report": "schema",
+          "BeamDecoder": "beam", "DecoderOptions": "beam", "Hotword": "beam", "read_hotwords": "beam",
+          "load_lm": "ngram"}
 
 
 def __getattr__(name: str):

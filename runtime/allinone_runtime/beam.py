@@ -183,13 +183,15 @@ class BeamDecoder:
         for word in lm.vocabulary:
             self._insert(word, lm.word_id(word), 0.0)
         self.skipped_hotwords: list[tuple[str, str]] = []  # (phrase, characters the units cannot spell)
+        alphabet = {c for p in pieces for c in p}
         for hw in hotwords:
-            bad = sorted({c for w in hw.phrase.split() if not _spellable(w, pieces) for c in w
-                          if not any(c in p for p in pieces)}) or ["(no spelling)"]
-            if any(not _spellable(w, pieces) for w in hw.phrase.split()):
-                self.skipped_hotwords.append((hw.phrase, "".join(bad)))
+            words = hw.phrase.split()
+            unspellable = [w for w in words if not _spellable(w, pieces)]
+            if unspellable:
+                missing = "".join(dict.fromkeys(c for w in unspellable for c in w if c not in alphabet))
+                self.skipped_hotwords.append((hw.phrase, missing or "(no spelling)"))
                 continue
-            for word in hw.phrase.split():
+            for word in words:
                 self._insert(word, lm.word_id(word), hw.boost)
 
     def _insert(self, word: str, word_id: int, boost: float) -> None:

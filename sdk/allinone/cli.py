@@ -287,15 +287,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_decoder_options(p: argparse.ArgumentParser, lm_help: str) -> None:
-    from allinone_runtime.beam import DecoderOptions
-
-    d = DecoderOptions()
+    # defaults named in words, not imported: allinone_runtime.beam would load numpy for every `allinone --help`
+    defaults = "default: allinone_runtime.beam.DecoderOptions, docs/formats.md 'Decoder settings'"
     p.add_argument("--lm", metavar="LM_DIR", help=lm_help)
-    p.add_argument("--beam", type=int, default=None, help=f"hypotheses kept per frame (default: {d.beam})")
-    p.add_argument("--lm-weight", type=float, default=None, help=f"LM weight (default: {d.lm_weight})")
-    p.add_argument("--word-bonus", type=float, default=None, help=f"score per word (default: {d.word_bonus})")
+    p.add_argument("--beam", type=int, default=None, help=f"hypotheses kept per frame ({defaults})")
+    p.add_argument("--lm-weight", type=float, default=None, help=f"LM weight ({defaults})")
+    p.add_argument("--word-bonus", type=float, default=None, help=f"score per word ({defaults})")
     p.add_argument("--oov-penalty", type=float, default=None,
-                   help=f"score of a word outside the LM's lexicon (default: {d.oov_penalty})")
+                   help=f"score of a word outside the LM's lexicon ({defaults})")
 
 
 def _decoder_options(args: argparse.Namespace):
