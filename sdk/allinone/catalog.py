@@ -309,7 +309,7 @@ def _activation_probes(entries: Sequence[CatalogEntry]) -> list[CatalogEntry]:
 def _with_activations(entries: list[CatalogEntry], model) -> tuple[list[CatalogEntry], list[str]]:
     """Measure planned activations on the probes not yet measured and predict the rest (ACTIVATION_RULE)."""
     from allinone.export import export_subnet
-    from allinone.latency import planned_activation_bytes
+    from allinone.memory import planned_activation_bytes
     from allinone.spec import SubnetSpec
 
     by_id = {e.subnet: e for e in entries}
@@ -340,10 +340,10 @@ def _with_activations(entries: list[CatalogEntry], model) -> tuple[list[CatalogE
 
 
 def add_reports(catalog: Catalog, reports: Sequence[Any], *, force: bool = False) -> Catalog:
-    """Record latencies measured on devices (`allinone.latency.LatencyReport`s) in the entries they measured,
+    """Record latencies measured on devices (`allinone.calibration.LatencyReport`s) in the entries they measured,
     labelled with the profile the bundle was built for. The report's device must match that profile (a
     shipped one) unless `force`; a newer measurement of the same profile and length replaces an older one."""
-    from allinone.latency import check_report_device
+    from allinone.calibration import check_report_device
     from allinone.profiles import list_profiles, load_profile
 
     updated: dict[str, CatalogEntry] = {}

@@ -114,11 +114,11 @@ def remove_stale(out: Path, keep: set[str]) -> list[str]:
 
 def match_host_profile(profiles: list[DeviceProfile], device: dict) -> DeviceProfile | None:
     """The profile whose device this machine plausibly is, by the rule `allinone calibrate` applies to a report
-    (`allinone.latency.check_report_device`: CPU architecture and OS match the profile's target); None if none
+    (`allinone.calibration.check_report_device`: CPU architecture and OS match the profile's target); None if none
     does. Android reports its OS as Linux, so an arm64 Linux machine also passes for a phone: a linux-* profile
     is preferred unless the kernel says Android; among equals, the first given. `device` is
     `allinone_runtime.device.device_info()`."""
-    from allinone.latency import target_mismatch
+    from allinone.calibration import target_mismatch
 
     # Only the machine and OS decide here; the thread count is a setting of the run, not of the device.
     matches = [p for p in profiles if target_mismatch(device["machine"], device["system"], p) is None]

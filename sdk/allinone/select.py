@@ -20,7 +20,7 @@ from typing import Any
 
 from allinone.catalog import CATALOG_FILE, Catalog, CatalogEntry, MeasuredLatency, load_catalog
 from allinone.errors import BadInputError, NoFitError
-from allinone.latency import predict_peak_bytes
+from allinone.memory import predict_peak_bytes
 from allinone.profiles import MIB, DeviceProfile
 
 __all__ = ["CONSTRAINTS", "Candidate", "Selection", "select", "select_for_checkpoint", "checkpoint_catalog",
