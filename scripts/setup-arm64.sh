@@ -5,15 +5,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-mapfile -t APT_PACKAGES < <(grep -v '^\s*#' scripts/apt-packages-arm64.txt | grep -v '^\s*$')
-missing=()
-for pkg in "${APT_PACKAGES[@]}"; do
-    dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
-done
-if ((${#missing[@]})); then
-    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-    echo "setup-arm64: installing system packages: ${missing[*]}"
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+bash scripts/apt-install.sh scripts/apt-packages-arm64.txt setup-arm64
 echo "setup-arm64: done (next: .venv/bin/allinone runner --target linux-arm64 --out runner-linux-arm64)"

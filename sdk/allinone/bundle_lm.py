@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import tempfile
 from pathlib import Path
 
 from allinone.errors import BadInputError
+from allinone.files import replace_dir_atomically
 
 __all__ = ["attach_lm"]
 
@@ -69,18 +69,7 @@ def attach_lm(bundle: str | Path, lm_dir: str | Path, options=None, *, out: str 
         manifest["decoder"]["verification"] = {"audio": audio.name, "greedy_text": greedy, "text": beam}
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=2, allow_nan=False) + "\n")
         Transcriber(staging)  # the final manifest opens
-        for path in [*staging.iterdir(), *(staging / "lm").iterdir()]:
-            if path.is_file():
-                with open(path, "rb") as f:
-                    os.fsync(f.fileno())
-        os.chmod(staging, 0o755)
-        if out.exists():
-            old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old."))
-            os.replace(out, old / "bundle")
-            os.replace(staging, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(staging, out)
+        replace_dir_atomically(staging, out)
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)

@@ -10,13 +10,14 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from allinone.errors import BadInputError
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "write_files_atomically", "sha256_file", "read_json",
+__all__ = ["atomic_write_bytes", "replace_dir_atomically", "atomic_write_text", "write_files_atomically", "sha256_file", "read_json",
            "parse_json", "check_size", "check_yaml_nesting", "MAX_INPUT_BYTES", "MAX_NESTING"]
 
 MAX_INPUT_BYTES = 16 * 2**20  # JSON/YAML inputs are kilobytes (a 180-system catalog.json is ~100 KB)
@@ -29,6 +30,23 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def replace_dir_atomically(staging: Path, directory: Path) -> None:
+    """fsync every file under `staging` (a sibling of `directory`), then swap it in for `directory`: an old
+    directory is moved aside first and removed after, so readers see the old folder or the new one."""
+    for path in staging.rglob("*"):
+        if path.is_file():
+            with open(path, "rb") as f:
+                os.fsync(f.fileno())
+    os.chmod(staging, 0o755)
+    if directory.exists():
+        old = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.old."))
+        os.replace(directory, old / "bundle")
+        os.replace(staging, directory)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(staging, directory)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from allinone.errors import BadInputError
+from allinone.files import replace_dir_atomically
 from allinone_runtime.bundle import BUNDLE_FORMAT_VERSION, BUNDLE_KIND
 from allinone_runtime.bundle import read_manifest as read_bundle_manifest
 
@@ -135,17 +135,7 @@ def write_bundle(directory: str | Path, pte: bytes, manifest: dict, *, force: bo
     try:
         (staging / "model.pte").write_bytes(pte)
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=2, allow_nan=False) + "\n")
-        for name in ("model.pte", "manifest.json"):
-            with open(staging / name, "rb") as f:
-                os.fsync(f.fileno())
-        os.chmod(staging, 0o755)
-        if directory.exists():  # --force: move the old bundle aside first, remove it after the swap
-            old = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.old."))
-            os.replace(directory, old / "bundle")
-            os.replace(staging, directory)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(staging, directory)
+        replace_dir_atomically(staging, directory)  # --force: the old bundle is swapped out, then removed
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)

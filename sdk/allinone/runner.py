@@ -18,7 +18,6 @@ benchmarks/arm64_parity.py use to prove it before it ships.
 from __future__ import annotations
 
 import datetime
-import hashlib
 import importlib.metadata
 import json
 import os
@@ -32,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from allinone.errors import BadInputError
+from allinone.files import sha256_file
 
 __all__ = ["Target", "TARGETS", "EMULATED_CPUS", "RUNNER_FORMAT_VERSION", "require_toolchain", "require_emulator",
            "fetch_executorch", "build_cross_runner", "write_runner_folder", "emulator_command", "cache_dir"]
@@ -176,14 +176,6 @@ def _glibc_needed(readelf: str, paths: list[Path]) -> str:
     return ".".join(map(str, max(versions))) if versions else "unknown"
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _readme(target: Target, glibc: str, executorch: str) -> str:
     return (f"# allinone native runner for {target.name}\n\n"
             f"Copy this whole folder to a 64-bit ARM Linux board (glibc {glibc} or newer, e.g. Raspberry Pi OS or "
@@ -223,7 +215,7 @@ def write_runner_folder(out: str | Path, target_name: str = "linux-arm64", *, fo
         glibc = _glibc_needed(readelf, binaries)
         executorch = _executorch_build_version(package)
         (tmp / "README.md").write_text(_readme(target, glibc, executorch))
-        files = [{"path": p.relative_to(tmp).as_posix(), "bytes": p.stat().st_size, "sha256": _sha256(p)}
+        files = [{"path": p.relative_to(tmp).as_posix(), "bytes": p.stat().st_size, "sha256": sha256_file(p)}
                  for p in [*binaries, tmp / "README.md"]]
         manifest = {"format_version": RUNNER_FORMAT_VERSION, "kind": "allinone-runner", "target": target.name,
                     "executorch": executorch, "requires": {"glibc": glibc},
