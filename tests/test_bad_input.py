@@ -162,7 +162,7 @@ def test_eval_refuses_a_nan_model_and_a_nan_wav_like_transcribe(tmp_path):
 
 
 def test_catalog_refuses_nonfinite_log_probs(tmp_path):
-    from allinone.catalog import compute_catalog
+    from allinone.catalog_compute import compute_catalog
 
     ckpt = _nan_checkpoint(tmp_path)
     with pytest.raises(BadInputError, match="non-finite log-probs"):

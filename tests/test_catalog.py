@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from allinone.catalog import (CATALOG_FILE, Catalog, CatalogEntry, MeasuredLatency, add_reports, compute_catalog,
-                              load_catalog, manifest_sha256, save_catalog)
+from allinone.catalog import CATALOG_FILE, Catalog, CatalogEntry, MeasuredLatency, load_catalog, save_catalog
+from allinone.catalog_compute import add_reports, compute_catalog, manifest_sha256
 from allinone.errors import BadInputError
 
 CLI = Path(sys.executable).with_name("allinone")
@@ -109,11 +109,11 @@ def test_catalog_reuses_measured_systems_until_weights_or_dev_set_change(checkpo
 
 
 def test_interrupted_all_systems_run_resumes_from_the_saved_chunks(checkpoint, synth_corpus, monkeypatch):
-    import allinone.catalog
+    import allinone.catalog_compute
     import allinone.evaluate
 
     dev = _dev_subset(synth_corpus, 2, checkpoint / "dev-2.jsonl")
-    monkeypatch.setattr(allinone.catalog, "EVAL_CHUNK", 5)
+    monkeypatch.setattr(allinone.catalog_compute, "EVAL_CHUNK", 5)
     real, calls = allinone.evaluate.evaluate, []
 
     def interrupted_after_two_chunks(model, specs, *args, **kwargs):
@@ -271,3 +271,13 @@ def test_report_of_an_exported_bundle_names_no_device_for_the_catalog(tmp_path):
     path = _report(tmp_path / "r.json", "d2-f128-h2-w8", machine="x86_64", profile=None, threads=2)
     with pytest.raises(BadInputError, match="exported without a device profile"):
         add_reports(catalog, [read_report(path)], force=True)
+
+
+def test_selecting_imports_neither_evaluation_nor_lowering():
+    """The catalog format lives apart from the code that fills it: `import allinone.select` (what a selection
+    reads) loads no lowering, evaluation or quantization code, so it stays fast and light."""
+    probe = ("import json, sys; import allinone.select; print(json.dumps(sorted(m for m in sys.modules if m in "
+             "('allinone.catalog_compute', 'allinone.export', 'allinone.evaluate', 'allinone.host_timing', "
+             "'allinone.quantize', 'executorch', 'torchao'))))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300, check=True)
+    assert json.loads(done.stdout) == []

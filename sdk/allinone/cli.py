@@ -78,6 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true",
                    help="print the selection as JSON (subnet, wer, bytes, latency, every candidate); exit 3 if "
                         "nothing fits")
+    p.add_argument("--lm", metavar="LM_DIR", help="select for a bundle that will carry this word LM (`build --lm`): "
+                   "its files count with the model's bytes, the beam-search decoder's memory with the peak")
+    p.add_argument("--beam", type=int, default=None, help="beam width the decoder's memory is counted for "
+                   "(default: allinone_runtime.beam.DecoderOptions, docs/formats.md 'Decoder settings')")
     p.set_defaults(func=_cmd_select)
 
     p = sub.add_parser("catalog", help="measure every target system of a checkpoint (size, MACs, dev WER, "
@@ -395,8 +399,13 @@ def _cmd_build(args: argparse.Namespace) -> int:
     _verbose_logging(args.verbose)
     profiles = list_profiles() if args.all_profiles else args.profile
     decoder = _checked_lm(args)
+    cost = None
+    if decoder is not None:
+        from allinone.memory import decoder_cost
+
+        cost = decoder_cost(args.lm, decoder.beam)
     built, failures = build_bundles(args.checkpoint, profiles, args.out, force=args.force,
-                                    audio=_verify_audio(args.verify_audio), progress=not args.json)
+                                    audio=_verify_audio(args.verify_audio), progress=not args.json, decoder=cost)
     if decoder is not None:
         from allinone.bundle_lm import attach_lm
 
@@ -583,7 +592,15 @@ def _cmd_select(args: argparse.Namespace) -> int:
 
     profile = load_profile(args.profile)
     catalog = checkpoint_catalog(args.checkpoint) if args.checkpoint else load_catalog(args.catalog)
-    selection = select(catalog, profile)
+    cost = None
+    if args.lm:
+        from allinone.memory import decoder_cost
+        from allinone_runtime.beam import DecoderOptions
+
+        cost = decoder_cost(args.lm, args.beam if args.beam is not None else DecoderOptions.beam)
+    elif args.beam is not None:
+        raise AllinoneError("select: --beam counts the decoder of an LM; expected --lm LM_DIR with it")
+    selection = select(catalog, profile, cost)
     if args.json:
         print(selection_to_json(selection))
         return 0
@@ -599,7 +616,8 @@ def _cmd_select(args: argparse.Namespace) -> int:
 def _cmd_catalog(args: argparse.Namespace) -> int:
     import json
 
-    from allinone.catalog import compute_catalog, format_catalog
+    from allinone.catalog import format_catalog
+    from allinone.catalog_compute import compute_catalog
     from allinone.latency import read_report
 
     reports = [read_report(path) for path in args.report]  # all checked before minutes of work start
