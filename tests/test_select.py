@@ -332,3 +332,80 @@ def test_cli_select_json_explain_and_no_fit(tmp_path):
 
     result = _cli("select", "--catalog", "missing.json", "--profile", "pixel-8", cwd=tmp_path)
     assert result.returncode == 2 and "missing.json: no such file" in result.stderr
+
+
+# ---- a bundle that carries a word LM (build --lm) -------------------------------------------------------------------
+
+LM_TEXT = "call margaret tomorrow\nsend a message to margaret\nremind me about the meeting tomorrow\n" * 40
+
+
+@pytest.fixture(scope="module")
+def lm_dir(tmp_path_factory) -> Path:
+    from allinone.lm import build_lm
+
+    text = tmp_path_factory.mktemp("text") / "sentences.txt"
+    text.write_text(LM_TEXT + "".join(f"word{i} and word{i + 1}\n" for i in range(3000)))  # a few hundred KiB of ARPA
+    return build_lm([text], 3, tmp_path_factory.mktemp("lm") / "lm").out
+
+
+def test_decoder_cost_counts_the_lm_files_and_the_decoder_memory(lm_dir):
+    from allinone.memory import DECODER_BYTES_PER_HYPOTHESIS, DECODER_BYTES_PER_LM_BYTE, decoder_cost
+
+    files = (lm_dir / "lm.json").stat().st_size + (lm_dir / "lm.arpa").stat().st_size
+    cost = decoder_cost(lm_dir, beam=8)
+    assert cost.lm_bytes == files and cost.beam == 8
+    assert cost.peak_bytes == DECODER_BYTES_PER_LM_BYTE * files + 8 * DECODER_BYTES_PER_HYPOTHESIS
+    assert decoder_cost(lm_dir, beam=16).peak_bytes - cost.peak_bytes == 8 * DECODER_BYTES_PER_HYPOTHESIS
+
+
+def test_the_lm_and_decoder_count_in_the_budgets(lm_dir):
+    from allinone.memory import decoder_cost
+
+    cost = decoder_cost(lm_dir, beam=8)
+    lm_mib, decoder_mib = cost.lm_bytes / MIB, cost.peak_bytes / MIB
+    # "model-edge" fills the model budget alone, so the LM's files push it over; "peak-edge" fills the peak
+    # budget alone, so the decoder pushes it over; "small" fits either way
+    cat = Catalog((entry("model-edge", mib=100, wer=0.05, act_mib=0), entry("peak-edge", mib=50, act_mib=100, wer=0.06),
+                   entry("small", mib=5, wer=0.09, act_mib=10)))
+    without = select(cat, profile())
+    assert without.chosen.entry.subnet == "model-edge" and without.decoder is None
+    with_lm = select(cat, profile(), cost)
+    assert verdicts(with_lm) == {"model-edge": "model_bytes", "peak-edge": "peak_memory", "small": "selected"}
+    model_edge, peak_edge = (next(c for c in with_lm.candidates if c.entry.subnet == s) for s in ("model-edge", "peak-edge"))
+    assert model_edge.reason == f"model + LM {100 + lm_mib:.1f} MiB > memory.max_model_mib 100"
+    assert peak_edge.peak_bytes == int(50 * MIB) + int(100 * MIB) + 50 * MIB + cost.peak_bytes
+    assert peak_edge.reason.endswith(f"(decoder {decoder_mib:.1f} MiB included)")
+    assert with_lm.chosen.lm_bytes == cost.lm_bytes and with_lm.chosen.decoder_bytes == cost.peak_bytes
+
+    data = json.loads(selection_to_json(with_lm))
+    assert data["decoder"] == {"lm": str(lm_dir), "lm_bytes": cost.lm_bytes, "beam": 8, "peak_bytes": cost.peak_bytes}
+    assert data["peak_bytes"] == with_lm.chosen.peak_bytes
+    assert "decoder" not in json.loads(selection_to_json(without))  # without an LM, the JSON is as before
+    table = explain_table(with_lm)
+    assert f"word LM {lm_dir}: {lm_mib:.2f} MiB" in table and f"at beam 8: {decoder_mib:.1f} MiB predicted" in table
+    assert "+LM MiB" in table and "decoder MiB" in table
+    assert "+LM MiB" not in explain_table(without)
+
+    with pytest.raises(NoFitError, match=rf"no system fits profile 'test-device' with LM {lm_dir} at beam 8"):
+        select(Catalog((cat.entries[0],)), profile(), cost)
+
+
+def test_cli_select_with_an_lm(tmp_path, lm_dir):
+    save_catalog(Catalog((entry("d12-w8", mib=30, wer=0.071, gmacs=3.0, act_mib=30),)), tmp_path / "catalog.json")
+    base = ("select", "--catalog", "catalog.json", "--profile", "pixel-8")
+    result = _cli(*base, "--lm", str(lm_dir), "--beam", "16", "--explain", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert " + LM " in result.stdout.splitlines()[0] and "at beam 16)" in result.stdout.splitlines()[0]
+    assert "beam-search decoder at beam 16" in result.stdout
+    data = json.loads(_cli(*base, "--lm", str(lm_dir), "--json", cwd=tmp_path).stdout)
+    assert data["decoder"]["beam"] == 8  # the decoder's default beam
+
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    (damaged / "lm.json").write_bytes((lm_dir / "lm.json").read_bytes())
+    (damaged / "lm.arpa").write_bytes((lm_dir / "lm.arpa").read_bytes()[:-100])
+    for args, message in (((*base, "--lm", str(damaged)), "lm.arpa: "),
+                          ((*base, "--beam", "8"), "expected --lm LM_DIR with it"),
+                          ((*base, "--lm", str(lm_dir), "--beam", "0"), "--beam: expected an integer 1 to 1024")):
+        result = _cli(*args, cwd=tmp_path)
+        assert result.returncode == 2 and len(result.stderr.splitlines()) == 1 and message in result.stderr, result.stderr

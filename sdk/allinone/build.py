@@ -170,8 +170,12 @@ def _profile_names(profiles: list) -> str:
 
 
 def build_bundles(checkpoint: str | Path, profiles: list[str], out: str | Path, *, force: bool = False,
-                  audio: torch.Tensor | None = None, progress: bool = True) -> tuple[list[BuiltBundle], list[BuildFailure]]:
+                  audio: torch.Tensor | None = None, progress: bool = True,
+                  decoder=None) -> tuple[list[BuiltBundle], list[BuildFailure]]:
     """select -> lower -> verify -> bundle, each stage over all profiles before the next, logged once per stage.
+
+    `decoder` (`allinone.memory.DecoderCost`, for `build --lm`): the LM's bytes and the beam-search decoder's
+    memory count in every profile's budgets when selecting; the caller then puts the LM in each bundle.
 
     Profiles that select the same system share one lowering and one verification (the program is the same
     bytes), recorded in each of their bundles. A profile that nothing fits, or whose program fails
@@ -212,7 +216,7 @@ def build_bundles(checkpoint: str | Path, profiles: list[str], out: str | Path, 
     chosen, systems = {}, {}  # profile name -> its Selection; spec -> its profiles, in the order given
     for profile in loaded:
         try:
-            chosen[profile.name] = select(catalog, profile)
+            chosen[profile.name] = select(catalog, profile, decoder)
             spec = ckpt.model.search_space.validate(SubnetSpec.from_id(chosen[profile.name].chosen.entry.subnet))
         except AllinoneError as err:
             fail(profile, err)

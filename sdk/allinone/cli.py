@@ -606,8 +606,10 @@ def _cmd_select(args: argparse.Namespace) -> int:
         return 0
     c = selection.chosen
     wer = "not measured" if c.entry.wer is None else f"{c.entry.wer:.2%}"
-    print(f"{c.entry.subnet}: WER {wer}, {c.model_bytes / 2**20:.1f} MiB, {c.latency_kind} RTF {c.rtf:.3f} "
-          f"({c.latency_ms:.0f} ms for {selection.profile.latency.reference_audio_s:g} s) on {selection.profile.name}")
+    lm = "" if cost is None else (f" + LM {cost.lm_bytes / 2**20:.2f} MiB, peak {c.peak_bytes / 2**20:.1f} MiB "
+                                  f"(decoder {cost.peak_bytes / 2**20:.1f} MiB at beam {cost.beam})")
+    print(f"{c.entry.subnet}: WER {wer}, {c.model_bytes / 2**20:.1f} MiB{lm}, {c.latency_kind} RTF {c.rtf:.3f} ({c.latency_ms:.0f} ms for "
+          f"{selection.profile.latency.reference_audio_s:g} s) on {selection.profile.name}")
     if args.explain:
         print(explain_table(selection))
     return 0

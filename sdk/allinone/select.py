@@ -4,7 +4,9 @@ other system lost.
 Constraints are checked in a fixed order and the first one a system fails is its reason: allowed weight
 bits, model bytes, peak memory (model + planned activations + runtime overhead), then latency (real-time
 factor at the profile's reference length: measured, when the catalog holds a report from the profile's own
-device at that length, else predicted by the profile's latency model). Among the systems that
+device at that length, else predicted by the profile's latency model). A bundle that will carry a word LM
+(`build --lm`) is selected with its `DecoderCost`: the LM files count with the model's bytes and the
+beam-search decoder's predicted memory with the peak (`allinone.memory`). Among the systems that
 pass, the lowest WER wins; ties go to the smaller model, then to the smaller subnet id, so the answer never
 depends on catalog order.
 """
@@ -20,7 +22,7 @@ from typing import Any
 
 from allinone.catalog import CATALOG_FILE, Catalog, CatalogEntry, MeasuredLatency, load_catalog
 from allinone.errors import BadInputError, NoFitError
-from allinone.memory import predict_peak_bytes
+from allinone.memory import DecoderCost, predict_peak_bytes
 from allinone.profiles import MIB, DeviceProfile
 
 __all__ = ["CONSTRAINTS", "Candidate", "Selection", "select", "select_for_checkpoint", "checkpoint_catalog",
@@ -36,13 +38,15 @@ class Candidate:
     constraint it failed), 'higher_wer', 'tie' (same WER, lost the tie-break) or 'wer_unknown'."""
 
     entry: CatalogEntry
-    model_bytes: int
-    peak_bytes: int  # model + activations (0 when not measured) + runtime overhead
+    model_bytes: int  # the program's (.pte, or weights before lowering); an LM's bytes are `lm_bytes`
+    peak_bytes: int  # model + activations (0 when not measured) + runtime overhead + decoder_bytes
     latency_ms: float | None  # None when not measured and the profile has no throughput for these bits
     rtf: float | None
     verdict: str
     reason: str
     measured: MeasuredLatency | None = None  # the device measurement latency_ms comes from, if any
+    lm_bytes: int = 0  # the word LM's files the bundle will carry (counted against max_model_mib with the model)
+    decoder_bytes: int = 0  # the beam-search decoder's predicted memory (in peak_bytes)
 
     @property
     def latency_kind(self) -> str:
@@ -56,10 +60,11 @@ class Selection:
     profile: DeviceProfile
     chosen: Candidate
     candidates: tuple[Candidate, ...]
+    decoder: DecoderCost | None = None  # the word LM and beam the bundle will decode with, if any
 
     def to_dict(self) -> dict[str, Any]:
         chosen, profile = self.chosen, self.profile
-        return {
+        out = {
             "format_version": 1,
             "profile": profile.name,
             "subnet": chosen.entry.subnet,
@@ -83,6 +88,9 @@ class Selection:
                 for c in self.candidates
             ],
         }
+        if self.decoder is not None:  # only then: a selection without an LM prints as it always did
+            out["decoder"] = self.decoder.to_dict()
+        return out
 
     def bundle_latency(self) -> dict[str, Any]:
         """The manifest's `latency` block: the profile's prediction (never a measurement) and the latency
@@ -164,25 +172,31 @@ def _predict(entry: CatalogEntry, profile: DeviceProfile) -> tuple[float | None,
     return latency_ms, latency_ms / (profile.latency.reference_audio_s * 1000.0), None
 
 
-def _peak_bytes(entry: CatalogEntry, profile: DeviceProfile) -> int:
-    return predict_peak_bytes(entry.model_bytes, entry.activation_bytes, profile)
+def _peak_bytes(entry: CatalogEntry, profile: DeviceProfile, decoder: DecoderCost | None = None) -> int:
+    return predict_peak_bytes(entry.model_bytes, entry.activation_bytes, profile,
+                              decoder.peak_bytes if decoder is not None else 0)
 
 
-def _failures(entry: CatalogEntry, profile: DeviceProfile, rtf: float | None, kind: str) -> list[_Failure]:
+def _failures(entry: CatalogEntry, profile: DeviceProfile, rtf: float | None, kind: str,
+              decoder: DecoderCost | None = None) -> list[_Failure]:
     """Every constraint the entry fails, in CONSTRAINTS order."""
     out, mem, lat = [], profile.memory, profile.latency
+    lm_bytes = decoder.lm_bytes if decoder is not None else 0
     if entry.weight_bits not in profile.weight_bits:
         allowed = ", ".join(map(str, profile.weight_bits))
         out.append(_Failure("weight_bits", f"{entry.weight_bits}-bit weights not allowed (weight_bits: {allowed})",
                             f"add {entry.weight_bits} to weight_bits", 1.0))
-    model_mib = entry.model_bytes / MIB
+    model_mib = (entry.model_bytes + lm_bytes) / MIB
     if model_mib > mem.max_model_mib:
-        out.append(_Failure("model_bytes", f"model {model_mib:.1f} MiB > memory.max_model_mib {mem.max_model_mib:g}",
+        what = "model + LM" if lm_bytes else "model"
+        out.append(_Failure("model_bytes", f"{what} {model_mib:.1f} MiB > memory.max_model_mib {mem.max_model_mib:g}",
                             f"memory.max_model_mib to >= {_round_up(model_mib, 0.1):g}",
                             model_mib / mem.max_model_mib - 1))
-    peak_mib = _peak_bytes(entry, profile) / MIB
+    peak_mib = _peak_bytes(entry, profile, decoder) / MIB
     if peak_mib > mem.max_peak_rss_mib:
         unknown = " (activations not measured, counted as 0)" if entry.activation_bytes is None else ""
+        if decoder is not None:
+            unknown += f" (decoder {decoder.peak_bytes / MIB:.1f} MiB included)"
         out.append(_Failure("peak_memory",
                             f"peak {peak_mib:.1f} MiB > memory.max_peak_rss_mib {mem.max_peak_rss_mib:g}{unknown}",
                             f"memory.max_peak_rss_mib to >= {_round_up(peak_mib, 0.1):g}",
@@ -202,29 +216,31 @@ def _accuracy_order(c: Candidate) -> tuple:
     return (wer is None, wer if wer is not None else 0.0, c.model_bytes, c.entry.subnet)
 
 
-def select(catalog: Catalog, profile: DeviceProfile) -> Selection:
-    """The lowest-WER system meeting every constraint of `profile`; NoFitError naming the nearest miss if none."""
+def select(catalog: Catalog, profile: DeviceProfile, decoder: DecoderCost | None = None) -> Selection:
+    """The lowest-WER system meeting every constraint of `profile`; NoFitError naming the nearest miss if none.
+    With `decoder` (`allinone.memory.decoder_cost`), its LM bytes and decoder memory count in the budgets."""
     if not catalog.entries:
         raise BadInputError("catalog: no systems in it; expected at least one entry")
+    lm_bytes, decoder_bytes = (decoder.lm_bytes, decoder.peak_bytes) if decoder is not None else (0, 0)
     judged: list[tuple[Candidate, list[_Failure]]] = []
     for entry in catalog.entries:
         latency_ms, rtf, measured = _predict(entry, profile)
-        failures = _failures(entry, profile, rtf, "measured" if measured else "predicted")
+        failures = _failures(entry, profile, rtf, "measured" if measured else "predicted", decoder)
         verdict, reason = (failures[0].constraint, failures[0].reason) if failures else ("", "")
-        judged.append((Candidate(entry, entry.model_bytes, _peak_bytes(entry, profile), latency_ms, rtf,
-                                 verdict, reason, measured), failures))
+        judged.append((Candidate(entry, entry.model_bytes, _peak_bytes(entry, profile, decoder), latency_ms, rtf,
+                                 verdict, reason, measured, lm_bytes, decoder_bytes), failures))
 
     fits = [c for c, failures in judged if not failures]
     ranked = sorted((c for c in fits if c.entry.wer is not None), key=_accuracy_order)
     if not ranked:
-        _raise_no_fit(catalog, profile, judged, fitting=len(fits))
+        _raise_no_fit(catalog, profile, judged, fitting=len(fits), decoder=decoder)
     best = ranked[0]
     candidates = [_replace_verdict(best, SELECTED, "selected: lowest WER that fits")]
     for c in sorted((c for c, _ in judged if c is not best), key=_accuracy_order):
         if not c.verdict:
             c = _replace_verdict(c, *_loser(c, best))
         candidates.append(c)
-    return Selection(profile, candidates[0], tuple(candidates))
+    return Selection(profile, candidates[0], tuple(candidates), decoder)
 
 
 def _replace_verdict(c: Candidate, verdict: str, reason: str) -> Candidate:
@@ -242,7 +258,8 @@ def _loser(c: Candidate, best: Candidate) -> tuple[str, str]:
     return TIE, f"fits; same WER and size, id sorts after {best.entry.subnet}"
 
 
-def _raise_no_fit(catalog: Catalog, profile: DeviceProfile, judged: list, fitting: int) -> None:
+def _raise_no_fit(catalog: Catalog, profile: DeviceProfile, judged: list, fitting: int,
+                  decoder: DecoderCost | None = None) -> None:
     n = len(catalog.entries)
     if fitting:
         raise BadInputError(f"catalog: {fitting} of {n} systems fit profile {profile.name!r} but none has a "
@@ -250,7 +267,8 @@ def _raise_no_fit(catalog: Catalog, profile: DeviceProfile, judged: list, fittin
     # Nearest miss: fewest failed constraints, then the smallest total overshoot.
     c, failures = min(judged, key=lambda cf: (len(cf[1]), sum(f.excess for f in cf[1]),
                                               cf[0].model_bytes, cf[0].entry.subnet))
-    raise NoFitError(f"no system fits profile {profile.name!r} ({n} in the catalog); nearest miss "
+    with_lm = "" if decoder is None else f" with LM {decoder.lm_dir} at beam {decoder.beam}"
+    raise NoFitError(f"no system fits profile {profile.name!r}{with_lm} ({n} in the catalog); nearest miss "
                      f"{c.entry.subnet}: {'; '.join(f.reason for f in failures)}; "
                      f"relax {' and '.join(f.relax for f in failures)}")
 
@@ -262,17 +280,24 @@ def explain_table(selection: Selection) -> str:
              f"{'/'.join(map(str, p.weight_bits))}; model <= {p.memory.max_model_mib:g} MiB; "
              f"peak <= {p.memory.max_peak_rss_mib:g} MiB; RTF <= {p.latency.max_rtf:g} at "
              f"{p.latency.reference_audio_s:g} s"]
-    header = ("", "subnet", "bits", "WER", "model MiB", "peak MiB", "RTF", "result")
+    d = selection.decoder
+    if d is not None:
+        lines.append(f"word LM {d.lm_dir}: {d.lm_bytes / MIB:.2f} MiB of files counted with each model's bytes; "
+                     f"beam-search decoder at beam {d.beam}: {d.peak_bytes / MIB:.1f} MiB predicted, counted in each "
+                     f"peak")
+    lm_columns = ("+LM MiB", "decoder MiB") if d is not None else ()
+    header = ("", "subnet", "bits", "WER", "model MiB", *lm_columns, "peak MiB", "RTF", "result")
     rows = [header]
     for c in selection.candidates:
+        lm_cells = (f"{c.lm_bytes / MIB:.2f}", f"{c.decoder_bytes / MIB:.1f}") if d is not None else ()
         rows.append((">" if c.verdict == SELECTED else "", c.entry.subnet, str(c.entry.weight_bits),
                      "-" if c.entry.wer is None else f"{c.entry.wer:.2%}",
-                     f"{c.model_bytes / MIB:.1f}" + ("" if c.entry.pte_bytes is not None else "w"),
+                     f"{c.model_bytes / MIB:.1f}" + ("" if c.entry.pte_bytes is not None else "w"), *lm_cells,
                      f"{c.peak_bytes / MIB:.1f}" + ("" if c.entry.activation_bytes is not None else "?"),
                      "-" if c.rtf is None else f"{c.rtf:.3f}" + ("m" if c.measured is not None else "*"),
                      c.reason))
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    right = {2, 3, 4, 5, 6}  # numbers align right
+    right = set(range(2, len(header) - 1))  # numbers align right
     for r in rows:
         cells = [cell.rjust(w) if i in right else cell.ljust(w) for i, (cell, w) in enumerate(zip(r, widths))]
         lines.append("  ".join(cells).rstrip())
@@ -299,6 +324,7 @@ def checkpoint_catalog(checkpoint: str | Path) -> Catalog:
     return load_catalog(path)
 
 
-def select_for_checkpoint(checkpoint: str | Path, profile: DeviceProfile) -> Selection:
+def select_for_checkpoint(checkpoint: str | Path, profile: DeviceProfile,
+                          decoder: DecoderCost | None = None) -> Selection:
     """`select` over the catalog stored beside a checkpoint."""
-    return select(checkpoint_catalog(checkpoint), profile)
+    return select(checkpoint_catalog(checkpoint), profile, decoder)
