@@ -3,8 +3,6 @@ exactly like the eager model; plus the build's refusals and exit codes."""
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,48 +12,16 @@ from executorch.runtime import Runtime
 from allinone.build import sample_audio
 from allinone.checkpoint import load_checkpoint
 from allinone.spec import SubnetSpec
+from conftest import SAMPLE_TEXT, board_profile, clip_catalog_checkpoint
+from conftest import run_allinone as _run
 
-ROOT = Path(__file__).parents[1]
-ALLINONE = str(Path(sys.executable).parent / "allinone")
-SAMPLE_TEXT = (ROOT / "sdk/allinone/assets/sample.txt").read_text().strip()
-
-FLOAT_ONLY_PROFILE = """\
-format_version: 1
-name: float-only-board
-description: a test board whose runtime has no integer kernels
-target: linux-arm64
-backend: xnnpack
-threads: 1
-weight_bits: [32]
-memory: {max_model_mib: 64, max_peak_rss_mib: 512, runtime_overhead_mib: 40}
-latency: {max_rtf: 1.0, reference_audio_s: 10}
-latency_model:
-  overhead_ms: 5
-  throughput_gmacs: {fp32: 5}
-  workload_factor: 0.5
-  source: estimated
-  citations: ["test profile"]
-  uncertainty_pct: 50
-"""
-
-
-def _run(*args, check=True):
-    proc = subprocess.run([ALLINONE, *args], capture_output=True, text=True, timeout=1800)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"allinone {' '.join(args)} -> {proc.returncode}\n{proc.stderr[-3000:]}")
-    return proc
+FLOAT_ONLY_PROFILE = board_profile("float-only-board", "a test board whose runtime has no integer kernels")
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     """The trained tiny fixture with a catalog measured on the clip it learned."""
-    ckpt = tmp_path_factory.mktemp("ckpt") / "tiny"
-    shutil.copytree(ROOT / "tests/fixtures/tiny_overfit", ckpt)
-    manifest = ckpt.parent / "clip.jsonl"
-    manifest.write_text(json.dumps({"audio_filepath": str(ROOT / "sdk/allinone/assets/sample.wav"),
-                                    "text": SAMPLE_TEXT, "duration": 4.05}) + "\n")
-    _run("catalog", "--checkpoint", str(ckpt), "--manifest", str(manifest))
-    return ckpt
+    return clip_catalog_checkpoint(tmp_path_factory.mktemp("ckpt"))
 
 
 def _transcribe(pte: Path, tokenizer) -> str:

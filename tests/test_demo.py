@@ -24,49 +24,17 @@ from allinone.spec import SubnetSpec
 from allinone_runtime import Bundle
 from allinone_runtime.device import device_info
 from allinone_runtime.report import load_report
+from conftest import ROOT, SAMPLE_TEXT, board_profile, clip_catalog_checkpoint
+from conftest import run_allinone as _run
 
-ROOT = Path(__file__).parents[1]
-ALLINONE = str(Path(sys.executable).parent / "allinone")
-SAMPLE_WAV = ROOT / "sdk/allinone/assets/sample.wav"
-SAMPLE_TEXT = (ROOT / "sdk/allinone/assets/sample.txt").read_text().strip()
-
-NO_FIT_PROFILE = """\
-format_version: 1
-name: tight-board
-description: a test board with room for no model at all
-target: linux-arm64
-backend: xnnpack
-threads: 1
-weight_bits: [32]
-memory: {max_model_mib: 0.1, max_peak_rss_mib: 512, runtime_overhead_mib: 40}
-latency: {max_rtf: 1.0, reference_audio_s: 10}
-latency_model:
-  overhead_ms: 5
-  throughput_gmacs: {fp32: 5}
-  workload_factor: 0.5
-  source: estimated
-  citations: ["test profile"]
-  uncertainty_pct: 50
-"""
-
-
-def _run(*args, check=True, cwd=None):
-    proc = subprocess.run([ALLINONE, *args], capture_output=True, text=True, timeout=1800, cwd=cwd)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"allinone {' '.join(args)} -> {proc.returncode}\n{proc.stderr[-3000:]}")
-    return proc
+NO_FIT_PROFILE = board_profile("tight-board", "a test board with room for no model at all", max_model_mib=0.1)
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     """The trained tiny fixture with a catalog measured on the clip it learned (no activation probes: they
     lower every precision, which the demo does not need)."""
-    ckpt = tmp_path_factory.mktemp("ckpt") / "tiny"
-    shutil.copytree(ROOT / "tests/fixtures/tiny_overfit", ckpt)
-    manifest = ckpt.parent / "clip.jsonl"
-    manifest.write_text(json.dumps({"audio_filepath": str(SAMPLE_WAV), "text": SAMPLE_TEXT, "duration": 4.05}) + "\n")
-    _run("catalog", "--checkpoint", str(ckpt), "--manifest", str(manifest), "--no-activations")
-    return ckpt
+    return clip_catalog_checkpoint(tmp_path_factory.mktemp("ckpt"), "--no-activations")
 
 
 def _eager_transcript(checkpoint: Path, subnet: str) -> str:
