@@ -67,16 +67,23 @@ def test_fit_never_reports_a_negative_overhead():
 def test_per_block_fit_separates_depth_from_macs():
     """Two systems with equal MACs but different depth: only the per-block term can tell them apart."""
     truth = dict(overhead=2.0, block=0.1, gmacs=50.0)
-    points = [LatencyPoint(f"d{d}", 8, m, 10.0, truth["overhead"] + truth["block"] * d * 10 + m * 10 / 50e6, d)
+    points = [LatencyPoint(f"d{d}-m{m:.0f}", 8, m, 10.0, truth["overhead"] + truth["block"] * d * 10 + m * 10 / 50e6, d)
               for d, m in ((4, 58e6), (10, 85e6), (4, 81e6), (12, 172e6))]
     plain = fit_latency_model(points)
     assert plain.max_abs_error > 0.03 and plain.block_ms_per_s == 0.0
     fit = fit_latency_model(points, per_block=True)
     assert fit.overhead_ms == pytest.approx(2.0) and fit.block_ms_per_s == pytest.approx(0.1)
     assert fit.effective_gmacs[8] == pytest.approx(50.0) and fit.max_abs_error < 1e-6
-    with pytest.raises(ValueError, match="no place in a device profile"):
-        fitted_latency_model(fit, load_profile("host-x86_64").latency_model, source="measured", date="2026-01-01",
-                             citations=["x"])
+    # A profile stores the per-block term and predicts with it (format 2: latency_model.block_ms_per_s).
+    model, notes = fitted_latency_model(fit, load_profile("host-x86_64").latency_model, source="measured",
+                                        date="2026-01-01", citations=["x"])
+    assert model.block_ms_per_s == pytest.approx(0.1) and any(n.startswith("block_ms_per_s: fitted") for n in notes)
+    assert model.fit.systems == 4 and model.fit.max_error_pct == 0.0
+    for p in points:
+        assert model.predict_ms(p.macs, 8, blocks=p.blocks, audio_s=p.audio_s) == pytest.approx(p.ms)
+    # Fixed instead of fitted (calibrating from a few reports keeps the profile's term).
+    fixed = fit_latency_model(points[:2], fixed_block_ms_per_s=0.1)
+    assert fixed.block_ms_per_s == 0.1 and not fixed.block_fitted and fixed.max_abs_error < 1e-6
 
 
 def test_unmeasured_precisions_scale_like_the_measured_ones():
@@ -109,13 +116,18 @@ def test_peak_memory_is_pte_plus_planned_activations_plus_runtime_overhead():
 # ---- reports and calibration ------------------------------------------------------------------------------------
 
 
+PI5_ISA = ["asimd", "asimdhp", "asimddp"]  # Cortex-A76, as device_profiles/raspberry-pi-5.yaml names it
+
+
 def report_json(machine="aarch64", system="Linux 6.6.31+rpt-rpi-2712", threads=4, bits=8, macs=172.2e6,
-                lengths=((2.0, 62.0), (10.0, 270.0), (20.0, 530.0)), profile="raspberry-pi-5") -> dict:
-    """A report as docs/formats.md (Latency report) documents it, written by hand."""
+                lengths=((2.0, 62.0), (10.0, 270.0), (20.0, 530.0)), profile="raspberry-pi-5",
+                isa=PI5_ISA) -> dict:
+    """A report as docs/formats.md (Latency report) documents it, written by hand; `isa=None`: format 1."""
+    device = {"hostname": "pi5", "machine": machine, "system": system, "cpu": "Cortex-A76", "cores": 4}
     return {
-        "format_version": 1, "kind": "allinone-latency-report", "measured": True,
+        "format_version": 1 if isa is None else 2, "kind": "allinone-latency-report", "measured": True,
         "date": "2026-11-20T10:15:00Z",
-        "device": {"hostname": "pi5", "machine": machine, "system": system, "cpu": "Cortex-A76", "cores": 4},
+        "device": device if isa is None else {**device, "isa": list(isa)},
         "runner": "cpp",
         "bundle": {"path": "dist/raspberry-pi-5", "subnet": f"d12-f512-h4-w{bits}", "weight_bits": bits,
                    "macs_per_second": macs, "pte_bytes": 6_100_000, "pte_sha256": "0" * 64, "profile": profile},
@@ -170,7 +182,59 @@ def test_report_device_checks(tmp_path):
         check_report_device(_read(report_json(threads=2), tmp_path), pi5)
     with pytest.raises(BadInputError, match="device.system 'Linux 6.6' does not match profile iphone-15"):
         check_report_device(_read(report_json(machine="arm64", system="Linux 6.6", threads=2), tmp_path), iphone)
-    check_report_device(_read(report_json(machine="iPhone15,4", system="Darwin 23.1.0", threads=2), tmp_path), iphone)
+    a16 = ["asimd", "asimdhp", "asimddp", "i8mm", "bf16"]
+    check_report_device(_read(report_json(machine="iPhone15,4", system="Darwin 23.1.0", threads=2, isa=a16), tmp_path),
+                        iphone)
+    # an A76 report against the A16's profile: which features differ is named
+    with pytest.raises(BadInputError, match=r"device.isa differs from profile iphone-15's isa: the report's CPU "
+                                            r"lacks i8mm, bf16 \(profile: asimd, asimdhp, asimddp, i8mm, bf16; report: "
+                                            r"asimd, asimdhp, asimddp\)"):
+        check_report_device(_read(report_json(machine="iPhone15,4", system="Darwin 23.1.0", threads=2), tmp_path),
+                            iphone)
+
+
+def test_reports_from_cpus_with_different_features_are_not_both_accepted(tmp_path):
+    """Two reports for one profile, one from an A76 (dotprod) and one from an A53 (none): refused, naming the
+    features that differ, whichever way round; each alone is checked against the profile's isa."""
+    pi5 = load_profile("raspberry-pi-5")
+    a76 = _read(report_json(), tmp_path)
+    a53 = _read(report_json(bits=4, macs=100e6, lengths=((10.0, 400.0),), isa=["asimd"]), tmp_path)
+    with pytest.raises(BadInputError) as info:
+        calibrate_profile(pi5, [a76, a53])
+    assert str(info.value) == (
+        f"{a53.path}: device.isa differs from profile raspberry-pi-5's isa: the report's CPU lacks asimdhp, "
+        f"asimddp (profile: asimd, asimdhp, asimddp; report: asimd), and these features decide which int8 and "
+        f"int4 kernels run; measure on a device with the profile's features, or pass --force if the report "
+        f"really comes from this device")
+    # A profile without isa (format 1) cannot catch it, but the two reports still disagree with each other.
+    v1 = _v1(pi5)
+    with pytest.raises(BadInputError, match=r"device.isa differs from .*report-0.json's: its CPU lacks asimdhp, "
+                                            r"asimddp; expected reports from one device"):
+        calibrate_profile(v1, [a76, a53])
+    assert calibrate_profile(pi5, [a76]).profile.isa == tuple(PI5_ISA)
+    # --force: the reports' own features become the calibrated profile's (they were measured with them)
+    assert calibrate_profile(pi5, [a53], force=True).profile.isa == ("asimd",)
+
+
+def _v1(profile):
+    data = profile.to_dict()
+    data.pop("isa")
+    data["format_version"] = 1
+    return profile_from_dict(data, "v1.yaml")
+
+
+def test_report_without_device_isa_is_accepted_with_a_warning(tmp_path, caplog):
+    old = _read(report_json(isa=None), tmp_path)
+    assert old.isa is None and old.cores == 4
+    with caplog.at_level("WARNING", logger="allinone.calibration"):
+        result = calibrate_profile(load_profile("raspberry-pi-5"), [old])
+    assert "records no CPU features (device.isa), so it cannot be matched to profile raspberry-pi-5 on ISA" \
+        in caplog.text
+    assert result.profile.isa == tuple(PI5_ISA)  # the profile's own, unchanged
+    # and the CLI says so on stderr, then calibrates
+    (tmp_path / "old.json").write_text(json.dumps(report_json(isa=None)))
+    run = _cli("calibrate", "--profile", "raspberry-pi-5", "--report", "old.json", "--out", "pi5.yaml", cwd=tmp_path)
+    assert run.returncode == 0 and "cannot be matched to profile raspberry-pi-5 on ISA" in run.stderr
 
 
 def _read(data: dict, folder: Path):
@@ -181,7 +245,10 @@ def _read(data: dict, folder: Path):
 
 @pytest.mark.parametrize("mutate, expected", [
     (lambda d: d.__setitem__("kind", "allinone-bundle"), 'kind: expected "allinone-latency-report"'),
-    (lambda d: d.__setitem__("format_version", 2), "format_version: expected 1, got 2"),
+    (lambda d: d.__setitem__("format_version", 3), "format_version: expected 1 or 2, got 3"),
+    (lambda d: d["device"].pop("isa"), "device.isa: missing"),
+    (lambda d: d["device"].__setitem__("isa", ["dotprod"]), "device.isa[0]: unknown CPU feature 'dotprod'"),
+    (lambda d: d["device"].__setitem__("isa", ["avx512vnni"]), "did you mean avx512_vnni?"),
     (lambda d: d.__setitem__("measured", False), "measured: expected true"),
     (lambda d: d["device"].pop("machine"), "device.machine: missing"),
     (lambda d: d["bundle"].__setitem__("weight_bits", 6), "bundle.weight_bits: expected 32, 8 or 4, got 6"),

@@ -172,7 +172,7 @@ def _rename(path: str, new: str):
     # missing keys
     (_drop("latency.max_rtf"), "latency.max_rtf: missing; expected largest real-time factor allowed"),
     (_drop("memory"), "memory: missing; expected memory budgets"),
-    (_drop("format_version"), "format_version: missing; expected the schema version (1)"),
+    (_drop("format_version"), "format_version: missing; expected the schema version (2; 1 is still read)"),
     (_drop("latency_model.throughput_gmacs.int4"),
      "latency_model.throughput_gmacs.int4: missing; weight_bits allows 4, so the latency model needs its throughput"),
     (_set("latency_model.source", "measured"),
@@ -195,7 +195,8 @@ def _rename(path: str, new: str):
     (_set("latency_model.date", "25/11/2026"), "latency_model.date: expected a date YYYY-MM-DD"),
     (_set("name", "Pixel 8"), "name: expected lower-case letters, digits"),
     (_set("description", " "), "description: expected a non-empty string"),
-    (_set("format_version", 2), "format_version: expected 1 (the version this allinone reads), got 2"),
+    (_set("format_version", 3), "format_version: expected 1 or 2 (the versions this allinone reads), got 3"),
+    (_set("isa", ["asimd"]), "isa: not in format_version 1; expected format_version: 2 in a profile that uses it"),
 ])
 def test_bad_profile_gives_one_line_naming_file_and_key(mutate, expected):
     data = copy.deepcopy(_valid())
@@ -206,8 +207,76 @@ def test_bad_profile_gives_one_line_naming_file_and_key(mutate, expected):
 
 def test_newer_format_version_is_reported_before_its_unknown_keys():
     data = _valid()
-    data.update(format_version=2, a_key_from_the_future=1)
-    assert _error(data) == "dev.yaml: format_version: expected 1 (the version this allinone reads), got 2"
+    data.update(format_version=3, a_key_from_the_future=1)
+    assert _error(data) == "dev.yaml: format_version: expected 1 or 2 (the versions this allinone reads), got 3"
+
+
+# ---- CPU features (format 2) --------------------------------------------------------------------------------
+
+
+def _v2(**changes) -> dict:
+    data = {**_valid(), "format_version": 2, "isa": ["asimd", "asimddp"]}
+    data.update(changes)
+    return data
+
+
+@pytest.mark.parametrize("isa, expected", [
+    (["asimd", "dotprod"], "isa[1]: unknown feature 'dotprod'; did you mean asimddp? (Linux's name, as reports "
+                           "record it)"),
+    (["asimd", "i8m"], "isa[1]: unknown feature 'i8m'; did you mean i8mm? expected one of asimd, asimdhp, asimddp, "
+                       "i8mm, bf16, sve, sve2, sme"),
+    (["avx512_vnni"], "isa[0]: 'avx512_vnni' is an x86_64 feature, but target linux-arm64 is arm64; expected one of "
+                      "asimd, asimdhp, asimddp, i8mm, bf16, sve, sve2, sme"),
+    (["asimd", "asimd"], "isa[1]: 'asimd' is listed twice"),
+    (["quantum"], "isa[0]: unknown feature 'quantum'; expected one of asimd, asimdhp"),
+    ("asimd", "isa: expected a list of strings, got the string 'asimd'"),
+])
+def test_unknown_isa_feature_gives_one_line_with_did_you_mean(isa, expected):
+    assert _error(_v2(isa=isa)).startswith(f"dev.yaml: {expected}")
+
+
+def test_x86_aliases_and_version_2_keys_round_trip():
+    data = _v2(target="linux-x86_64", isa=["avx2", "avx512vnni"])
+    assert _error(data) == ("dev.yaml: isa[1]: unknown feature 'avx512vnni'; did you mean avx512_vnni? (Linux's "
+                            "name, as reports record it)")
+    data = _v2(target="linux-x86_64", isa=["fma", "avx2"])
+    data["latency_model"].update(source="measured", date="2026-12-01", block_ms_per_s=0.05,
+                                 device={"cpu": "AMD EPYC 7B13", "machine": "x86_64", "system": "Linux 6.1", "cores": 2},
+                                 fit={"systems": 9, "max_error_pct": 4.2, "loo_max_error_pct": 7.9})
+    p = profile_from_dict(data)
+    assert p.isa == ("fma", "avx2") and p.latency_model.device.cpu == "AMD EPYC 7B13"
+    assert p.latency_model.fit.loo_max_error_pct == 7.9 and p.latency_model.fit.loo_mean_error_pct is None
+    assert profile_from_dict(yaml.safe_load(yaml.safe_dump(p.to_dict()))) == p
+    # the per-block term adds blocks x seconds: 12 blocks on 10 s at 0.05 ms = 6 ms
+    assert p.predict_latency_ms(1e9, 8, blocks=12, audio_s=10) == pytest.approx(p.predict_latency_ms(1e9, 8) + 6.0)
+    assert p.predict_rtf(1e8, 8, blocks=12) == pytest.approx(p.predict_latency_ms(1e9, 8, blocks=12, audio_s=10) / 1e4)
+    data["latency_model"]["fit"] = {"systems": 9, "max_err_pct": 1}
+    assert _error(data) == "dev.yaml: latency_model.fit.max_err_pct: unknown key; did you mean latency_model.fit.max_error_pct?"
+
+
+def test_empty_isa_means_none_of_the_recorded_features():
+    assert profile_from_dict(_v2(isa=[])).isa == ()
+    assert profile_from_dict(_valid()).isa is None  # format 1: not recorded
+
+
+PHONES_AND_BOARDS = sorted(REQUIRED - {"host-x86_64"})
+
+
+@pytest.mark.parametrize("name", PHONES_AND_BOARDS)
+def test_shipped_device_names_its_isa_with_a_source(name):
+    """Every phone and board says which CPU features its figures assume, and cites where that comes from."""
+    profile = load_profile(name)
+    assert profile.format_version == 2 and profile.isa is not None and "asimd" in profile.isa
+    cited = [c for c in profile.latency_model.citations if c.startswith("isa ")]
+    assert len(cited) == 1 and ", ".join(profile.isa) in cited[0] and "Armv" in cited[0], name
+
+
+def test_shipped_isa_matches_the_cores():
+    isa = {name: set(load_profile(name).isa) for name in PHONES_AND_BOARDS}
+    assert isa["raspberry-pi-zero-2w"] == {"asimd"}  # Cortex-A53: Armv8.0, no dotprod
+    for name in ("raspberry-pi-5", "jetson-orin-nano", "galaxy-a14", "galaxy-watch4"):  # A76 / A78AE / A55
+        assert "asimddp" in isa[name] and "i8mm" not in isa[name]
+    assert {"asimddp", "i8mm"} <= isa["pixel-8"] and {"asimddp", "i8mm"} <= isa["iphone-15"]
 
 
 def test_valid_extras_are_accepted():
@@ -245,7 +314,7 @@ def test_file_level_errors(tmp_path):
 
 def test_formats_doc_lists_every_profile_key():
     doc = (REPO / "docs" / "formats.md").read_text()
-    section = doc.split("## Device profile (format_version 1)")[1].split("\n## ")[0]
+    section = doc.split("## Device profile (format_version 2)")[1].split("\n## ")[0]
     keys = re.findall(r"^\| `([a-z0-9_.]+)` \|", section, flags=re.M)
     assert keys == [row[0] for row in schema_rows()]
 

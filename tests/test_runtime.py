@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.resources
 import json
+import platform
 import shutil
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import pytest
 import soundfile as sf
 
 from allinone_runtime import Bundle, RuntimeInputError, Transcriber, validate_report
+from allinone_runtime.device import ISA_FEATURES
 from allinone_runtime.timing import bench
 from allinone_runtime.bundle import check_executorch_compat
 from allinone_runtime.report import merge_reports, write_report
@@ -266,6 +268,11 @@ def report(built) -> dict:
 def test_bench_report_validates_and_is_written(report, built, tmp_path):
     assert validate_report(report) is report
     assert report["runner"] == "python" and report["measured"] is True and report["threads"] == 1
+    # format 2: the CPU features that decide kernel choice, as this machine's /proc/cpuinfo lists them
+    flags = next(line.split(":", 1)[1].split() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                 if line.split(":")[0].strip() in ("flags", "Features"))
+    arch = "arm64" if platform.machine() in ("aarch64", "arm64") else "x86_64"
+    assert report["format_version"] == 2 and report["device"]["isa"] == [f for f in ISA_FEATURES[arch] if f in flags]
     assert [row["audio_s"] for row in report["latency"]] == [1, 2]
     assert report["bundle"]["pte_bytes"] == Path(built["w4"]["bundle"], "model.pte").stat().st_size
     assert report["transcript"] == built["w4"]["eager"]
@@ -292,6 +299,13 @@ def test_report_merges_many_bundles(report, tmp_path):
     assert len(json.loads((tmp_path / "dist" / "comparison.json").read_text())["reports"]) == 2
 
 
+def test_format_1_report_without_isa_still_validates(report):
+    old = json.loads(json.dumps(report))
+    old["format_version"] = 1
+    del old["device"]["isa"]
+    assert validate_report(old) is old
+
+
 @pytest.mark.parametrize("edit, message", [
     (lambda r: r.pop("load_ms"), "load_ms: missing"),
     (lambda r: r.update(latncy=[]), "latncy: unknown key; did you mean latency?"),
@@ -300,7 +314,13 @@ def test_report_merges_many_bundles(report, tmp_path):
     (lambda r: r.update(runner="java"), "runner: expected 'python' or 'cpp'"),
     (lambda r: r.update(measured=False), "measured: expected true"),
     (lambda r: r["device"].update(cores="two"), "device.cores: expected an integer"),
-    (lambda r: r.update(format_version=2), "format_version: expected 1, got 2"),
+    (lambda r: r.update(format_version=3), "format_version: expected 1 or 2, got 3"),
+    (lambda r: r["device"].pop("isa"), "device.isa: missing"),
+    (lambda r: r["device"].update(isa="avx2"), "device.isa: expected a list"),
+    (lambda r: r["device"].update(isa=["avx512vnni"]), r"device.isa\[0\]: unknown CPU feature 'avx512vnni'; did "
+                                                        r"you mean avx512_vnni\?"),
+    (lambda r: r["device"].update(isa=["avx2", "avx2"]), "device.isa: expected distinct feature names"),
+    (lambda r: r.update(format_version=1), "device.isa: unknown key"),  # format 1 had no isa
 ])
 def test_invalid_reports_are_refused(report, edit, message):
     bad = json.loads(json.dumps(report))

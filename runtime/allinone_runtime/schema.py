@@ -1,4 +1,4 @@
-"""The latency report (report.json, format_version 1): its one reader and validator (`read_report`,
+"""The latency report (report.json, format_version 2; 1 still read): its one reader and validator (`read_report`,
 `validate_report`), used by the runtime, by `allinone calibrate`/`catalog --report` and by the tests; and
 `read_json_file`, the runtime's one way to read JSON (bundle manifests, reports) within size and depth limits.
 
@@ -17,13 +17,14 @@ from typing import Any
 
 from allinone_runtime.errors import RuntimeInputError
 
-__all__ = ["REPORT_FORMAT_VERSION", "REPORT_KIND", "read_report", "validate_report", "read_json_file", "MAX_JSON_BYTES",
+__all__ = ["REPORT_FORMAT_VERSION", "READABLE_REPORT_VERSIONS", "REPORT_KIND", "read_report", "validate_report", "read_json_file", "MAX_JSON_BYTES",
            "MAX_NESTING"]
 
 MAX_JSON_BYTES = 16 * 2**20  # manifests and reports are kilobytes; a bigger file is not one
 MAX_NESTING = 32  # they nest 5 levels; the parser recurses per level, so deeper input is refused, not crashed on
 
-REPORT_FORMAT_VERSION = 1
+REPORT_FORMAT_VERSION = 2  # 2 added device.isa (the CPU features that decide kernel choice)
+READABLE_REPORT_VERSIONS = (1, 2)  # a version-1 report has no device.isa, so it cannot be matched on ISA
 REPORT_KIND = "allinone-latency-report"
 
 _NUM = "number"
@@ -35,6 +36,7 @@ _DEVICE = {"hostname": _STR, "machine": _STR, "system": _STR, "cpu": _STR, "core
 # Optional keys of nested objects. device.emulator: the emulator a cross-built runner ran under (qemu-user);
 # such timings are no device's, and calibration refuses them.
 _NESTED_OPTIONAL = {"device": {"emulator": _STR}}
+_ISA = {"isa": [_STR]}  # required in device from format_version 2 (an empty list is allowed: see _check_isa)
 _BUNDLE = {"path": _STR, "subnet": _STR, "weight_bits": _INT, "macs_per_second": (_NUM, None), "pte_bytes": _INT,
            "pte_sha256": _STR, "profile": (_STR, None)}
 _LATENCY = {"audio_s": _NUM, "p50_ms": _NUM, "p90_ms": _NUM, "min_ms": _NUM, "max_ms": _NUM, "mean_ms": _NUM,
@@ -123,8 +125,9 @@ def _check(value, schema, key: str, source: str, optional: dict | None = None) -
             if name in value:
                 _check(value[name], sub, prefix + name, source, _NESTED_OPTIONAL.get(prefix + name))
     elif isinstance(schema, list):
-        if not isinstance(value, list) or not value:
-            raise RuntimeInputError(f"{source}: {key}: expected a non-empty list")
+        # device.isa may be empty (a CPU with none of the recorded features); every other list holds something.
+        if not isinstance(value, list) or (not value and key != "device.isa"):
+            raise RuntimeInputError(f"{source}: {key}: expected a {'' if key == 'device.isa' else 'non-empty '}list")
         for i, item in enumerate(value):
             _check(item, schema[0], f"{key}[{i}]", source)
     elif isinstance(schema, tuple):  # (kind, None): nullable
@@ -139,16 +142,18 @@ def _article(kind: str) -> str:
 
 
 def validate_report(report: dict, source: str = "report.json") -> dict:
-    """Check a latency report against format_version 1; returns it unchanged, or raises RuntimeInputError."""
+    """Check a latency report against its format_version (1 or 2); returns it unchanged, or raises RuntimeInputError."""
     if not isinstance(report, dict):
         raise RuntimeInputError(f"{source}: expected a JSON object, got {type(report).__name__}")
     if report.get("kind") != REPORT_KIND:  # first: another allinone file given as a report says what it is not
         raise RuntimeInputError(f"{source}: kind: expected \"{REPORT_KIND}\" (a report written by allinone bench or "
                                 f"the native runner), got {report.get('kind')!r}")
-    if report.get("format_version") != REPORT_FORMAT_VERSION:
-        raise RuntimeInputError(f"{source}: format_version: expected {REPORT_FORMAT_VERSION}, "
-                                f"got {report.get('format_version')!r}")
-    _check(report, _TOP, "", source, _OPTIONAL)
+    version = report.get("format_version")
+    if version not in READABLE_REPORT_VERSIONS or isinstance(version, bool):
+        raise RuntimeInputError(f"{source}: format_version: expected {' or '.join(map(str, READABLE_REPORT_VERSIONS))}, "
+                                f"got {version!r}")
+    top = _TOP if version == 1 else {**_TOP, "device": {**_DEVICE, **_ISA}}
+    _check(report, top, "", source, _OPTIONAL)
     if report["measured"] is not True:
         raise RuntimeInputError(f"{source}: measured: expected true (reports hold measurements only)")
     if report["runner"] not in ("python", "cpp"):
@@ -162,6 +167,8 @@ def validate_report(report: dict, source: str = "report.json") -> dict:
     for key in ("load_ms", "first_run_ms", "peak_rss_bytes"):
         if report[key] < 0:
             raise RuntimeInputError(f"{source}: {key}: expected >= 0, got {report[key]}")
+    if version >= 2:
+        _check_isa(report["device"], source)
     for i, row in enumerate(report["latency"]):
         where = f"latency[{i}]"
         if row["audio_s"] <= 0:
@@ -176,6 +183,20 @@ def validate_report(report: dict, source: str = "report.json") -> dict:
         if abs(row["rtf"] - rtf) > 1e-3 * max(rtf, 1e-3):
             raise RuntimeInputError(f"{source}: {where}.rtf: {row['rtf']} is not p50_ms / audio duration ({rtf:.6g})")
     return report
+
+
+def _check_isa(device: dict, source: str) -> None:
+    """device.isa holds distinct names the device probe records for some architecture (ISA_FEATURES)."""
+    from allinone_runtime.device import ISA_FEATURES
+
+    known = [name for names in ISA_FEATURES.values() for name in names]
+    for i, name in enumerate(device["isa"]):
+        if name not in known:
+            near = difflib.get_close_matches(name, known, n=1)
+            hint = f"; did you mean {near[0]}?" if near else f"; expected one of {', '.join(known)}"
+            raise RuntimeInputError(f"{source}: device.isa[{i}]: unknown CPU feature {name!r}{hint}")
+    if len(set(device["isa"])) != len(device["isa"]):
+        raise RuntimeInputError(f"{source}: device.isa: expected distinct feature names, got {device['isa']}")
 
 
 def read_report(path: str | Path) -> dict:

@@ -1,7 +1,10 @@
 """Device profiles: the schema of `device_profiles/*.yaml`, strict loading, and the latency model.
 
 A profile says what a device allows (weight bits, model and peak memory, a real-time-factor budget) and how
-fast it runs a system: latency_ms = overhead_ms + MACs / (throughput_gmacs[precision] * workload_factor * 1e6).
+fast it runs a system: latency_ms = overhead_ms + block_ms_per_s * blocks * audio_s
++ MACs / (throughput_gmacs[precision] * workload_factor * 1e6), and which CPU features (`isa`) those figures
+assume. Format 2 added `isa`, `latency_model.block_ms_per_s`, `latency_model.device` and `latency_model.fit`;
+format 1 files are still read.
 Units live in key names (`_mib`, `_ms`, `_s`, `_gmacs`, `_pct`), so every value is a plain number.
 Loading is strict: an unknown key, a wrong type, a missing key or an out-of-range value raises
 `BadInputError` with one line `FILE: KEY: what was wrong; what was expected`.
@@ -24,14 +27,18 @@ import yaml
 
 from allinone.errors import BadInputError
 from allinone.files import check_size, check_yaml_nesting
+from allinone.isa import isa_problem
 
 __all__ = [
-    "FORMAT_VERSION", "MIB", "PRECISION_OF_BITS", "DeviceProfile", "MemoryBudget", "LatencyBudget",
-    "LatencyModel", "Throughput", "load_profile", "list_profiles", "validate_profile_file", "profile_from_dict",
+    "FORMAT_VERSION", "READABLE_VERSIONS", "MIB", "PRECISION_OF_BITS", "DeviceProfile", "MemoryBudget",
+    "LatencyBudget", "LatencyModel", "Throughput", "MeasuredDevice", "FitQuality", "load_profile", "list_profiles", "validate_profile_file", "profile_from_dict",
     "predict_latency_ms", "predict_rtf", "schema_rows",
 ]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # what allinone writes
+READABLE_VERSIONS = (1, 2)
+# Keys format 1 did not have: a version-1 file using them is refused (an older allinone would not read it).
+_ADDED_IN_2 = ("isa", "latency_model.block_ms_per_s", "latency_model.device", "latency_model.fit")
 MIB = 1 << 20  # profiles count memory in MiB (2**20 bytes): unambiguous, unlike "MB"
 PRECISION_OF_BITS = {32: "fp32", 8: "int8", 4: "int4"}
 
@@ -106,6 +113,28 @@ class Throughput:
 
 
 @dataclass(frozen=True)
+class MeasuredDevice:
+    """The machine a measured or calibrated latency model was timed on (as its latency reports record it)."""
+
+    cpu: str = _key("CPU model name", check=_nonempty)
+    machine: str = _key("CPU architecture (uname -m)", check=_nonempty)
+    system: str = _key("operating system and kernel", check=_nonempty)
+    cores: int = _key("CPU cores the machine has (threads says how many were used)", check=_range(1, 4096))
+
+
+@dataclass(frozen=True)
+class FitQuality:
+    """How well the latency model explains the timed systems it was fitted to."""
+
+    systems: int = _key("timed systems the model was fitted to", check=_range(1))
+    max_error_pct: float = _key("largest |predicted - measured| / measured over those systems", "%", check=_range(0))
+    loo_max_error_pct: float | None = _key("largest leave-one-out error: each system predicted by a fit to the "
+                                           "others, what to expect for a system never timed", "%",
+                                           check=_range(0), default=None)
+    loo_mean_error_pct: float | None = _key("mean leave-one-out error", "%", check=_range(0), default=None)
+
+
+@dataclass(frozen=True)
 class LatencyModel:
     overhead_ms: float = _key("fixed cost per call (dispatch, frontend, small ops)", "ms", check=_range(0))
     throughput_gmacs: Throughput = _key("dense throughput per precision, keys fp32 / int8 / int4", "GMAC/s")
@@ -117,6 +146,11 @@ class LatencyModel:
     uncertainty_pct: float = _key("expected prediction error", "%", check=_range(0))
     date: str | None = _key("when measured or calibrated (required for those sources)", "YYYY-MM-DD",
                             check=_date_check, default=None)
+    block_ms_per_s: float | None = _key("cost per encoder block per second of audio that MACs do not count "
+                                        "(element-wise ops, dispatch); fitted by allinone profiles measure",
+                                        "ms", check=_range(0), default=None)
+    device: MeasuredDevice | None = _key("the machine the figures were timed on (measured / calibrated)", default=None)
+    fit: FitQuality | None = _key("fit errors of a measured or calibrated model", default=None)
 
     def effective_gmacs(self, weight_bits: int) -> float:
         """GMAC/s a speech encoder reaches at this precision; BadInputError when the profile has no figure."""
@@ -127,17 +161,19 @@ class LatencyModel:
                                 f"expected one of {_known_precisions(self.throughput_gmacs)}")
         return dense * self.workload_factor
 
-    def predict_ms(self, macs: float, weight_bits: int) -> float:
-        """Predicted latency of one call doing `macs` multiply-accumulates with `weight_bits` weights."""
+    def predict_ms(self, macs: float, weight_bits: int, *, blocks: int = 0, audio_s: float = 0.0) -> float:
+        """Predicted latency of one call doing `macs` multiply-accumulates with `weight_bits` weights on
+        `audio_s` seconds through `blocks` encoder blocks (the last two feed only the per-block term)."""
         if macs < 0:
             raise BadInputError(f"macs: expected a count >= 0, got {macs}")
-        return self.overhead_ms + macs / (self.effective_gmacs(weight_bits) * 1e6)  # GMAC/s * 1e6 = MAC/ms
+        per_block = (self.block_ms_per_s or 0.0) * blocks * audio_s
+        return self.overhead_ms + per_block + macs / (self.effective_gmacs(weight_bits) * 1e6)  # GMAC/s*1e6 = MAC/ms
 
 
 @dataclass(frozen=True)
 class DeviceProfile:
-    format_version: int = _key(f"the schema version ({FORMAT_VERSION})",
-                               check=lambda v: None if v == FORMAT_VERSION else f"{FORMAT_VERSION}")
+    format_version: int = _key(f"the schema version ({FORMAT_VERSION}; {READABLE_VERSIONS[0]} is still read)",
+                               check=lambda v: None if v in READABLE_VERSIONS else _versions())
     name: str = _key("profile name, same as the file name without .yaml", check=_name_check)
     description: str = _key("the device in one line", check=_nonempty)
     target: Target = _key("operating system and CPU architecture of the device")
@@ -149,28 +185,39 @@ class DeviceProfile:
     memory: MemoryBudget = _key("memory budgets")
     latency: LatencyBudget = _key("latency budget")
     latency_model: LatencyModel = _key("parameters of the latency prediction and their source")
+    # Optional so that format-1 files load; every shipped profile has it (tests), `profiles measure` writes it.
+    isa: tuple[str, ...] | None = _key("CPU features the latency figures assume, as /proc/cpuinfo names them "
+                                       "(x86: fma, avx2, avx512f, avx512bw, avx512_vnni, avx_vnni, amx_int8; arm64: "
+                                       "asimd, asimdhp, asimddp, i8mm, bf16, sve, sve2, sme); [] for none of them",
+                                       default=None)
     notes: str = _key("anything a reader should know about the numbers", default="")
 
-    def predict_latency_ms(self, macs: float, weight_bits: int) -> float:
-        return self.latency_model.predict_ms(macs, weight_bits)
+    def predict_latency_ms(self, macs: float, weight_bits: int, *, blocks: int = 0, audio_s: float = 0.0) -> float:
+        return self.latency_model.predict_ms(macs, weight_bits, blocks=blocks, audio_s=audio_s)
 
-    def predict_rtf(self, macs_per_second: float, weight_bits: int) -> float:
-        """Predicted real-time factor at the profile's reference utterance length."""
+    def predict_rtf(self, macs_per_second: float, weight_bits: int, *, blocks: int = 0) -> float:
+        """Predicted real-time factor at the profile's reference utterance length (`blocks`: encoder depth)."""
         seconds = self.latency.reference_audio_s
-        return self.predict_latency_ms(macs_per_second * seconds, weight_bits) / (seconds * 1000.0)
+        return self.predict_latency_ms(macs_per_second * seconds, weight_bits, blocks=blocks,
+                                       audio_s=seconds) / (seconds * 1000.0)
 
     def to_dict(self) -> dict[str, Any]:
         """The profile as plain YAML/JSON data; `profile_from_dict(p.to_dict())` gives `p` back."""
         return _plain(self)
 
 
-def predict_latency_ms(profile: DeviceProfile, macs: float, weight_bits: int) -> float:
+def predict_latency_ms(profile: DeviceProfile, macs: float, weight_bits: int, *, blocks: int = 0,
+                       audio_s: float = 0.0) -> float:
     """Latency of one call of `macs` MACs at `weight_bits`, from the profile's latency model."""
-    return profile.predict_latency_ms(macs, weight_bits)
+    return profile.predict_latency_ms(macs, weight_bits, blocks=blocks, audio_s=audio_s)
 
 
-def predict_rtf(profile: DeviceProfile, macs_per_second: float, weight_bits: int) -> float:
-    return profile.predict_rtf(macs_per_second, weight_bits)
+def predict_rtf(profile: DeviceProfile, macs_per_second: float, weight_bits: int, *, blocks: int = 0) -> float:
+    return profile.predict_rtf(macs_per_second, weight_bits, blocks=blocks)
+
+
+def _versions() -> str:
+    return " or ".join(map(str, READABLE_VERSIONS))
 
 
 def _known_precisions(throughput: Throughput) -> str:
@@ -196,9 +243,17 @@ def _all_keys(cls: type, prefix: str = "") -> list[str]:
     for f in dataclasses.fields(cls):
         dotted = prefix + f.name
         keys.append(dotted)
-        if dataclasses.is_dataclass(hints[f.name]):
-            keys += _all_keys(hints[f.name], dotted + ".")
+        tp = _unwrap(hints[f.name])
+        if dataclasses.is_dataclass(tp):
+            keys += _all_keys(tp, dotted + ".")
     return keys
+
+
+def _unwrap(tp: Any) -> Any:
+    """`X | None` -> X; anything else unchanged."""
+    if get_origin(tp) in _UNIONS:
+        return next(a for a in get_args(tp) if a is not type(None))
+    return tp
 
 
 def _show(value: Any) -> str:
@@ -325,9 +380,19 @@ def _scalar(tp: type, value: Any, key: str, unit: str) -> Any:
     raise _Invalid(key, f"expected {_describe(tp, unit)}, got {_show(value)}{hint}")
 
 
-def _check_profile(profile: DeviceProfile) -> None:
+def _check_profile(profile: DeviceProfile, data: dict) -> None:
     """Rules that span keys."""
     model = profile.latency_model
+    if profile.format_version == 1:
+        for key in _ADDED_IN_2:
+            head, _, leaf = key.partition(".")
+            if (leaf in data.get(head, {})) if leaf else (key in data):
+                raise _Invalid(key, f"not in format_version 1; expected format_version: {FORMAT_VERSION} in a "
+                               f"profile that uses it")
+    if profile.isa is not None:
+        problem = isa_problem(profile.isa, profile.target)
+        if problem is not None:
+            raise _Invalid(f"isa[{problem[0]}]", problem[1])
     for bits in profile.weight_bits:
         precision = PRECISION_OF_BITS[bits]
         if getattr(model.throughput_gmacs, precision) is None:
@@ -349,12 +414,14 @@ def _check_profile(profile: DeviceProfile) -> None:
 def profile_from_dict(data: Any, where: str = "<profile>") -> DeviceProfile:
     """Validate parsed YAML/JSON data; `where` names the input in error messages."""
     try:
-        if isinstance(data, dict) and "format_version" in data and data["format_version"] != FORMAT_VERSION:
+        version = data.get("format_version") if isinstance(data, dict) else None
+        if isinstance(data, dict) and "format_version" in data and (version not in READABLE_VERSIONS
+                                                                      or isinstance(version, bool)):
             # Checked first: a newer file's unknown keys would otherwise hide the real problem.
-            raise _Invalid("format_version", f"expected {FORMAT_VERSION} (the version this allinone reads), "
+            raise _Invalid("format_version", f"expected {_versions()} (the versions this allinone reads), "
                            f"got {_show(data['format_version'])}")
         profile = _parse(DeviceProfile, data, "")
-        _check_profile(profile)
+        _check_profile(profile, data)
     except _Invalid as err:
         raise BadInputError(f"{where}: {err}") from None
     return profile
@@ -437,6 +504,6 @@ def schema_rows(cls: type = DeviceProfile, prefix: str = "") -> list[tuple[str, 
         tp, key = hints[f.name], prefix + f.name
         required = f.default is dataclasses.MISSING
         rows.append((key, _describe(tp, ""), f.metadata.get("unit", ""), required, f.metadata.get("meaning", "")))
-        if dataclasses.is_dataclass(tp):
-            rows += schema_rows(tp, key + ".")
+        if dataclasses.is_dataclass(_unwrap(tp)):
+            rows += schema_rows(_unwrap(tp), key + ".")
     return rows

@@ -1,4 +1,4 @@
-// Timed runs of a bundle over several audio lengths, written as report.json (format_version 1, runner "cpp").
+// Timed runs of a bundle over several audio lengths, written as report.json (format_version 2, runner "cpp").
 #pragma once
 
 #include <string>

@@ -7,6 +7,8 @@
 #include <cstdlib>
 #include <ctime>
 #include <fstream>
+#include <set>
+#include <sstream>
 
 namespace allinone {
 
@@ -47,6 +49,27 @@ std::string emulator() {
   return "";
 }
 
+// The features allinone_runtime.device.ISA_FEATURES lists, in its order (keep the two lists the same): the
+// ones that decide which GEMM kernels XNNPACK runs for fp32, 8-bit and 4-bit weights, spelt as Linux's
+// /proc/cpuinfo spells them ("flags" on x86, "Features" on arm64).
+std::vector<std::string> isa_features(const std::string& machine) {
+  static const std::vector<std::string> x86 = {"fma", "avx2", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni",
+                                               "amx_int8"};
+  static const std::vector<std::string> arm = {"asimd", "asimdhp", "asimddp", "i8mm", "bf16", "sve", "sve2", "sme"};
+  const std::vector<std::string>* known = nullptr;
+  if (machine == "x86_64" || machine == "amd64") known = &x86;
+  if (machine == "aarch64" || machine == "arm64") known = &arm;
+  std::vector<std::string> out;
+  if (known == nullptr) return out;
+  std::string line = proc_field("/proc/cpuinfo", machine == "x86_64" || machine == "amd64" ? "flags" : "Features");
+  std::istringstream words(line);
+  std::set<std::string> have;
+  for (std::string w; words >> w;) have.insert(w);
+  for (const auto& name : *known)
+    if (have.count(name)) out.push_back(name);
+  return out;
+}
+
 }  // namespace
 
 DeviceInfo device_info() {
@@ -67,6 +90,7 @@ DeviceInfo device_info() {
   long n = sysconf(_SC_NPROCESSORS_ONLN);
   d.cores = n > 0 ? static_cast<int>(n) : 1;
   d.emulator = emulator();
+  d.isa = isa_features(d.machine);
   return d;
 }
 

@@ -3,12 +3,14 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace allinone {
 
 struct DeviceInfo {
   std::string hostname, machine, system, cpu;
   int cores = 1;
+  std::vector<std::string> isa;  // CPU features that decide kernel choice, as allinone_runtime.device records them
   std::string emulator;  // empty on real hardware; else the emulator running this binary (e.g. qemu-aarch64)
 };
 
