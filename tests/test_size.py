@@ -63,3 +63,32 @@ def test_macs_follow_a_hand_count_for_one_linear_system():
     frontend_macs = frames_per_s * (402 * 400 + 201 * 80) / 10
     assert size.macs_per_second > frontend_macs
     assert module_weight_bytes(model.extract_subnet(SubnetSpec(1, 64, 1, 32)), 32) == size.weight_bytes
+
+
+def test_one_quant_scheme_per_precision_drives_quantization_sizes_and_manifest():
+    """The group size, scale dtype and activation scheme are stated once, in QuantScheme, and read by the
+    torchao config, the size accounting and the manifest's quantization block."""
+    from torchao.quantization.granularity import PerAxis, PerGroup
+
+    from allinone.nn.quant import torchao_config
+    from allinone.package import quantization_info
+    from allinone.quant_scheme import INT4_WEIGHTS, QuantScheme
+
+    assert SubnetSpec(1, 64, 1, 4).quant_scheme == INT4_WEIGHTS == QuantScheme.for_bits(4)
+    assert quantization_info(QuantScheme.for_bits(32), ["ignored"]) == {
+        "weight_bits": 32, "scheme": "fp32", "weight_granularity": None, "group_size": None,
+        "activations": "float32", "float_layers": []}
+    assert quantization_info(QuantScheme.for_bits(8), ["conv"]) == {
+        "weight_bits": 8, "scheme": "8da8w", "weight_granularity": "per_channel", "group_size": None,
+        "activations": "dynamic int8 per token, asymmetric", "float_layers": ["conv"]}
+    assert quantization_info(INT4_WEIGHTS, []) == {
+        "weight_bits": 4, "scheme": "8da4w", "weight_granularity": "per_group", "group_size": 32,
+        "activations": "dynamic int8 per token, asymmetric", "float_layers": []}
+    config = torchao_config(INT4_WEIGHTS)
+    assert config.weight_granularity == PerGroup(32) and config.weight_scale_dtype == torch.bfloat16
+    assert torchao_config(8).weight_granularity == PerAxis(0) and torchao_config(8).weight_scale_dtype is None
+    linear = torch.nn.Linear(64, 10, bias=False)  # 640 weights: 320 bytes at 4 bits + 10 x 2 groups x 2 B (bf16)
+    assert module_weight_bytes(linear, INT4_WEIGHTS) == 320 + 40 == module_weight_bytes(linear, 4)
+    assert module_weight_bytes(linear, 8) == 640 + 10 * 4
+    with pytest.raises(ValueError, match="16-bit"):
+        QuantScheme.for_bits(16)

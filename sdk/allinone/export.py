@@ -119,7 +119,7 @@ def export_subnet(model: nn.Module, spec: SubnetSpec, example_seconds: float = 2
         on_step("extract + quantize")
     start = time.perf_counter()
     subnet = model.extract_subnet(spec)
-    float_layers = quantize_subnet_(subnet, spec.weight_bits)
+    float_layers = quantize_subnet_(subnet, spec.quant_scheme)
     program = WaveformToLogProbs(subnet).eval()
     extract_seconds = time.perf_counter() - start
     example = torch.zeros(1, int(example_seconds * model.cfg.frontend.sample_rate))

@@ -17,6 +17,7 @@ from typing import Any
 
 from allinone.errors import BadInputError
 from allinone.files import replace_dir_atomically
+from allinone.quant_scheme import QuantScheme
 from allinone_runtime.bundle import BUNDLE_FORMAT_VERSION, BUNDLE_KIND
 from allinone_runtime.bundle import read_manifest as read_bundle_manifest
 
@@ -26,14 +27,9 @@ __all__ = ["BUNDLE_FORMAT_VERSION", "BundleSizes", "bundle_manifest", "WrittenBu
 FRAME_SHIFT_S = 0.04  # 10 ms hop x4 subsampling
 
 
-def quantization_info(weight_bits: int, float_layers: list[str]) -> dict:
-    if weight_bits == 32:
-        return {"weight_bits": 32, "scheme": "fp32", "weight_granularity": None, "group_size": None,
-                "activations": "float32", "float_layers": []}
-    return {"weight_bits": weight_bits, "scheme": f"8da{weight_bits}w",
-            "weight_granularity": "per_channel" if weight_bits == 8 else "per_group",
-            "group_size": None if weight_bits == 8 else 32,
-            "activations": "dynamic int8 per token, asymmetric", "float_layers": list(float_layers)}
+def quantization_info(scheme: QuantScheme, float_layers: list[str]) -> dict:
+    """The manifest's `quantization` block: the system's scheme and the weight layers it left in float."""
+    return scheme.to_manifest(float_layers)
 
 
 def io_signature(vocab_size: int, min_samples: int, max_samples: int) -> dict:
@@ -82,7 +78,7 @@ def bundle_manifest(model, program, sizes: BundleSizes, *, family: str, vocabula
     described.update(params=sizes.params, macs_per_second=sizes.macs_per_second)
     manifest = {
         "model": described,
-        "quantization": quantization_info(spec.weight_bits, program.float_layers),
+        "quantization": quantization_info(spec.quant_scheme, program.float_layers),
         "vocabulary": vocabulary,
         "sample_rate": model.cfg.frontend.sample_rate,
         "io": io,

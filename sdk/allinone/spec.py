@@ -12,6 +12,7 @@ import re
 from dataclasses import asdict, dataclass
 
 from allinone.errors import BadInputError
+from allinone.quant_scheme import QuantScheme
 
 __all__ = ["SubnetSpec", "SearchSpace", "SPEC_FORMAT_VERSION", "ALLOWED_WEIGHT_BITS"]
 
@@ -47,6 +48,11 @@ class SubnetSpec:
     @property
     def is_quantized(self) -> bool:
         return self.weight_bits < 32
+
+    @property
+    def quant_scheme(self) -> QuantScheme:
+        """How this system's weights are stored and run: the deployed scheme of its weight bits."""
+        return QuantScheme.for_bits(self.weight_bits)
 
     def with_bits(self, weight_bits: int) -> "SubnetSpec":
         return SubnetSpec(self.depth, self.ffn_dim, self.heads, weight_bits)
