@@ -9,7 +9,6 @@ checkpoint and a dev manifest, so selecting never imports evaluation or lowering
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
 import math
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from typing import Any, Iterable
 
 from allinone.errors import BadInputError
 from allinone.files import atomic_write_text, read_json
+from allinone.validation import check_keys
 
 __all__ = ["CATALOG_FORMAT_VERSION", "CATALOG_FILE", "MeasuredLatency", "CatalogEntry", "Catalog", "load_catalog",
            "save_catalog", "format_catalog"]
@@ -48,8 +48,7 @@ class MeasuredLatency:
     def from_dict(cls, data: Any, where: str) -> MeasuredLatency:
         if not isinstance(data, dict):
             raise BadInputError(f"{where}: expected an object, got {type(data).__name__}")
-        names = [f.name for f in dataclasses.fields(cls)]
-        _check_keys(data, names, names, where)
+        check_keys(data, cls, where)
         values = {}
         for f in dataclasses.fields(cls):
             value = data[f.name]
@@ -107,7 +106,7 @@ class CatalogEntry:
         """Validate one entry; BadInputError naming `where` and the key otherwise."""
         if not isinstance(data, dict):
             raise BadInputError(f"{where}: expected a mapping of keys, got {type(data).__name__}")
-        _check_keys(data, _ENTRY_KEYS, _REQUIRED_ENTRY_KEYS, where)
+        check_keys(data, cls, where)
         values = {key: _entry_value(key, data[key], where) for key in data if key in _ENTRY_TYPES}
         if "provenance" in data:
             values["provenance"] = _string_map(data["provenance"], f"{where}: provenance")
@@ -131,26 +130,12 @@ _ENTRY_TYPES: dict[str, tuple[type, bool, float | None]] = {
     "pte_bytes": (int, True, 1),
     "activation_bytes": (int, True, 0),
 }
-_ENTRY_KEYS = [f.name for f in dataclasses.fields(CatalogEntry)]
-_REQUIRED_ENTRY_KEYS = [f.name for f in dataclasses.fields(CatalogEntry)
-                        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
 
 
 def _string_map(value: Any, where: str) -> dict[str, str]:
     if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
         raise BadInputError(f"{where}: expected an object of string values")
     return dict(value)
-
-
-def _check_keys(data: dict, known: list[str], required: list[str], where: str) -> None:
-    for key in data:
-        if key not in known:
-            close = difflib.get_close_matches(str(key), known, n=1)
-            hint = f"did you mean {close[0]}?" if close else f"expected one of {', '.join(known)}"
-            raise BadInputError(f"{where}: {key}: unknown key; {hint}")
-    for key in required:
-        if key not in data:
-            raise BadInputError(f"{where}: {key}: missing")
 
 
 def _entry_value(key: str, value: Any, where: str) -> Any:
@@ -207,7 +192,7 @@ class Catalog:
     def from_dict(cls, data: Any, where: str = "catalog") -> Catalog:
         if not isinstance(data, dict):
             raise BadInputError(f"{where}: expected a JSON object, got {type(data).__name__}")
-        _check_keys(data, ["format_version", "meta", "entries"], ["format_version", "entries"], where)
+        check_keys(data, cls, where, required=("format_version", "entries"))  # a hand-written catalog names its version
         if data["format_version"] != CATALOG_FORMAT_VERSION:
             raise BadInputError(f"{where}: format_version: expected {CATALOG_FORMAT_VERSION}, "
                                 f"got {data['format_version']!r}")

@@ -21,12 +21,14 @@ from torch import nn
 from allinone.errors import BadInputError
 from allinone.files import read_json, sha256_file, write_files_atomically
 from allinone.spec import SubnetSpec
+from allinone.validation import check_keys
 
 __all__ = ["CHECKPOINT_FORMAT_VERSION", "Checkpoint", "save_checkpoint", "checkpoint_files", "load_checkpoint",
            "build_model"]
 
 CHECKPOINT_FORMAT_VERSION = 1
 WEIGHTS, CONFIG = "model.safetensors", "config.json"
+_CONFIG_KEYS = ("family", "architecture", "targets", "vocabulary", "weights_sha256")  # what loading reads
 
 
 def _families():
@@ -114,9 +116,8 @@ def _read_config(directory: Path) -> dict:
     if version != CHECKPOINT_FORMAT_VERSION:
         raise BadInputError(f"checkpoint {config_path}: format_version {version!r} is not supported "
                             f"(expected {CHECKPOINT_FORMAT_VERSION})")
-    missing = [k for k in ("family", "architecture", "targets", "vocabulary", "weights_sha256") if k not in config]
-    if missing:
-        raise BadInputError(f"checkpoint {config_path}: missing key(s) {', '.join(missing)}")
+    # Other keys (recipe, data, trained_steps, ...) are free-form provenance, so only missing ones are refused.
+    check_keys(config, _CONFIG_KEYS, f"checkpoint {config_path}", quoted=True, allow_unknown=True)
     return config
 
 

@@ -11,6 +11,9 @@ bundle), then `time` for the run here.
 The demo owns its output directory: a rerun replaces what the previous run wrote there. So that it never
 deletes a user's files, it writes a marker file (`.allinone-demo`) first and refuses an existing, non-empty
 directory that lacks one.
+
+Just over 400 lines because the report (table, demo.json, "what next" commands) is assembled from the one run it
+describes; the build and the timing it calls live elsewhere.
 """
 
 from __future__ import annotations

@@ -5,6 +5,9 @@ Conventions (docs/evaluation.md): references are the manifest's normalised trans
 CTC output of the same tokenizer, so both are lower-case words separated by single spaces. WER and CER are
 corpus-level: total edits (substitutions + deletions + insertions) over total reference words (characters,
 spaces included), never a mean of per-utterance rates.
+
+Longer than 400 lines because scoring, the hypotheses file it writes and reads back, and the significance test
+over those hypotheses share the same per-utterance edit counts; each part is a section of its own.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import jiwer
 
 from allinone.errors import BadInputError
 from allinone.files import atomic_write_text, check_size, parse_json
+from allinone.validation import check_keys
 
 if TYPE_CHECKING:  # torch is imported where it runs, so `allinone compare` never pays for it
     import torch
@@ -335,15 +339,10 @@ def save_hypotheses(result: SystemResult, path: str | Path, *, checkpoint: str |
                                                  for obj in lines))
 
 
-def _check_keys(obj: Any, keys: Sequence[str], where: str) -> dict:
+def _check_keys(obj: Any, schema: type | Sequence[str], where: str) -> dict:
     if not isinstance(obj, dict):
         raise BadInputError(f"{where}: expected a JSON object, got {type(obj).__name__}")
-    unknown = [k for k in obj if k not in keys]
-    missing = [k for k in keys if k not in obj]
-    if unknown:
-        raise BadInputError(f"{where}: unknown key {unknown[0]!r}; expected only {', '.join(keys)}")
-    if missing:
-        raise BadInputError(f"{where}: missing key {missing[0]!r}")
+    check_keys(obj, schema, where, quoted=True)
     return obj
 
 
@@ -379,7 +378,7 @@ def _parse_header(obj: Any, where: str) -> dict:
 
 
 def _parse_entry(obj: Any, where: str) -> Hypothesis:
-    _check_keys(obj, _ENTRY_KEYS, where)
+    _check_keys(obj, Hypothesis, where)
     for key, kind in _ENTRY_TYPES.items():
         _check_type(obj[key], kind, where, key)
     if not obj["id"] or not obj["ref"].strip():

@@ -12,22 +12,21 @@ Loading is strict: an unknown key, a wrong type, a missing key or an out-of-rang
 
 from __future__ import annotations
 
-import dataclasses
-import datetime
 import difflib
-import math
 import re
-import types
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable, Literal, Union, get_args, get_origin, get_type_hints
+from typing import Any, Literal
 
 import yaml
 
 from allinone.errors import BadInputError
 from allinone.files import check_size, check_yaml_nesting
 from allinone.isa import isa_problem
+# The schema machinery (fields with meaning and unit, the strict walk, did-you-mean) is shared: allinone.validation.
+from allinone.validation import Invalid as _Invalid, in_range as _range, key as _key, nonempty as _nonempty
+from allinone.validation import parse as _parse, plain as _plain, schema_rows as _schema_rows, show as _show
 
 __all__ = [
     "FORMAT_VERSION", "READABLE_VERSIONS", "MIB", "PRECISION_OF_BITS", "DeviceProfile", "MemoryBudget",
@@ -46,25 +45,6 @@ Target = Literal["android-arm64", "ios-arm64", "linux-arm64", "linux-x86_64"]
 Backend = Literal["xnnpack", "portable"]
 Source = Literal["measured", "calibrated", "published", "estimated"]
 
-Check = Callable[[Any], Union[str, None]]  # returns what was expected when the value is out of range
-
-
-def _key(meaning: str, unit: str = "", *, check: Check | None = None, default: Any = dataclasses.MISSING):
-    """A schema field: its meaning and unit feed error messages and the docs table."""
-    meta = {"meaning": meaning, "unit": unit, "check": check}
-    return field(metadata=meta) if default is dataclasses.MISSING else field(default=default, metadata=meta)
-
-
-def _range(lo: float, hi: float = math.inf, *, lo_open: bool = False) -> Check:
-    def check(value: float) -> str | None:
-        above = value > lo if lo_open else value >= lo
-        if above and value <= hi:
-            return None
-        low = f"> {lo:g}" if lo_open else f">= {lo:g}"
-        return low if hi == math.inf else f"{low} and <= {hi:g}"
-    return check
-
-
 def _weight_bits_check(bits: tuple[int, ...]) -> str | None:
     if not bits or len(set(bits)) != len(bits) or not set(bits) <= set(PRECISION_OF_BITS):
         return "a non-empty list of distinct values from 32, 8, 4"
@@ -74,10 +54,6 @@ def _weight_bits_check(bits: tuple[int, ...]) -> str | None:
 def _name_check(name: str) -> str | None:
     ok = re.fullmatch(r"[a-z0-9][a-z0-9._-]*", name)
     return None if ok else "lower-case letters, digits, '.', '_' or '-' (like pixel-8)"
-
-
-def _nonempty(text: str) -> str | None:
-    return None if text.strip() else "a non-empty string"
 
 
 def _date_check(text: str | None) -> str | None:
@@ -225,159 +201,7 @@ def _known_precisions(throughput: Throughput) -> str:
     return ", ".join(known) or "none"
 
 
-def _plain(obj: Any) -> Any:
-    if dataclasses.is_dataclass(obj):
-        out = {f.name: _plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-        return {k: v for k, v in out.items() if v is not None}  # optional keys left out, not written as null
-    if isinstance(obj, tuple):
-        return [_plain(v) for v in obj]
-    return obj
-
-
 # ---- loading and validation ------------------------------------------------------------------------------
-
-
-def _all_keys(cls: type, prefix: str = "") -> list[str]:
-    """Every dotted key of the schema, for did-you-mean across levels."""
-    hints, keys = get_type_hints(cls), []
-    for f in dataclasses.fields(cls):
-        dotted = prefix + f.name
-        keys.append(dotted)
-        tp = _unwrap(hints[f.name])
-        if dataclasses.is_dataclass(tp):
-            keys += _all_keys(tp, dotted + ".")
-    return keys
-
-
-def _unwrap(tp: Any) -> Any:
-    """`X | None` -> X; anything else unchanged."""
-    if get_origin(tp) in _UNIONS:
-        return next(a for a in get_args(tp) if a is not type(None))
-    return tp
-
-
-def _show(value: Any) -> str:
-    if isinstance(value, dict):
-        return "a mapping"
-    if isinstance(value, list):
-        flat = all(isinstance(v, (int, float, str)) for v in value) and len(str(value)) <= 60
-        return str(value) if flat else "a list"
-    if value is None:
-        return "nothing (null)"
-    text = repr(value) if isinstance(value, str) else str(value)
-    text = text.replace("\n", " ")
-    return f"the string {text[:60]}" if isinstance(value, str) else text[:60]
-
-
-_UNIONS = (Union, types.UnionType)  # `float | None` and `Optional[float]`
-_UNIT_WORDS = {"s": "seconds", "ms": "milliseconds", "%": "percent", "ratio": ""}
-
-
-def _describe(tp: Any, unit: str) -> str:
-    """What a value of this type looks like, in words, for 'expected ...'."""
-    args = [a for a in get_args(tp) if a is not type(None)]
-    if get_origin(tp) in _UNIONS:
-        return _describe(args[0], unit)
-    if get_origin(tp) is Literal:
-        return "one of " + ", ".join(get_args(tp))
-    if get_origin(tp) is tuple:
-        return f"a list of {_describe(args[0], '').removeprefix('a ').removeprefix('an ')}s"
-    if dataclasses.is_dataclass(tp):
-        return "a mapping of keys"
-    words = {int: "an integer", float: "a number", str: "a string"}[tp]
-    unit = _UNIT_WORDS.get(unit, unit)
-    return f"{words} of {unit}" if unit and tp in (int, float) else words
-
-
-class _Invalid(Exception):
-    """A problem with one key; the caller adds the file name."""
-
-    def __init__(self, key: str, message: str):
-        super().__init__(f"{key}: {message}")
-
-
-def _parse(cls: type, data: Any, prefix: str) -> Any:
-    if not isinstance(data, dict):
-        raise _Invalid(prefix.rstrip(".") or "(top level)", f"expected a mapping of keys, got {_show(data)}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    for key in data:
-        if key not in fields:  # before 'missing': a misspelt key also leaves its correct one missing
-            raise _Invalid(prefix + str(key), "unknown key" + _did_you_mean(str(key), prefix, cls))
-    for name, f in fields.items():
-        if name not in data and f.default is dataclasses.MISSING:
-            unit = f" ({f.metadata['unit']})" if f.metadata.get("unit") not in ("", "ratio") else ""
-            raise _Invalid(prefix + name, f"missing; expected {f.metadata['meaning']}{unit}")
-    hints = get_type_hints(cls)
-    values = {name: _convert(hints[name], data[name], prefix + name, fields[name].metadata)
-              for name in fields if name in data}
-    return cls(**values)
-
-
-def _did_you_mean(key: str, prefix: str, cls: type) -> str:
-    local = [f.name for f in dataclasses.fields(cls)]
-    close = difflib.get_close_matches(key, local, n=1, cutoff=0.6)
-    if close:
-        return f"; did you mean {prefix}{close[0]}?"
-    # A right key at the wrong level (max_rtf at the top instead of under latency) is a common slip.
-    everywhere = _all_keys(DeviceProfile)
-    leaves = {k.rsplit(".", 1)[-1]: k for k in everywhere}
-    close = difflib.get_close_matches(key, list(leaves), n=1, cutoff=0.75)
-    if close:
-        return f"; did you mean {leaves[close[0]]}?"
-    return f"; expected one of {', '.join(local)}"
-
-
-def _convert(tp: Any, value: Any, key: str, meta: dict) -> Any:
-    unit = meta.get("unit", "")
-    if get_origin(tp) in _UNIONS:
-        if value is None:
-            return None
-        tp = next(a for a in get_args(tp) if a is not type(None))
-    if dataclasses.is_dataclass(tp):
-        return _parse(tp, value, key + ".")
-    if get_origin(tp) is Literal:
-        choices = get_args(tp)
-        if value not in choices:
-            close = difflib.get_close_matches(str(value), choices, n=1)
-            hint = f"; did you mean {close[0]}?" if close else ""
-            raise _Invalid(key, f"expected one of {', '.join(choices)}, got {_show(value)}{hint}")
-        return value
-    if get_origin(tp) is tuple:
-        if not isinstance(value, list):
-            raise _Invalid(key, f"expected {_describe(tp, unit)}, got {_show(value)}")
-        item_type = get_args(tp)[0]
-        out = tuple(_convert(item_type, v, f"{key}[{i}]", {}) for i, v in enumerate(value))
-    else:
-        out = _scalar(tp, value, key, unit)
-    check = meta.get("check")
-    expected = check(out) if check else None
-    if expected:
-        if expected[0] in "<>":  # a range: say the type too ("an integer >= 1 and <= 256")
-            expected = f"{_describe(tp, unit)} {expected}"
-        raise _Invalid(key, f"expected {expected}, got {_show(value)}")
-    return out
-
-
-def _scalar(tp: type, value: Any, key: str, unit: str) -> Any:
-    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if tp is str and isinstance(value, str):
-        return value
-    if tp is str and isinstance(value, datetime.date):  # YAML reads an unquoted 2026-11-25 as a date
-        return value.isoformat()
-    if tp is int and is_number and float(value).is_integer():
-        return int(value)
-    if tp is float and is_number and math.isfinite(value):
-        return float(value)
-    hint = ""
-    if tp in (int, float) and isinstance(value, str):
-        try:
-            float(value)
-            # YAML 1.1 reads an exponent without a dot (5e-1) as text.
-            hint = "; write the number unquoted, with a decimal point (0.5, not 5e-1)"
-        except ValueError:  # "300 MB", "0.3x": the unit belongs in the key name
-            hint = "; write a plain number, the unit is in the key name" if _UNIT_WORDS.get(unit, unit) else \
-                "; write a plain number"
-    raise _Invalid(key, f"expected {_describe(tp, unit)}, got {_show(value)}{hint}")
 
 
 def _check_profile(profile: DeviceProfile, data: dict) -> None:
@@ -499,11 +323,4 @@ def load_profile(name_or_path: str | Path) -> DeviceProfile:
 
 def schema_rows(cls: type = DeviceProfile, prefix: str = "") -> list[tuple[str, str, str, bool, str]]:
     """(key, type, unit, required, meaning) for every key of the schema; docs/formats.md is checked against it."""
-    hints, rows = get_type_hints(cls), []
-    for f in dataclasses.fields(cls):
-        tp, key = hints[f.name], prefix + f.name
-        required = f.default is dataclasses.MISSING
-        rows.append((key, _describe(tp, ""), f.metadata.get("unit", ""), required, f.metadata.get("meaning", "")))
-        if dataclasses.is_dataclass(_unwrap(tp)):
-            rows += schema_rows(_unwrap(tp), key + ".")
-    return rows
+    return _schema_rows(cls, prefix)

@@ -13,6 +13,10 @@ out_dir), `text`, `duration`, `speaker` (the voice id), `engine`, `source`, `rat
 - **Resumable and atomic.** Each WAV is written to a temp file and renamed; a rerun skips the WAVs already
   there. Manifests are written (temp file + rename) only once every utterance is done, so an interrupted
   run leaves no partial manifest.
+
+Longer than 400 lines because drawing the streams, resuming and extending a corpus, and its provenance record
+(corpus.json) must agree on one order of utterances; the voices and text sources live in _voices.py and
+_sources.py.
 """
 
 from __future__ import annotations

@@ -6,16 +6,16 @@ impossible values are refused before any training starts, naming the file and th
 
 from __future__ import annotations
 
-import difflib
 import math
 import importlib.resources
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import yaml
 
 from allinone.errors import BadInputError
 from allinone.files import check_size, check_yaml_nesting
+from allinone.validation import check_keys
 
 __all__ = ["Recipe", "load_recipe", "RECIPE_FORMAT_VERSION"]
 
@@ -66,17 +66,10 @@ def _fail(source: str, key: str, expected: str, got) -> BadInputError:
 def recipe_from_dict(data: dict, source: str = "recipe") -> Recipe:
     if not isinstance(data, dict):
         raise BadInputError(f"{source}: expected a YAML mapping at the top level")
-    known = {f.name for f in fields(Recipe)}
-    for key in data:
-        if key not in known:
-            hint = difflib.get_close_matches(key, sorted(known), n=1)
-            raise BadInputError(f"{source}: unknown key {key!r}" + (f" (did you mean {hint[0]!r}?)" if hint else ""))
     version = data.get("format_version", RECIPE_FORMAT_VERSION)
-    if version != RECIPE_FORMAT_VERSION:
+    if version != RECIPE_FORMAT_VERSION:  # first: a newer recipe's new keys would hide the real problem
         raise _fail(source, "format_version", str(RECIPE_FORMAT_VERSION), version)
-    for key in ("name", "model", "targets"):
-        if key not in data:
-            raise BadInputError(f"{source}: missing key {key!r}")
+    check_keys(data, Recipe, source, quoted=True)  # unknown keys (did-you-mean), then name, model, targets
     if data["model"] not in _MODELS:
         raise _fail(source, "model", f"one of {list(_MODELS)}", data["model"])
     targets = data["targets"]
