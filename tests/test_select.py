@@ -409,3 +409,41 @@ def test_cli_select_with_an_lm(tmp_path, lm_dir):
                           ((*base, "--lm", str(lm_dir), "--beam", "0"), "--beam: expected an integer 1 to 1024")):
         result = _cli(*args, cwd=tmp_path)
         assert result.returncode == 2 and len(result.stderr.splitlines()) == 1 and message in result.stderr, result.stderr
+
+
+# ---- per-precision truth (issue 21) -------------------------------------------------------------------------------
+
+
+def _measured(int8: float, int4: float, block_ms_per_s: float | None = None) -> DeviceProfile:
+    base = profile()
+    model = dataclasses.replace(base.latency_model, source="measured", date="2026-12-01",
+                                throughput_gmacs=dataclasses.replace(base.latency_model.throughput_gmacs, int8=int8,
+                                                                     int4=int4),
+                                block_ms_per_s=block_ms_per_s)
+    return dataclasses.replace(base, format_version=2, latency_model=model, isa=("asimd",))
+
+
+def test_explanation_says_when_a_lower_precision_is_slower_on_this_device():
+    """An x86 CPU without VNNI runs 4-bit slower than 8-bit: the measured profile says so, and every 4-bit
+    system's reason shows it, including the one rejected for latency."""
+    cat = Catalog((entry("d12-f512-h4-w8", bits=8, gmacs=1.0, wer=0.10),
+                   entry("d12-f512-h4-w4", bits=4, gmacs=1.0, wer=0.11),
+                   entry("d12-f1024-h8-w4", bits=4, gmacs=20.0, wer=0.09)))
+    s = select(cat, _measured(int8=40, int4=20))
+    reasons = {c.entry.subnet: c.reason for c in s.candidates}
+    assert s.chosen.entry.subnet == "d12-f512-h4-w8" and reasons["d12-f512-h4-w8"] == "selected: lowest WER that fits"
+    assert reasons["d12-f1024-h8-w4"] == ("RTF 1.000 (predicted) > latency.max_rtf 0.5 at 10 s; w4 slower than w8 on "
+                                          "this device (measured)")
+    assert reasons["d12-f512-h4-w4"].endswith("; w4 slower than w8 on this device (measured)")
+    table = explain_table(s)
+    assert "w4 is slower than w8 on this device (measured: 20.0 vs 40.0 effective GMAC/s; CPU features asimd)" in table
+    # where 4-bit is faster, or the figures are only published estimates, nothing is claimed
+    assert "slower" not in explain_table(select(cat, _measured(int8=40, int4=60)))
+    assert "slower" not in explain_table(select(cat, profile()))
+
+
+def test_selection_predicts_with_the_profile_per_block_term():
+    """A measured profile's block_ms_per_s adds depth x seconds: 12 blocks x 10 s x 1 ms = 120 ms at 10 s."""
+    cat = Catalog((entry("d12-f512-h4-w8", bits=8, gmacs=1.0),))
+    plain, blocks = select(cat, _measured(40, 40)).chosen, select(cat, _measured(40, 40, block_ms_per_s=1.0)).chosen
+    assert blocks.latency_ms == pytest.approx(plain.latency_ms + 120.0)

@@ -67,6 +67,18 @@ def build_parser() -> argparse.ArgumentParser:
     q = actions.add_parser("validate", help="check profile files: one line each; exit 2 if any is invalid")
     q.add_argument("files", nargs="+", metavar="FILE", help="profile .yaml files")
     q.set_defaults(func=_cmd_profiles_validate)
+    q = actions.add_parser("measure", help="measure a profile for this machine: lower a small design of the "
+                           "checkpoint's systems, time them here, fit the latency model, write a valid profile")
+    q.add_argument("--checkpoint", required=True, metavar="DIR", help="all-in-one checkpoint whose systems to time")
+    q.add_argument("--out", required=True, metavar="FILE.yaml", help="profile to write (atomically)")
+    q.add_argument("--threads", type=int, metavar="N", help="threads to time with (default: every CPU this "
+                   "process may use); the profile's throughputs are for this count")
+    q.add_argument("--runs", type=int, default=10, metavar="N", help="timed calls per system (default: %(default)s); "
+                   "timings are cached, so a rerun times only what is missing")
+    q.add_argument("--base", metavar="NAME_OR_PATH", help="profile whose budgets and reference length to keep "
+                   "(default: the shipped profile of this machine's target, e.g. host-x86_64)")
+    q.add_argument("--name", help="profile name (default: the --out file name without .yaml)")
+    q.set_defaults(func=_cmd_profiles_measure)
 
     p = sub.add_parser("select", help="the lowest-WER nested system that fits a device profile")
     source = p.add_mutually_exclusive_group(required=True)
@@ -568,6 +580,21 @@ def _cmd_profiles_show(args: argparse.Namespace) -> int:
     data = load_profile(args.profile).to_dict()
     text = json.dumps(data, indent=2, allow_nan=False) if args.json else yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
     print(text.rstrip("\n"))
+    return 0
+
+
+def _cmd_profiles_measure(args: argparse.Namespace) -> int:
+    from allinone.profile_measure import measure_profile
+
+    result = measure_profile(args.checkpoint, args.out, threads=args.threads, runs=args.runs, base=args.base,
+                             name=args.name)
+    model = result.profile.latency_model
+    print(f"{result.path}: {result.profile.name}, {result.profile.threads} threads, isa "
+          f"{', '.join(result.profile.isa) or 'none'}; fit max error {model.fit.max_error_pct:g}%, leave-one-out "
+          f"max {model.fit.loo_max_error_pct:g}% over {model.fit.systems} systems")
+    for (subnet, ms), err in zip(result.systems, result.loo_errors):
+        print(f"  {subnet}: {ms:.1f} ms measured, leave-one-out {err:+.1%}")
+    print("  " + "; ".join(result.notes))
     return 0
 
 

@@ -26,7 +26,7 @@ from allinone.memory import DecoderCost, predict_peak_bytes
 from allinone.profiles import MIB, DeviceProfile
 
 __all__ = ["CONSTRAINTS", "Candidate", "Selection", "select", "select_for_checkpoint", "checkpoint_catalog",
-           "explain_table", "selection_to_json", "predicted_latency"]
+           "explain_table", "selection_to_json", "predicted_latency", "slower_precisions"]
 
 CONSTRAINTS = ("weight_bits", "model_bytes", "peak_memory", "latency")  # checked in this order
 SELECTED, WER_UNKNOWN, HIGHER_WER, TIE = "selected", "wer_unknown", "higher_wer", "tie"
@@ -114,10 +114,39 @@ def predicted_latency(entry: CatalogEntry, profile: DeviceProfile) -> tuple[floa
     figure for the entry's bits."""
     reference = profile.latency.reference_audio_s
     try:
-        ms = profile.predict_latency_ms(entry.macs_per_second * reference, entry.weight_bits)
+        ms = profile.predict_latency_ms(entry.macs_per_second * reference, entry.weight_bits,
+                                        blocks=_blocks(entry, profile), audio_s=reference)
     except BadInputError:  # the profile has no throughput for these bits
         return None
     return ms, ms / (reference * 1000.0)
+
+
+def _blocks(entry: CatalogEntry, profile: DeviceProfile) -> int:
+    """Encoder blocks of the entry's system (its id's depth), for a profile's per-block latency term."""
+    from allinone.spec import SubnetSpec
+
+    return SubnetSpec.from_id(entry.subnet).depth if profile.latency_model.block_ms_per_s else 0
+
+
+def slower_precisions(profile: DeviceProfile) -> dict[int, int]:
+    """{bits: higher bits that run faster} for each allowed precision that a measured or calibrated latency
+    model says is slower than a higher one (e.g. {4: 8} on an x86 CPU without VNNI): the fastest such higher
+    precision. Published and estimated figures are guesses, so they never claim this."""
+    model = profile.latency_model
+    if model.source not in ("measured", "calibrated"):
+        return {}
+    out = {}
+    for bits in profile.weight_bits:
+        faster = [b for b in profile.weight_bits if b > bits and model.effective_gmacs(b) > model.effective_gmacs(bits)]
+        if faster:
+            out[bits] = max(faster, key=model.effective_gmacs)
+    return out
+
+
+def _slower_note(bits: int, slower: dict[int, int], profile: DeviceProfile) -> str:
+    if bits not in slower:
+        return ""
+    return f"; w{bits} slower than w{slower[bits]} on this device ({profile.latency_model.source})"
 
 
 def _device_json(m: MeasuredLatency) -> dict[str, Any]:
@@ -164,12 +193,10 @@ def _predict(entry: CatalogEntry, profile: DeviceProfile) -> tuple[float | None,
     measured = entry.measured_on(profile.name, profile.latency.reference_audio_s)
     if measured is not None:
         return measured.p50_ms, measured.rtf, measured
-    try:
-        latency_ms = profile.predict_latency_ms(entry.macs_per_second * profile.latency.reference_audio_s,
-                                                entry.weight_bits)
-    except BadInputError:  # no throughput figure for these bits: only possible for bits the profile disallows
+    predicted = predicted_latency(entry, profile)
+    if predicted is None:  # no throughput figure for these bits: only possible for bits the profile disallows
         return None, None, None
-    return latency_ms, latency_ms / (profile.latency.reference_audio_s * 1000.0), None
+    return predicted[0], predicted[1], None
 
 
 def _peak_bytes(entry: CatalogEntry, profile: DeviceProfile, decoder: DecoderCost | None = None) -> int:
@@ -235,11 +262,14 @@ def select(catalog: Catalog, profile: DeviceProfile, decoder: DecoderCost | None
     if not ranked:
         _raise_no_fit(catalog, profile, judged, fitting=len(fits), decoder=decoder)
     best = ranked[0]
-    candidates = [_replace_verdict(best, SELECTED, "selected: lowest WER that fits")]
+    slower = slower_precisions(profile)
+    note = _slower_note(best.entry.weight_bits, slower, profile)
+    candidates = [_replace_verdict(best, SELECTED, "selected: lowest WER that fits" + note)]
     for c in sorted((c for c, _ in judged if c is not best), key=_accuracy_order):
-        if not c.verdict:
-            c = _replace_verdict(c, *_loser(c, best))
-        candidates.append(c)
+        verdict, reason = (c.verdict, c.reason) if c.verdict else _loser(c, best)
+        if verdict != "weight_bits":  # a disallowed precision's speed is beside the point
+            reason += _slower_note(c.entry.weight_bits, slower, profile)
+        candidates.append(_replace_verdict(c, verdict, reason))
     return Selection(profile, candidates[0], tuple(candidates), decoder)
 
 
@@ -280,6 +310,11 @@ def explain_table(selection: Selection) -> str:
              f"{'/'.join(map(str, p.weight_bits))}; model <= {p.memory.max_model_mib:g} MiB; "
              f"peak <= {p.memory.max_peak_rss_mib:g} MiB; RTF <= {p.latency.max_rtf:g} at "
              f"{p.latency.reference_audio_s:g} s"]
+    slower = slower_precisions(p)
+    for bits, faster in sorted(slower.items()):
+        m = p.latency_model
+        lines.append(f"w{bits} is slower than w{faster} on this device ({m.source}: {m.effective_gmacs(bits):.1f} vs "
+                     f"{m.effective_gmacs(faster):.1f} effective GMAC/s{_isa_words(p)})")
     d = selection.decoder
     if d is not None:
         lines.append(f"word LM {d.lm_dir}: {d.lm_bytes / MIB:.2f} MiB of files counted with each model's bytes; "
@@ -306,6 +341,12 @@ def explain_table(selection: Selection) -> str:
                  f"not measured. m: measured on the {p.name} device (from its report). w: weight bytes (no .pte "
                  f"yet). ?: activations not measured, counted as 0.")
     return "\n".join(lines)
+
+
+def _isa_words(profile: DeviceProfile) -> str:
+    if profile.isa is None:
+        return ""
+    return f"; CPU features {', '.join(profile.isa) or 'none recorded'}"
 
 
 def selection_to_json(selection: Selection) -> str:
