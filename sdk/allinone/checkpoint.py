@@ -20,6 +20,7 @@ from torch import nn
 
 from allinone.errors import BadInputError
 from allinone.files import read_json, sha256_file, write_files_atomically
+from allinone.models.registry import FAMILIES, family_classes
 from allinone.spec import SubnetSpec
 from allinone.validation import check_keys
 
@@ -31,19 +32,11 @@ WEIGHTS, CONFIG = "model.safetensors", "config.json"
 _CONFIG_KEYS = ("family", "architecture", "targets", "vocabulary", "weights_sha256")  # what loading reads
 
 
-def _families():
-    from allinone.models.conformer import ConformerConfig, ConformerSupernet
-    from allinone.models.wav2vec2 import Wav2Vec2Config, Wav2Vec2Supernet
-
-    return {"conformer": (ConformerConfig, ConformerSupernet), "wav2vec2": (Wav2Vec2Config, Wav2Vec2Supernet)}
-
-
 def build_model(family: str, architecture: dict) -> nn.Module:
     """A freshly initialised supernet of `family` with `architecture` (its config as a dict)."""
-    families = _families()
-    if family not in families:
-        raise BadInputError(f"model family {family!r} is not supported (expected one of {sorted(families)})")
-    config_cls, model_cls = families[family]
+    if family not in FAMILIES:
+        raise BadInputError(f"model family {family!r} is not supported (expected one of {sorted(FAMILIES)})")
+    config_cls, model_cls = family_classes(family)
     return model_cls(config_cls.from_dict(dict(architecture)))
 
 

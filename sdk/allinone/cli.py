@@ -12,6 +12,7 @@ import json
 import sys
 
 from allinone.errors import EXIT_INTERNAL, AllinoneError
+from allinone.models.registry import MODEL_NAMES, family_of
 from allinone_runtime.errors import RuntimeInputError
 
 __all__ = ["build_parser", "main"]
@@ -22,12 +23,16 @@ EXIT_CODES = ("Exit codes (every command): 0 done; 1 unexpected internal error (
               "checkpoint failed verification (export, build, demo, pack); 130 interrupted.")
 
 
+# `allinone info` describes the conformer factories of the model registry (allinone.models.registry)
+_CONFORMERS = [name for name in MODEL_NAMES if family_of(name) == "conformer"]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="allinone", description=__doc__.splitlines()[0], epilog=EXIT_CODES)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("info", help="describe a model family's search space, target systems and their sizes")
-    p.add_argument("--model", default="conformer_small", choices=["conformer_medium", "conformer_small", "conformer_tiny"],
+    p.add_argument("--model", default="conformer_small", choices=_CONFORMERS,
                    help="factory to describe (default: conformer_small)")
     p.set_defaults(func=_cmd_info)
 

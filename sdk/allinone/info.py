@@ -7,12 +7,10 @@ __all__ = ["describe_model"]
 
 def describe_model(name: str, vocab_size: int = 29) -> str:
     """A text table of the search space of factory `name` and the sizes of its corner systems."""
-    from allinone.models import conformer
+    from allinone.models.registry import model_factory
     from allinone.size import subnet_size
 
-    factories = {"conformer_medium": conformer.conformer_medium, "conformer_small": conformer.conformer_small,
-                 "conformer_tiny": conformer.conformer_tiny}
-    model = factories[name](vocab_size).eval()
+    model = model_factory(name)(vocab_size).eval()
     space = model.search_space
     full = subnet_size(model, space.largest())
     lines = [

@@ -18,8 +18,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from allinone.errors import BadInputError
-from allinone.models.conformer import (MIN_SAMPLES, _check_inputs, _ExportableLayerNorm, _masks,
-                                       _self_attention, check_elastic_choices)
+from allinone.models.layers import (MIN_SAMPLES, ExportableLayerNorm, check_elastic_choices, check_inputs, masks,
+                                    self_attention)
 from allinone.nn.elastic import ElasticLinear
 from allinone.spec import SearchSpace, SubnetSpec
 
@@ -232,8 +232,8 @@ class _Layer(nn.Module):
         """x: (B, T, D). `lin(name)` returns the callable applying that linear for this system."""
         p = self.dropout.p if self.training else 0.0
         attn_in_norm = self.attn_norm if self.pre_norm else nn.Identity()
-        attn = _self_attention(x, attn_in_norm, lin("q"), lin("k"), lin("v"), lin("out"), heads, head_dim,
-                               attn_mask, self.dropout, p)  # (B, T, D)
+        attn = self_attention(x, attn_in_norm, lin("q"), lin("k"), lin("v"), lin("out"), heads, head_dim,
+                              attn_mask, self.dropout, p)  # (B, T, D)
         if self.pre_norm:
             x = x + attn
             return x + self._feed_forward(self.ffn_norm(x), lin)
@@ -293,14 +293,14 @@ class Wav2Vec2Supernet(nn.Module):
 
     def forward(self, waveform: torch.Tensor, lengths: torch.Tensor | None, spec: SubnetSpec):
         self.search_space.validate(spec)
-        lengths = _check_inputs(waveform, lengths)
+        lengths = check_inputs(waveform, lengths)
         bits, cfg = spec.weight_bits, self.cfg
         if cfg.frontend.do_normalize:
             waveform = _normalize(waveform, lengths, cfg.frontend.eps)
         feats = self.feature_encoder(waveform, lengths)  # (B, T, C)
         x = self.dropout(self.feature_proj(self.feature_norm(feats), bits=bits))  # (B, T, D)
         out_lengths = _conv_lengths(lengths, cfg.conv_kernel, cfg.conv_stride)
-        pad_mask, attn_mask = _masks(out_lengths, x.shape[1])
+        pad_mask, attn_mask = masks(out_lengths, x.shape[1])
         x = x.masked_fill(~pad_mask.unsqueeze(-1), 0.0)  # padding must not reach real frames via the pos conv
         x = x + self.pos_conv(x)
         if not cfg.do_stable_layer_norm:
@@ -326,8 +326,8 @@ class Wav2Vec2Supernet(nn.Module):
 def _exportable_norms_(module: nn.Module) -> None:
     """Swap every nn.LayerNorm child of `module` (recursively) for the XNNPACK-friendly equivalent."""
     for name, child in list(module.named_children()):
-        if isinstance(child, nn.LayerNorm) and not isinstance(child, _ExportableLayerNorm):
-            setattr(module, name, _ExportableLayerNorm(child))
+        if isinstance(child, nn.LayerNorm) and not isinstance(child, ExportableLayerNorm):
+            setattr(module, name, ExportableLayerNorm(child))
         else:
             _exportable_norms_(child)
 
@@ -375,7 +375,7 @@ class Wav2Vec2Subnet(nn.Module):
             attn_mask = None
         else:
             out_lengths = _conv_lengths(lengths, cfg.conv_kernel, cfg.conv_stride)
-            pad_mask, attn_mask = _masks(out_lengths, x.shape[1])
+            pad_mask, attn_mask = masks(out_lengths, x.shape[1])
             x = x.masked_fill(~pad_mask.unsqueeze(-1), 0.0)
         x = x + self.pos_conv(x)
         if not cfg.do_stable_layer_norm:

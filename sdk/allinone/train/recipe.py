@@ -15,6 +15,7 @@ import yaml
 
 from allinone.errors import BadInputError
 from allinone.files import check_size, check_yaml_nesting
+from allinone.models.registry import MODEL_NAMES
 from allinone.validation import check_keys
 
 __all__ = ["Recipe", "load_recipe", "RECIPE_FORMAT_VERSION"]
@@ -55,7 +56,7 @@ class Recipe:
         return data
 
 
-_MODELS = ("conformer_medium", "conformer_small", "conformer_tiny", "wav2vec2_small", "wav2vec2_tiny")
+_MODELS = MODEL_NAMES  # the model registry's factory names
 _CHOICES = {"units": ("char", "bpe"), "bf16": ("auto", "on", "off"), "subsampling_factor": (None, 4, 6, 8)}
 
 

@@ -124,15 +124,14 @@ def _fingerprint(path) -> dict:
 
 def _model_for(recipe: Recipe, vocab_size: int, start, init: Path | None):
     """The supernet to train: the --init checkpoint's (`start`, already loaded) or the recipe's, freshly built."""
-    from allinone.models import conformer, wav2vec2
+    from allinone.models.registry import model_factory
 
     if start is not None:
         if start.model.cfg.vocab_size != vocab_size:
             raise BadInputError(f"--init {init}: vocabulary of {start.model.cfg.vocab_size} symbols, the data needs "
                                 f"{vocab_size}")
         return start.model
-    family = wav2vec2 if recipe.model.startswith("wav2vec2") else conformer
-    factory = getattr(family, recipe.model)
+    factory = model_factory(recipe.model)
     if recipe.subsampling_factor is not None:
         return factory(vocab_size, subsampling_factor=recipe.subsampling_factor)
     return factory(vocab_size)
