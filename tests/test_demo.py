@@ -61,7 +61,7 @@ def demo_run(checkpoint, tmp_path_factory):
     tight.write_text(NO_FIT_PROFILE)
     out = root / "demo"
     proc = _run("demo", "--checkpoint", str(checkpoint), "--out", str(out), "--profile", "host-x86_64",
-                "--profile", "pixel-8", "--profile", str(tight), cwd=root)
+                "--profile", "pixel-8", "--profile", str(tight), "--static-host-profile", cwd=root)
     return SimpleNamespace(proc=proc, out=out, tight=tight, cwd=root)
 
 

@@ -14,7 +14,8 @@ import yaml
 import allinone.host_timing as host_timing
 from allinone.errors import BadInputError
 from allinone.host_timing import Timing
-from allinone.profile_measure import ROUND_RUNS, _time_with_cache, design, measure_profile
+from allinone.profile_measure import (ROUND_RUNS, _time_with_cache, cached_host_profile, design,
+                                      host_profile_path, measure_profile)
 from allinone.profiles import load_profile, validate_profile_file
 from allinone.spec import SearchSpace, SubnetSpec
 from allinone_runtime.device import isa_features
@@ -102,6 +103,13 @@ def test_measure_tiny_checkpoint_writes_a_valid_profile_and_reruns_from_cache(tm
     monkeypatch.setattr("allinone.export.export_subnet", lambda *a, **k: pytest.fail("lowered again"))
     again = measure_profile(TINY, tmp_path / "again.yaml", threads=1, runs=3, base=_float_base(tmp_path), specs=specs)
     assert again.systems == result.systems
+    # the demo's host profile: measured once per machine, then read from the cache
+    base = load_profile(_float_base(tmp_path))
+    cached = host_profile_path(TINY, base, 1)
+    cached.parent.mkdir(parents=True)
+    cached.write_text(out.read_text())
+    profile_again, path, fresh = cached_host_profile(TINY, base, 1)
+    assert (profile_again, path, fresh) == (profile, cached, False)
 
 
 def test_interrupted_measure_leaves_no_profile(tmp_path, monkeypatch):

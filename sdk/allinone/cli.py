@@ -252,6 +252,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "default: every shipped profile)")
     p.add_argument("--threads", type=int, metavar="N", help="runtime threads for the run here (default: this "
                    "machine's profile's threads)")
+    p.add_argument("--static-host-profile", action="store_true", help="use the shipped figures for this machine's "
+                   "profile instead of a profile measured here (by default measured once with `allinone profiles "
+                   "measure` and cached)")
     _add_verbose(p)
     p.set_defaults(func=_cmd_demo)
 
@@ -524,7 +527,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from allinone.demo import format_summary, run_demo
 
     _verbose_logging(args.verbose)
-    result = run_demo(args.checkpoint, args.out, audio=args.audio, profiles=args.profile, threads=args.threads)
+    result = run_demo(args.checkpoint, args.out, audio=args.audio, profiles=args.profile, threads=args.threads,
+                      measure_host=not args.static_host_profile)
     print(format_summary(result))
     return result.exit_code
 

@@ -273,6 +273,7 @@ class DemoResult:
     measured: Measurement | None
     float_full: dict  # the compression reference: {"subnet", "weight_bytes"}
     next_steps: list[dict] = field(default_factory=list)  # `what_next`: {"do", "commands"}
+    host_profile: str | None = None  # which profile stood for this machine, when one was measured here
 
     @property
     def exit_code(self) -> int:
@@ -286,7 +287,7 @@ class DemoResult:
                 "out": self.out, "audio": self.audio, "float_full_system": self.float_full,
                 "profiles": [r.to_dict() for r in self.rows],
                 "measured_here": asdict(self.measured) if self.measured is not None else None,
-                "what_next": self.next_steps}
+                "host_profile": self.host_profile, "what_next": self.next_steps}
 
 
 def format_summary(result: DemoResult) -> str:
@@ -305,6 +306,8 @@ def format_summary(result: DemoResult) -> str:
     for r in result.rows:
         if r.status != "built":
             lines.append(f"{r.profile} ({r.status}): {r.error}")
+    if result.host_profile:
+        lines.append(result.host_profile)
     m = result.measured
     lines.append("")
     if m is None:
@@ -402,7 +405,7 @@ def pick_host_bundle(loaded: list[DeviceProfile], built: list[BuiltBundle],
 
 def run_demo(checkpoint: str | Path = DEFAULT_CHECKPOINT, out: str | Path = DEFAULT_OUT, *,
              audio: str | Path | None = None, profiles: list[str] | None = None, threads: int | None = None,
-             progress: bool = True, allinone: str | None = None) -> DemoResult:
+             progress: bool = True, allinone: str | None = None, measure_host: bool = True) -> DemoResult:
     """Build every profile's bundle into OUT, transcribe and time the clip with this machine's bundle, and
     write OUT/demo.md, OUT/demo.json and OUT/report/. Returns what the table shows. `allinone` is how the
     "what next" commands call the CLI (default: `allinone_command()`)."""
@@ -419,6 +422,21 @@ def run_demo(checkpoint: str | Path = DEFAULT_CHECKPOINT, out: str | Path = DEFA
     loaded = [load_profile(name) for name in names]  # unknown names refused before the directory is touched
     if claim_out_dir(out):
         log.info("%s holds a previous demo's output: replacing it", out)
+    given, host_note = list(names), None
+    host = match_host_profile(loaded, device_info()) if measure_host else None
+    if host is not None:  # this machine's own figures, measured once and cached, replace the static guess
+        from allinone.profile_measure import cached_host_profile
+
+        i = loaded.index(host)
+        log.info("this machine is %s's device: measuring a profile for it (once; cached)", host.name)
+        loaded[i], path, fresh = cached_host_profile(checkpoint, host, threads or host.threads)
+        names[i] = str(path)
+        fit = loaded[i].latency_model.fit
+        host_note = (f"{host.name}: this machine's row uses a profile measured here ({path}, "
+                     f"{'measured now' if fresh else 'measured ' + str(loaded[i].latency_model.date) + ', cached'}; "
+                     f"leave-one-out error max {fit.loo_max_error_pct:g}% over {fit.systems} systems) instead of the "
+                     f"shipped {host.name}'s figures, measured on another CPU.")
+        log.info("%s", host_note)
     built, failures = build_bundles(checkpoint, names, out, force=True, progress=progress)
 
     measured, copy_from = None, None
@@ -430,11 +448,11 @@ def run_demo(checkpoint: str | Path = DEFAULT_CHECKPOINT, out: str | Path = DEFA
         measured = measure_here(bundle.path, audio, out / "report", audio_s=audio_s,
                                 threads=threads if threads is not None or host is None else host.threads,
                                 profile=host.name if host is not None else None, note=note)
-        copy_from = names[[p.name for p in loaded].index(bundle.profile)]  # as given: a name or a path
+        copy_from = given[[p.name for p in loaded].index(bundle.profile)]  # as given: a name or a path
     result = DemoResult(str(checkpoint), str(out), str(audio), demo_rows(loaded, built, failures, measured),
                         measured, _float_full(checkpoint, built),
                         what_next(str(checkpoint), str(out), str(audio), measured, copy_from,
-                                  allinone if allinone is not None else allinone_command()))
+                                  allinone if allinone is not None else allinone_command()), host_note)
     write_demo_files(result)
     keep = {b.profile for b in built} | {"demo.md", "demo.json"} | ({"report"} if measured else set())
     stale = remove_stale(out, keep)

@@ -29,7 +29,7 @@ from allinone.errors import BadInputError
 from allinone.files import atomic_write_text
 
 __all__ = ["cache_root", "design", "timing_cache_path", "MeasuredProfile", "measure_profile", "default_base",
-           "ROUND_RUNS"]
+           "host_profile_path", "cached_host_profile", "ROUND_RUNS"]
 
 log = logging.getLogger(__name__)
 
@@ -189,7 +189,11 @@ def measure_profile(checkpoint: str | Path, out: str | Path, *, threads: int | N
     if not 1 <= threads <= 256:
         raise BadInputError(f"--threads: expected 1-256, got {threads}")
     device = device_info()
-    base_profile = load_profile(base) if base is not None else default_base(device)
+    if base is None:
+        base_profile = default_base(device)
+    else:  # a DeviceProfile (the demo's), a shipped name or a path
+        base_profile = base if hasattr(base, "latency_model") else load_profile(base)
+        base = getattr(base, "name", base)
     mismatch = target_mismatch(device["machine"], device["system"], base_profile)
     if mismatch is not None:
         raise BadInputError(f"--base {base}: {mismatch}; expected a profile for this machine's target")
@@ -251,3 +255,32 @@ def measure_profile(checkpoint: str | Path, out: str | Path, *, threads: int | N
     profile = profile_from_dict(profile.to_dict(), f"measured profile for {out}")
     save_profile(profile, out, header=f"Measured by `allinone profiles measure --checkpoint {checkpoint}` on {date}.")
     return MeasuredProfile(out, profile, tuple((p.subnet, p.ms) for p in points), tuple(loo), tuple(notes))
+
+
+def host_profile_path(checkpoint: str | Path, base, threads: int) -> Path:
+    """Where the demo keeps the profile measured for this machine from `checkpoint`'s architecture, `base`'s
+    budgets and `threads`: one file per (architecture, machine, thread count, ExecuTorch), measured once."""
+    from importlib.metadata import version
+
+    from allinone_runtime.device import device_info
+
+    device = device_info()
+    config = json.loads((Path(checkpoint) / "config.json").read_text())
+    key = json.dumps([config.get("architecture"), base.name, device["hostname"], device["cpu"], device["isa"],
+                      device["system"], threads, version("executorch")], sort_keys=True)
+    return cache_root() / "profiles" / f"{base.name}-{hashlib.sha256(key.encode()).hexdigest()[:12]}.yaml"
+
+
+def cached_host_profile(checkpoint: str | Path, base, threads: int):
+    """(profile, path, measured now?): the profile measured for this machine (`host_profile_path`), measured
+    now (keeping `base`'s name and budgets) when the cache has none or an unreadable one."""
+    from allinone.profiles import validate_profile_file
+
+    path = host_profile_path(checkpoint, base, threads)
+    if path.is_file():
+        try:
+            return validate_profile_file(path), path, False
+        except BadInputError as err:  # written by an older allinone: measure again
+            log.info("%s: %s; measuring again", path, err)
+    result = measure_profile(checkpoint, path, threads=threads, base=base, name=base.name)
+    return result.profile, path, True
