@@ -13,6 +13,7 @@ import soundfile as sf
 
 from allinone_runtime import Transcriber, validate_report
 from allinone_runtime.cpp import build_runner, run_runner
+from allinone_runtime.device import device_info
 from allinone_runtime.errors import RuntimeInputError
 from allinone_runtime.operators import operator_breakdown
 from test_runtime import SAMPLE, build_runtime_bundles
@@ -60,6 +61,7 @@ def test_cpp_report_validates_with_operators_from_etdump(built, runner, tmp_path
     transcript, report = run_runner(runner, built["w4"]["bundle"], SAMPLE, lengths_s=(1, 2), runs=3, threads=1,
                                     out_dir=tmp_path / "cpp", etdump=tmp_path / "run.etdp")
     assert validate_report(report) and report["runner"] == "cpp" and report["threads"] == 1
+    assert report["device"] == device_info()  # the same device record as Python's, CPU features (isa) included
     assert [row["audio_s"] for row in report["latency"]] == [1, 2]
     assert report["transcript"] == transcript == built["w4"]["eager"]
     manifest = json.loads(Path(built["w4"]["bundle"], "manifest.json").read_text())
