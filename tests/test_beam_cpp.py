@@ -66,6 +66,10 @@ def test_manifest_lists_the_lm_and_the_verification(lm_bundle):
     assert [f["file"] for f in decoder["lm"]["files"]] == ["lm/lm.json", "lm/lm.arpa"]
     assert decoder["lm"]["bytes"] == sum((lm_bundle / f["file"]).stat().st_size for f in decoder["lm"]["files"])
     assert decoder["verification"]["text"] == SAMPLE.with_suffix(".txt").read_text().strip()
+    from allinone.package import describe_bundle  # `allinone inspect`: the LM's bytes, per bundle
+
+    assert (f"decoder     ctc_prefix_beam: LM order 3, {decoder['lm']['words']:,} words, {decoder['lm']['bytes']:,} B "
+            f"(lm/); beam 8, LM weight 0.8, word bonus 2, OOV penalty -20") in describe_bundle(lm_bundle)
 
 
 def test_python_and_cpp_beam_transcripts_identical_on_24_clips(lm_bundle, runner, synth_corpus):
@@ -128,3 +132,22 @@ def test_damaged_lm_in_a_bundle_is_refused_by_both_runtimes(lm_bundle, runner, t
     assert cli.returncode == 2 and len(cli.stderr.strip().splitlines()) == 1 and "lm.arpa" in cli.stderr
     # --greedy still works: the model is fine, only the LM is damaged
     assert _cpp(runner, bad, SAMPLE, "--greedy").returncode == 0
+
+
+def test_bench_times_beam_decoding_apart_from_the_network_in_both_runtimes(lm_bundle, runner, tmp_path):
+    """report.json format 3: both runtimes time the bundle's beam-search decoder apart from the network."""
+    from allinone_runtime.cpp import run_runner
+    from allinone_runtime.report import report_markdown
+    from allinone_runtime.timing import bench
+
+    decoder = json.loads((lm_bundle / "manifest.json").read_text())["decoder"]
+    python = bench(lm_bundle, lengths_s=(1, 2), runs=2, threads=1, audio=SAMPLE)
+    _, cpp = run_runner(runner, lm_bundle, SAMPLE, lengths_s=(1, 2), runs=2, threads=1, out_dir=tmp_path / "cpp")
+    for report in (python, cpp):
+        decoding = report["decoding"]
+        assert decoding["decoder"] == "ctc_prefix_beam" and decoding["beam"] == decoder["defaults"]["beam"]
+        assert decoding["lm_bytes"] == decoder["lm"]["bytes"] == sum(f["bytes"] for f in decoder["lm"]["files"])
+        assert [row["audio_s"] for row in decoding["latency"]] == [row["audio_s"] for row in report["latency"]] == [1, 2]
+        assert "## Network and decoding (CTC prefix beam search, beam 8, LM " in report_markdown(report)
+    # the transcript both report is the beam search's, the same in both runtimes
+    assert python["transcript"] == cpp["transcript"] == Transcriber(lm_bundle, threads=1).transcribe(SAMPLE).text

@@ -20,7 +20,7 @@ from allinone_runtime import Bundle, RuntimeInputError, Transcriber, validate_re
 from allinone_runtime.device import ISA_FEATURES
 from allinone_runtime.timing import bench
 from allinone_runtime.bundle import check_executorch_compat
-from allinone_runtime.report import merge_reports, write_report
+from allinone_runtime.report import merge_reports, report_markdown, write_report
 
 SAMPLE = Path(str(importlib.resources.files("allinone") / "assets" / "sample.wav"))
 SPECS = {"w32": "d2-f128-h2-w32", "w4": "d1-f64-h1-w4"}
@@ -272,8 +272,13 @@ def test_bench_report_validates_and_is_written(report, built, tmp_path):
     flags = next(line.split(":", 1)[1].split() for line in Path("/proc/cpuinfo").read_text().splitlines()
                  if line.split(":")[0].strip() in ("flags", "Features"))
     arch = "arm64" if platform.machine() in ("aarch64", "arm64") else "x86_64"
-    assert report["format_version"] == 2 and report["device"]["isa"] == [f for f in ISA_FEATURES[arch] if f in flags]
+    assert report["format_version"] == 3 and report["device"]["isa"] == [f for f in ISA_FEATURES[arch] if f in flags]
     assert [row["audio_s"] for row in report["latency"]] == [1, 2]
+    # format 3: each call's decoding timed apart from the network, by the bundle's default decoder (greedy here)
+    decoding = report["decoding"]
+    assert decoding["decoder"] == "greedy" and decoding["beam"] is None and decoding["lm_bytes"] is None
+    assert [row["audio_s"] for row in decoding["latency"]] == [1, 2]
+    assert all(0 <= row["p50_ms"] <= row["p90_ms"] for row in decoding["latency"])
     assert report["bundle"]["pte_bytes"] == Path(built["w4"]["bundle"], "model.pte").stat().st_size
     assert report["transcript"] == built["w4"]["eager"]
     assert report["peak_rss_bytes"] > report["rss_before_load_bytes"] > 0
@@ -283,6 +288,7 @@ def test_bench_report_validates_and_is_written(report, built, tmp_path):
     write_report(report, tmp_path / "bench")
     assert validate_report(json.loads((tmp_path / "bench" / "report.json").read_text())) == report
     assert "| audio s | p50 ms |" in (tmp_path / "bench" / "report.md").read_text()
+    assert "## Network and decoding (greedy CTC decoding)" in (tmp_path / "bench" / "report.md").read_text()
     assert (tmp_path / "bench" / "latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -303,7 +309,16 @@ def test_format_1_report_without_isa_still_validates(report):
     old = json.loads(json.dumps(report))
     old["format_version"] = 1
     del old["device"]["isa"]
+    del old["decoding"]
     assert validate_report(old) is old
+
+
+def test_format_2_report_without_decoding_still_validates(report):
+    old = json.loads(json.dumps(report))
+    old["format_version"] = 2
+    del old["decoding"]
+    assert validate_report(old) is old
+    assert "## Network and decoding" not in report_markdown(old)
 
 
 @pytest.mark.parametrize("edit, message", [
@@ -314,13 +329,20 @@ def test_format_1_report_without_isa_still_validates(report):
     (lambda r: r.update(runner="java"), "runner: expected 'python' or 'cpp'"),
     (lambda r: r.update(measured=False), "measured: expected true"),
     (lambda r: r["device"].update(cores="two"), "device.cores: expected an integer"),
-    (lambda r: r.update(format_version=3), "format_version: expected 1 or 2, got 3"),
+    (lambda r: r.update(format_version=4), "format_version: expected 1, 2 or 3, got 4"),
+    (lambda r: r.pop("decoding"), "decoding: missing"),
+    (lambda r: r.update(format_version=2), "decoding: unknown key"),  # format 2 had no decoding
+    (lambda r: r["decoding"].update(decoder="viterbi"), "decoding.decoder: expected 'greedy' or 'ctc_prefix_beam'"),
+    (lambda r: r["decoding"].update(beam=8), "decoding.beam: expected null for decoder 'greedy'"),
+    (lambda r: r["decoding"].update(decoder="ctc_prefix_beam"), "decoding.beam: expected a number for decoder"),
+    (lambda r: r["decoding"]["latency"].pop(), r"decoding.latency: expected one row per length of latency \(1, 2 s\)"),
+    (lambda r: r["decoding"]["latency"][1].update(min_ms=1e9), r"decoding.latency\[1\]: expected 0 <= min_ms"),
     (lambda r: r["device"].pop("isa"), "device.isa: missing"),
     (lambda r: r["device"].update(isa="avx2"), "device.isa: expected a list"),
     (lambda r: r["device"].update(isa=["avx512vnni"]), r"device.isa\[0\]: unknown CPU feature 'avx512vnni'; did "
                                                         r"you mean avx512_vnni\?"),
     (lambda r: r["device"].update(isa=["avx2", "avx2"]), "device.isa: expected distinct feature names"),
-    (lambda r: r.update(format_version=1), "device.isa: unknown key"),  # format 1 had no isa
+    (lambda r: (r.pop("decoding"), r.update(format_version=1)), "device.isa: unknown key"),  # format 1 had no isa
 ])
 def test_invalid_reports_are_refused(report, edit, message):
     bad = json.loads(json.dumps(report))

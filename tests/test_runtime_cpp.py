@@ -63,6 +63,8 @@ def test_cpp_report_validates_with_operators_from_etdump(built, runner, tmp_path
     assert validate_report(report) and report["runner"] == "cpp" and report["threads"] == 1
     assert report["device"] == device_info()  # the same device record as Python's, CPU features (isa) included
     assert [row["audio_s"] for row in report["latency"]] == [1, 2]
+    assert report["format_version"] == 3 and report["decoding"]["decoder"] == "greedy"  # as the Python bench writes
+    assert [row["audio_s"] for row in report["decoding"]["latency"]] == [1, 2]
     assert report["transcript"] == transcript == built["w4"]["eager"]
     manifest = json.loads(Path(built["w4"]["bundle"], "manifest.json").read_text())
     assert report["bundle"]["pte_sha256"] == manifest["pte"]["sha256"]  # the runner's own SHA-256

@@ -349,12 +349,13 @@ def lm_dir(tmp_path_factory) -> Path:
 
 
 def test_decoder_cost_counts_the_lm_files_and_the_decoder_memory(lm_dir):
-    from allinone.memory import DECODER_BYTES_PER_HYPOTHESIS, DECODER_BYTES_PER_LM_BYTE, decoder_cost
+    from allinone.memory import (DECODER_BYTES_PER_HYPOTHESIS, DECODER_BYTES_PER_LM_BYTE, DECODER_WORKING_BYTES,
+                                 decoder_cost)
 
     files = (lm_dir / "lm.json").stat().st_size + (lm_dir / "lm.arpa").stat().st_size
     cost = decoder_cost(lm_dir, beam=8)
     assert cost.lm_bytes == files and cost.beam == 8
-    assert cost.peak_bytes == DECODER_BYTES_PER_LM_BYTE * files + 8 * DECODER_BYTES_PER_HYPOTHESIS
+    assert cost.peak_bytes == DECODER_BYTES_PER_LM_BYTE * files + DECODER_WORKING_BYTES + 8 * DECODER_BYTES_PER_HYPOTHESIS
     assert decoder_cost(lm_dir, beam=16).peak_bytes - cost.peak_bytes == 8 * DECODER_BYTES_PER_HYPOTHESIS
 
 

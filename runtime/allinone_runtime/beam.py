@@ -21,6 +21,14 @@ word-start piece, or at the end. Each hypothesis also carries a text state:
 Per frame, only units within `token_prune` (ln) of the frame's best are extended; special units (<unk>,
 <s>, ...) are never extended. Hypotheses are ranked by total score, ties broken by the unit sequence
 (lexicographic), and the best `beam` kept.
+
+Speed (the same result, computed in less Python). A prefix that is not in the beam can only be reached one
+way in a frame (its parent plus one unit), so its score is one sum; those sums are computed for every
+(hypothesis, unit) pair at once with numpy, in the same order of double operations as the step-by-step
+rule. The text state that a unit would give a hypothesis (its score and trie node) is computed once per
+prefix and kept while the prefix stays in the beam; a full `_State` is built only for the prefixes kept.
+Prefixes already in the beam (which also gain their own blank and repeat paths) are updated one by one
+in beam order, exactly as beam.cpp does, so the sums round alike.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -40,6 +49,7 @@ from allinone_runtime.ngram import NgramLM
 __all__ = ["DecoderOptions", "Hotword", "BeamDecoder", "read_hotwords", "parse_hotwords", "DEFAULT_HOTWORD_BOOST"]
 
 NEG_INF = -math.inf
+NODE_TABLES = 2048  # trie nodes whose unit tables are kept between frames and utterances (~0.8 MiB at 29 units)
 DEFAULT_HOTWORD_BOOST = 1.5  # ln score per byte of a hotword; a 6-letter name gains 9 nats over a rival spelling
 _SPECIAL, _SPACE, _WORD_START, _CONTINUE = 0, 1, 2, 3
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
@@ -134,8 +144,7 @@ def _lse(a: float, b: float) -> float:
     return b + math.log1p(math.exp(a - b))
 
 
-@dataclass(frozen=True)
-class _State:
+class _State(NamedTuple):  # a named tuple: decoding builds thousands per second
     """Text state of a prefix: closed words, the partial word and its trie node (-1: left the lexicon)."""
 
     words: tuple[str, ...]
@@ -193,6 +202,20 @@ class BeamDecoder:
                 continue
             for word in words:
                 self._insert(word, lm.word_id(word), hw.boost)
+        # closing units (a space, a word-start piece) and what appending a word-start piece's text at the root costs
+        self._closing = np.flatnonzero([k in (_SPACE, _WORD_START) for k in self.kinds])
+        self._closing_penalty = self._closing_penalties()
+        self._extendable = np.asarray([k != _SPECIAL for k in self.kinds])
+        self._node_tables: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # trie node -> _node_table, as visited
+        self._any_hot = any(self.hot)
+        self._no_bonus = np.zeros(len(self.vocab))
+        self._lm_scores: dict[tuple[tuple[int, ...], int], float] = {}  # (context, word) -> LM score, per decode
+
+    def _closing_penalties(self) -> np.ndarray:
+        """Per closing unit: 0.0, or the OOV penalty (NaN: dropped) when its text leaves the trie from the root."""
+        leave = math.nan if self.options.oov_penalty is None else self.options.oov_penalty
+        return np.asarray([leave if k == _WORD_START and t and self._walk(0, t) < 0 else 0.0
+                           for k, t in zip(self.kinds, self.texts) if k in (_SPACE, _WORD_START)])
 
     def _insert(self, word: str, word_id: int, boost: float) -> None:
         node = 0
@@ -222,6 +245,16 @@ class BeamDecoder:
         """Close the partial word; None if the lexicon is strict and the word is not in it."""
         if not state.partial:
             return state
+        closed = self._closed_score(state)
+        if closed is None:
+            return None
+        score, word_id = closed
+        return _State(state.words + (state.partial,), "", 0, self.lm.next_context(state.context, word_id), score,
+                      state.spans + (state.partial_span,))
+
+    def _closed_score(self, state: _State) -> tuple[float, int] | None:
+        """(score, LM word id) once the (non-empty) partial word is closed; None if the lexicon is strict and
+        the word is not in it."""
         o = self.options
         score = state.score
         word_id = self.word_at[state.node] if state.node >= 0 else -1
@@ -233,9 +266,11 @@ class BeamDecoder:
             word_id = NgramLM.UNK
         else:
             score += self.hot_word[state.node]
-        score += o.lm_weight * self.lm.score(state.context, word_id) + o.word_bonus
-        return _State(state.words + (state.partial,), "", 0, self.lm.next_context(state.context, word_id), score,
-                      state.spans + (state.partial_span,))
+        lm = self._lm_scores.get((state.context, word_id))
+        if lm is None:
+            lm = self._lm_scores[(state.context, word_id)] = self.lm.score(state.context, word_id)
+        score += o.lm_weight * lm + o.word_bonus
+        return score, word_id
 
     def _append(self, state: _State, text: str, frame: int) -> _State | None:
         node = self._walk(state.node, text)
@@ -256,6 +291,41 @@ class BeamDecoder:
             if state is None:
                 return None
         return self._append(state, self.texts[unit], frame) if self.texts[unit] else state
+
+    def _unit_scores(self, state: _State) -> tuple[np.ndarray, np.ndarray]:
+        """For every unit u: the score of `_advance(state, u)` (NaN where u is special or the state would be
+        dropped) and the hotword bonus of its trie node; the same double operations as `_advance`."""
+        penalty, bonus = self._node_table(state.node)
+        scores = state.score + penalty  # units that continue the partial word (x + 0.0 == x)
+        closed = self._closed_score(state) if state.partial else (state.score, -1)
+        if closed is not None:  # a space or a word-start piece closes the word first
+            scores[self._closing] = closed[0] + self._closing_penalty
+        return scores, bonus
+
+    def _node_table(self, node: int) -> tuple[np.ndarray, np.ndarray]:
+        """Per unit, at trie `node` (-1: outside the lexicon): the penalty of appending it (0, oov_penalty
+        when it leaves the trie, NaN when the lexicon is strict or the unit does not continue a word) and the
+        hotword bonus of the node it leads to (closing units: from the root, as a word-start piece starts)."""
+        table = self._node_tables.get(node)
+        if table is None:
+            o = self.options
+            leave = NEG_INF if o.oov_penalty is None else o.oov_penalty
+            penalty, bonus = np.full(len(self.vocab), math.nan), np.zeros(len(self.vocab))
+            for u, (kind, text) in enumerate(zip(self.kinds, self.texts)):
+                if kind == _CONTINUE:
+                    nxt = self._walk(node, text) if node >= 0 else -1
+                    penalty[u] = leave if nxt < 0 <= node else 0.0
+                    bonus[u] = self.hot[nxt] if nxt >= 0 else 0.0
+                elif kind == _WORD_START and text:
+                    nxt = self._walk(0, text)
+                    bonus[u] = self.hot[nxt] if nxt >= 0 else 0.0
+            penalty[penalty == NEG_INF] = math.nan  # strict lexicon: the state is dropped
+            if not self._any_hot:
+                bonus = self._no_bonus  # shared: without hotwords every bonus is 0
+            if len(self._node_tables) >= NODE_TABLES:  # bounded memory: start over (a miss costs ~10 us)
+                self._node_tables = {}
+            table = self._node_tables[node] = (penalty, bonus)
+        return table
 
     def _rank(self, total: float, state: _State) -> float:
         return total + state.score + (self.hot[state.node] if state.node >= 0 else 0.0)
@@ -278,30 +348,52 @@ class BeamDecoder:
             raise RuntimeInputError(f"decoder: expected (frames, {len(self.vocab)}) log-probs, got "
                                     f"{log_probs.shape}")
         o = self.options
+        self._lm_scores = {}  # bounded by one utterance's words
         start = _State((), "", 0, (self.lm.BOS,) if self.lm.order > 1 else (), 0.0)
-        # key: collapsed unit sequence -> [p_blank, p_nonblank, state]
-        beam: list[tuple[tuple[int, ...], float, float, _State]] = [((), 0.0, NEG_INF, start)]
-        special = [k == _SPECIAL for k in self.kinds]
-        for frame, row in enumerate(log_probs.tolist()):  # float32 -> double exactly, as beam.cpp does
-            best = max(row)
-            threshold = best - o.token_prune
-            units = [u for u in range(1, len(row)) if row[u] >= threshold and not special[u]]
+        # a hypothesis: (prefix, p_blank, p_nonblank, state, its _unit_scores or None until first needed)
+        beam: list[tuple] = [((), 0.0, NEG_INF, start, None)]
+        rows64 = log_probs.astype(np.float64)  # float32 -> double exactly, as beam.cpp does
+        rows = rows64.tolist()
+        # per frame, the units extended: within token_prune of the frame's best, never a special unit
+        extended = (rows64 >= (rows64.max(axis=1) - o.token_prune)[:, None]) & self._extendable
+        any_hot, width = self._any_hot, o.beam
+        for frame, row in enumerate(rows):
+            units = np.flatnonzero(extended[frame])
+            unit_list = units.tolist()
+            unit_set = set(unit_list)
             blank = row[0]
+            # units that lead from a prefix in the beam to another prefix in the beam
+            children: dict[tuple[int, ...], list[int]] = {}
+            for hyp in beam:
+                key = hyp[0]
+                if key and key[-1] in unit_set:
+                    children.setdefault(key[:-1], []).append(key[-1])
+            # prefixes in the beam: their own blank and repeat paths and paths from a parent in the beam,
+            # in beam order (the order of the sums decides their rounding)
             nxt: dict[tuple[int, ...], list] = {}
-            for key, pb, pnb, state in beam:
+            totals, scores, bonuses = [], [], []
+            fixes = []  # (hypothesis, unit position, source): repeats after a blank; -inf: prefixes in the beam
+            for h, (key, pb, pnb, state, cached) in enumerate(beam):
                 total = _lse(pb, pnb)
+                totals.append(total)
+                if cached is None:
+                    cached = self._unit_scores(state)
+                scores.append(cached[0])
+                bonuses.append(cached[1])
                 entry = nxt.get(key)
                 if entry is None:
-                    entry = nxt[key] = [NEG_INF, NEG_INF, state]
-                entry[0] = _lse(entry[0], total + blank)
+                    nxt[key] = entry = [total + blank, NEG_INF, state, cached]  # _lse(-inf, x) == x
+                else:
+                    entry[0] = _lse(entry[0], total + blank)
                 last = key[-1] if key else -1
-                for u in units:
+                if last in unit_set:
+                    p = row[last]
+                    entry[1] = _lse(entry[1], pnb + p)
+                    fixes.append((h, unit_list.index(last), pb + p))  # a new symbol after a blank
+                for u in children.get(key, ()):  # every other unit leads to a new prefix: scored below
+                    fixes.append((h, unit_list.index(u), NEG_INF))
                     p = row[u]
-                    if u == last:
-                        entry[1] = _lse(entry[1], pnb + p)
-                        source = pb + p
-                    else:
-                        source = total + p
+                    source = pb + p if u == last else total + p
                     if source == NEG_INF:
                         continue
                     new_key = key + (u,)
@@ -310,11 +402,39 @@ class BeamDecoder:
                         new_state = self._advance(state, u, frame)
                         if new_state is None:
                             continue
-                        target = nxt[new_key] = [NEG_INF, NEG_INF, new_state]
+                        target = nxt[new_key] = [NEG_INF, NEG_INF, new_state, None]
                     target[1] = _lse(target[1], source)
-            ranked = sorted(((-self._rank(_lse(pb, pnb), st), key, pb, pnb, st) for key, (pb, pnb, st) in nxt.items()),
-                            key=lambda r: (r[0], r[1]))
-            beam = [(key, pb, pnb, st) for _, key, pb, pnb, st in ranked[:o.beam]]
+            # new prefixes: one path each, source + score (+ hotword bonus) for every (hypothesis, unit)
+            sources = np.asarray(totals)[:, None] + rows64[frame][units][None, :]  # (H, U)
+            for h, j, source in fixes:
+                sources[h, j] = source
+            ranks = sources + np.stack(scores)[:, units]  # NaN: the state would be dropped
+            if any_hot:  # the bonus is added last, as _rank does (without hotwords it is 0.0: nothing to add)
+                ranks += np.stack(bonuses)[:, units]
+            candidates = [(-self._rank(_lse(pb, pnb), st), key, pb, pnb, st, cached)
+                          for key, (pb, pnb, st, cached) in nxt.items()]
+            # only what can reach the top `beam` (ties included) is sorted: a new prefix ranked below the
+            # beam-th prefix already in the beam cannot
+            flat = ranks.ravel()
+            bar = -sorted(c[0] for c in candidates)[width - 1] if len(candidates) >= width else NEG_INF
+            if bar > NEG_INF:
+                fresh = np.flatnonzero(flat >= bar)  # NaN (a dropped state) compares false
+            else:
+                fresh = np.flatnonzero(np.isfinite(flat))
+            n_units = len(unit_list)
+            for i in fresh.tolist():
+                h, j = divmod(i, n_units)
+                hyp = beam[h]
+                # a new prefix: its state is built only if it is kept (None here; parent state and unit)
+                candidates.append((-float(flat[i]), hyp[0] + (unit_list[j],), NEG_INF, float(sources[h, j]), None,
+                                   (hyp[3], unit_list[j])))
+            candidates.sort(key=lambda r: (r[0], r[1]))
+            beam = []
+            for _, key, pb, pnb, st, cached in candidates[:width]:
+                if st is None:  # a new prefix kept: now its full state (words, spans) is built
+                    st, cached = self._advance(cached[0], cached[1], frame), None
+                beam.append((key, pb, pnb, st, cached))
+        beam = [hyp[:4] for hyp in beam]
         final = sorted(((-self._final(_lse(pb, pnb), st), key, st) for key, pb, pnb, st in beam),
                        key=lambda r: (r[0], r[1]))
         if final[0][0] == math.inf:
@@ -328,6 +448,8 @@ class BeamDecoder:
         clone = object.__new__(BeamDecoder)
         clone.__dict__.update(self.__dict__)
         clone.options = options.check()
+        clone._closing_penalty = clone._closing_penalties()  # these tables hold the OOV penalty
+        clone._node_tables = {}
         return clone
 
 

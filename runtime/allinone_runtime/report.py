@@ -16,7 +16,8 @@ from allinone_runtime.errors import RuntimeInputError
 from allinone_runtime.schema import read_report as load_report  # the format's one reader lives in schema
 from allinone_runtime.schema import validate_report
 
-__all__ = ["write_report", "load_report", "report_markdown", "merge_reports", "comparison_markdown"]
+__all__ = ["write_report", "load_report", "report_markdown", "decoding_markdown", "merge_reports",
+           "comparison_markdown"]
 
 MIB = 2 ** 20
 
@@ -54,6 +55,8 @@ def report_markdown(report: dict) -> str:
     for r in report["latency"]:
         lines.append(f"| {r['audio_s']:g} | {r['p50_ms']:.2f} | {r['p90_ms']:.2f} | {r['min_ms']:.2f} | "
                      f"{r['max_ms']:.2f} | {r['mean_ms']:.2f} | {r['rtf']:.4f} |")
+    if report.get("decoding"):  # format_version 3 on: decoding timed apart from the network
+        lines += ["", *decoding_markdown(report)]
     if report.get("operators"):
         total = sum(op["total_ms"] for op in report["operators"])
         where = report.get("etdump", {})
@@ -63,6 +66,28 @@ def report_markdown(report: dict) -> str:
             lines.append(f"| {op['name']} | {'XNNPACK' if op['delegated'] else 'no'} | {op['calls']} | "
                          f"{op['total_ms']:.3f} | {op['total_ms'] / total:.1%} |")
     return "\n".join(lines) + "\n"
+
+
+def decoding_markdown(report: dict) -> list[str]:
+    """The decoding section of report.md: network and decoding p50/p90 per length, and what decoding adds."""
+    dec = report["decoding"]
+    if dec["decoder"] == "greedy":
+        what = "greedy CTC decoding"
+    else:
+        lm = f", LM {dec['lm_bytes']:,} bytes" if dec.get("lm_bytes") is not None else ""
+        what = f"CTC prefix beam search, beam {dec['beam']}{lm}"
+    lines = [f"## Network and decoding ({what})", "",
+             "The table above times the network (the program's forward); each of those calls' log-probs was then "
+             "decoded and timed apart.", "",
+             "| audio s | network p50 ms | network p90 ms | decoding p50 ms | decoding p90 ms | decoding / network (p50) |",
+             "|---:|---:|---:|---:|---:|---:|"]
+    network = {r["audio_s"]: r for r in report["latency"]}
+    for r in dec["latency"]:
+        n = network.get(r["audio_s"])
+        share = f"{r['p50_ms'] / n['p50_ms']:.1%}" if n and n["p50_ms"] > 0 else "-"
+        lines.append(f"| {r['audio_s']:g} | {n['p50_ms'] if n else float('nan'):.2f} | "
+                     f"{n['p90_ms'] if n else float('nan'):.2f} | {r['p50_ms']:.2f} | {r['p90_ms']:.2f} | {share} |")
+    return lines
 
 
 def _plot(series: list[tuple[str, dict]], path: Path, title: str) -> None:

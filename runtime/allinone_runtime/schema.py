@@ -1,4 +1,4 @@
-"""The latency report (report.json, format_version 2; 1 still read): its one reader and validator (`read_report`,
+"""The latency report (report.json, format_version 3; 1 and 2 still read): its one reader and validator (`read_report`,
 `validate_report`), used by the runtime, by `allinone calibrate`/`catalog --report` and by the tests; and
 `read_json_file`, the runtime's one way to read JSON (bundle manifests, reports) within size and depth limits.
 
@@ -23,8 +23,8 @@ __all__ = ["REPORT_FORMAT_VERSION", "READABLE_REPORT_VERSIONS", "REPORT_KIND", "
 MAX_JSON_BYTES = 16 * 2**20  # manifests and reports are kilobytes; a bigger file is not one
 MAX_NESTING = 32  # they nest 5 levels; the parser recurses per level, so deeper input is refused, not crashed on
 
-REPORT_FORMAT_VERSION = 2  # 2 added device.isa (the CPU features that decide kernel choice)
-READABLE_REPORT_VERSIONS = (1, 2)  # a version-1 report has no device.isa, so it cannot be matched on ISA
+REPORT_FORMAT_VERSION = 3  # 2 added device.isa (the CPU features that decide kernel choice); 3 added decoding
+READABLE_REPORT_VERSIONS = (1, 2, 3)  # a version-1 report has no device.isa, so it cannot be matched on ISA
 REPORT_KIND = "allinone-latency-report"
 
 _NUM = "number"
@@ -43,6 +43,9 @@ _LATENCY = {"audio_s": _NUM, "p50_ms": _NUM, "p90_ms": _NUM, "min_ms": _NUM, "ma
             "rtf": _NUM}
 _OPERATOR = {"name": _STR, "delegated": _BOOL, "calls": _INT, "total_ms": _NUM}
 _ETDUMP = {"audio_s": _NUM, "runs": _INT}
+# required from format_version 3: the decoding of each timed call's log-probs, timed apart from the network
+# (`latency`); decoder "greedy" (beam and lm_bytes null) or "ctc_prefix_beam" (the bundle's LM, its files' bytes)
+_DECODING = {"decoder": _STR, "beam": (_INT, None), "lm_bytes": (_INT, None), "latency": [_LATENCY]}
 _TOP = {"format_version": _INT, "kind": _STR, "measured": _BOOL, "date": _STR, "device": _DEVICE, "runner": _STR,
         "bundle": _BUNDLE, "threads": _INT, "runs": _INT, "load_ms": _NUM, "first_run_ms": _NUM,
         "latency": [_LATENCY], "peak_rss_bytes": _INT}
@@ -142,7 +145,7 @@ def _article(kind: str) -> str:
 
 
 def validate_report(report: dict, source: str = "report.json") -> dict:
-    """Check a latency report against its format_version (1 or 2); returns it unchanged, or raises RuntimeInputError."""
+    """Check a latency report against its format_version (1, 2 or 3); returns it unchanged, or raises RuntimeInputError."""
     if not isinstance(report, dict):
         raise RuntimeInputError(f"{source}: expected a JSON object, got {type(report).__name__}")
     if report.get("kind") != REPORT_KIND:  # first: another allinone file given as a report says what it is not
@@ -150,9 +153,12 @@ def validate_report(report: dict, source: str = "report.json") -> dict:
                                 f"the native runner), got {report.get('kind')!r}")
     version = report.get("format_version")
     if version not in READABLE_REPORT_VERSIONS or isinstance(version, bool):
-        raise RuntimeInputError(f"{source}: format_version: expected {' or '.join(map(str, READABLE_REPORT_VERSIONS))}, "
+        *older, newest = READABLE_REPORT_VERSIONS
+        raise RuntimeInputError(f"{source}: format_version: expected {', '.join(map(str, older))} or {newest}, "
                                 f"got {version!r}")
     top = _TOP if version == 1 else {**_TOP, "device": {**_DEVICE, **_ISA}}
+    if version >= 3:
+        top["decoding"] = _DECODING
     _check(report, top, "", source, _OPTIONAL)
     if report["measured"] is not True:
         raise RuntimeInputError(f"{source}: measured: expected true (reports hold measurements only)")
@@ -169,8 +175,13 @@ def validate_report(report: dict, source: str = "report.json") -> dict:
             raise RuntimeInputError(f"{source}: {key}: expected >= 0, got {report[key]}")
     if version >= 2:
         _check_isa(report["device"], source)
-    for i, row in enumerate(report["latency"]):
-        where = f"latency[{i}]"
+    if version >= 3:
+        _check_decoding(report, source)
+    rows = [("latency", row) for row in report["latency"]]
+    rows += [("decoding.latency", row) for row in report["decoding"]["latency"]] if version >= 3 else []
+    for n, (key, row) in enumerate(rows):
+        i = n if key == "latency" else n - len(report["latency"])
+        where = f"{key}[{i}]"
         if row["audio_s"] <= 0:
             raise RuntimeInputError(f"{source}: {where}.audio_s: expected > 0, got {row['audio_s']}")
         if not 0 <= row["min_ms"] <= row["p50_ms"] <= row["p90_ms"] <= row["max_ms"]:
@@ -183,6 +194,26 @@ def validate_report(report: dict, source: str = "report.json") -> dict:
         if abs(row["rtf"] - rtf) > 1e-3 * max(rtf, 1e-3):
             raise RuntimeInputError(f"{source}: {where}.rtf: {row['rtf']} is not p50_ms / audio duration ({rtf:.6g})")
     return report
+
+
+def _check_decoding(report: dict, source: str) -> None:
+    """decoding names a decoder this runtime knows, with a beam and LM bytes exactly when it searches, and times
+    the same audio lengths as `latency`."""
+    dec = report["decoding"]
+    if dec["decoder"] not in ("greedy", "ctc_prefix_beam"):
+        raise RuntimeInputError(f"{source}: decoding.decoder: expected 'greedy' or 'ctc_prefix_beam', "
+                                f"got {dec['decoder']!r}")
+    searched = dec["decoder"] == "ctc_prefix_beam"
+    for key in ("beam", "lm_bytes"):
+        if (dec[key] is None) == searched:
+            raise RuntimeInputError(f"{source}: decoding.{key}: expected {'a number' if searched else 'null'} for "
+                                    f"decoder {dec['decoder']!r}, got {dec[key]!r}")
+        if searched and dec[key] < 1:
+            raise RuntimeInputError(f"{source}: decoding.{key}: expected >= 1, got {dec[key]}")
+    lengths = [row["audio_s"] for row in report["latency"]]
+    if [row["audio_s"] for row in dec["latency"]] != lengths:
+        raise RuntimeInputError(f"{source}: decoding.latency: expected one row per length of latency "
+                                f"({', '.join(f'{x:g}' for x in lengths)} s)")
 
 
 def _check_isa(device: dict, source: str) -> None:

@@ -1,8 +1,10 @@
-"""Measure a bundle on this machine with the Python runtime and return a latency report (format_version 1).
+"""Measure a bundle on this machine with the Python runtime and return a latency report (docs/formats.md).
 
 Inputs of each length are made by repeating the source audio (a speech clip, or seeded noise when none is
 given) and cutting it to length, so every runner (Python, C++) times the same samples. The first call on
-the first length is the cold run; every length then gets one warm-up call and `runs` timed calls.
+the first length is the cold run; every length then gets one warm-up call and `runs` timed calls. Each timed
+call is the network (the program's `forward`, the report's `latency`) and then, timed apart, the decoding of
+its log-probs by the bundle's default decoder (`decoding`): greedy, or beam search with the bundle's LM.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import numpy as np
 
 from allinone_runtime.audio import read_audio
 from allinone_runtime.bundle import Bundle, installed_executorch_version
+from allinone_runtime.ctc import decode_greedy, greedy_ids
 from allinone_runtime.device import current_rss_bytes, device_info, peak_rss_bytes
 from allinone_runtime.engine import Engine, thread_count
 from allinone_runtime.errors import RuntimeInputError
@@ -76,6 +79,26 @@ def _timed(engine: Engine, samples: np.ndarray) -> float:
     return (time.perf_counter() - start) * 1e3
 
 
+def _timed_call(engine: Engine, samples: np.ndarray, decode) -> tuple[float, float]:
+    """(network ms, decoding ms) of one call: the program's forward, then `decode` on its log-probs."""
+    start = time.perf_counter()
+    log_probs = engine.run(samples)
+    network = time.perf_counter()
+    decode(log_probs)
+    return (network - start) * 1e3, (time.perf_counter() - network) * 1e3
+
+
+def _decoding(transcriber: Transcriber):
+    """The bundle's default decoder as a function of log-probs, and how the report describes it."""
+    b, decoder = transcriber.bundle, transcriber.decoder
+    if decoder is None:
+        return (lambda lp: decode_greedy(greedy_ids(lp), b.vocab, b.frame_shift_s)), \
+            {"decoder": "greedy", "beam": None, "lm_bytes": None}
+    block = b.manifest["decoder"]
+    return decoder.decode_words, {"decoder": block["type"], "beam": decoder.options.beam,
+                                  "lm_bytes": sum(f["bytes"] for f in block["lm"]["files"])}  # checked at load
+
+
 def _operators(bundle: Bundle, samples: np.ndarray) -> list[dict] | None:
     from allinone_runtime.operators import inspector_available, operator_breakdown
 
@@ -105,14 +128,18 @@ def bench(bundle: Bundle | str | Path, *, lengths_s=DEFAULT_LENGTHS_S, runs: int
     inputs = bench_inputs(source, lengths_s, bundle.sample_rate, bundle.min_samples, bundle.max_samples)
     transcriber = Transcriber(bundle, threads=threads)
     engine = transcriber.engine
+    decode, decoding = _decoding(transcriber)
 
     first_run_ms = _timed(engine, inputs[0])
-    rows = []
+    rows, decode_rows = [], []
     for k, (length, samples) in enumerate(zip(lengths_s, inputs)):
         if k > 0:
             engine.run(samples)  # warm-up at this length (the cold run was the first length's)
-        rows.append(latency_row(float(length), [_timed(engine, samples) for _ in range(runs)]))
-        log.info("%s: %g s audio: p50 %.1f ms", bundle.subnet, length, rows[-1]["p50_ms"])
+        calls = [_timed_call(engine, samples, decode) for _ in range(runs)]
+        rows.append(latency_row(float(length), [network for network, _ in calls]))
+        decode_rows.append(latency_row(float(length), [decoding_ms for _, decoding_ms in calls]))
+        log.info("%s: %g s audio: network p50 %.1f ms, %s decoding p50 %.1f ms", bundle.subnet, length,
+                 rows[-1]["p50_ms"], decoding["decoder"], decode_rows[-1]["p50_ms"])
     report = {
         "format_version": REPORT_FORMAT_VERSION,
         "kind": REPORT_KIND,
@@ -128,6 +155,7 @@ def bench(bundle: Bundle | str | Path, *, lengths_s=DEFAULT_LENGTHS_S, runs: int
         "load_ms": round(transcriber.load_ms, 4),
         "first_run_ms": round(first_run_ms, 4),
         "latency": rows,
+        "decoding": {**decoding, "latency": decode_rows},
         "peak_rss_bytes": peak_rss_bytes(),
         "rss_before_load_bytes": rss_before,
         "executorch": installed_executorch_version(),

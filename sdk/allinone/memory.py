@@ -13,16 +13,20 @@ from allinone.errors import BadInputError
 from allinone.profiles import MIB, DeviceProfile
 
 __all__ = ["planned_activation_bytes", "predict_peak_bytes", "DecoderCost", "decoder_cost", "decoder_peak_bytes",
-           "DECODER_BYTES_PER_LM_BYTE", "DECODER_BYTES_PER_HYPOTHESIS"]
+           "DECODER_BYTES_PER_LM_BYTE", "DECODER_WORKING_BYTES", "DECODER_BYTES_PER_HYPOTHESIS"]
 
 # The beam-search decoder's resident memory, measured by benchmarks/decoder_memory.py (docs/benchmarks.md,
-# "Decoder memory") on the shipped checkpoint's bundle with the v1 training-text trigram (995,219 LM bytes) and
-# 27.5 s of test speech, in the runtime that needs more (Python; the native runner needs about half):
+# "Decoder memory") on the shipped checkpoint's 8-bit bundle with the v1 training-text trigram (995,219 LM bytes)
+# and 27.5 s (685 frames) of test speech, in the runtime that needs more (Python: 12.6 MiB at beam 8; the native
+# runner 6.0 MiB):
 # - the loaded LM and the lexicon trie: 11.3 MiB, 11.9x the LM files' bytes (dicts of n-gram tuples), rounded up;
-# - the hypotheses: 0.22-0.25 MiB each at beams 8-32 for 685 frames (each carries its unit sequence and words,
-#   so this grows with the frames decoded), scaled to a whole 30 s call (750 frames at 40 ms) and rounded up.
+# - decoding at beam 8: 1.3 MiB, of which 1.1 MiB does not grow with the beam (the log-probs as doubles and
+#   Python floats, the per-node unit tables); scaled to a whole 30 s call (750 frames) and with the unit-table
+#   cache at its cap (beam.NODE_TABLES: 0.9 MiB), 2.25 MiB;
+# - each hypothesis more: 31 KiB (beams 8 to 32), scaled to 750 frames and rounded up.
 DECODER_BYTES_PER_LM_BYTE = 12
-DECODER_BYTES_PER_HYPOTHESIS = 288 * 1024
+DECODER_WORKING_BYTES = 2304 * 1024
+DECODER_BYTES_PER_HYPOTHESIS = 40 * 1024
 
 
 @dataclass(frozen=True)
@@ -40,9 +44,9 @@ class DecoderCost:
 
 
 def decoder_peak_bytes(lm_bytes: int, beam: int) -> int:
-    """Predicted resident memory of the beam-search decoder: loaded LM + lexicon + `beam` hypotheses over a
-    30 s call (constants above)."""
-    return math.ceil(DECODER_BYTES_PER_LM_BYTE * lm_bytes + beam * DECODER_BYTES_PER_HYPOTHESIS)
+    """Predicted resident memory of the beam-search decoder: loaded LM + lexicon + working memory and `beam`
+    hypotheses over a 30 s call (constants above)."""
+    return math.ceil(DECODER_BYTES_PER_LM_BYTE * lm_bytes + DECODER_WORKING_BYTES + beam * DECODER_BYTES_PER_HYPOTHESIS)
 
 
 def decoder_cost(lm_dir: str | Path, beam: int) -> DecoderCost:

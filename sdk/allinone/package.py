@@ -171,6 +171,12 @@ def _describe(directory: Path, m: dict) -> str:
         f"operators   {delegated} delegated to XNNPACK, {n_portable} outside ({share:.0%} delegated)"
         + (f": {', '.join(f'{k} x{v}' for k, v in sorted(portable.items(), key=lambda kv: -kv[1]))}" if portable else ""),
     ]
+    decoder = m.get("decoder")
+    if decoder:  # a bundle built with --lm: its LM ships with it, so say how big it is
+        lm, d = decoder["lm"], decoder["defaults"]
+        lines.append(f"decoder     {decoder['type']}: LM order {lm['order']}, {lm['words']:,} words, {lm['bytes']:,} B "
+                     f"({lm['dir']}/); beam {d['beam']}, LM weight {d['lm_weight']:g}, word bonus {d['word_bonus']:g}, "
+                     f"OOV penalty {'none (strict lexicon)' if d['oov_penalty'] is None else format(d['oov_penalty'], 'g')}")
     for kind in ("predicted", "measured"):
         value = latency.get(kind)
         if value:

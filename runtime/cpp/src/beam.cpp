@@ -185,11 +185,7 @@ int BeamDecoder::walk(int node, const std::string& text) const {
   return node;
 }
 
-bool BeamDecoder::close(const State& state, State* out) const {
-  if (state.partial.empty()) {
-    *out = state;
-    return true;
-  }
+bool BeamDecoder::closed_score(const State& state, double* score_out, int* word_id_out) const {
   double score = state.score;
   int word_id = state.node >= 0 ? word_at_[state.node] : -1;
   if (word_id < 0) {
@@ -200,6 +196,19 @@ bool BeamDecoder::close(const State& state, State* out) const {
     score += hot_word_[state.node];
   }
   score += options_.lm_weight * lm_.score(state.context, word_id) + options_.word_bonus;
+  *score_out = score;
+  *word_id_out = word_id;
+  return true;
+}
+
+bool BeamDecoder::close(const State& state, State* out) const {
+  if (state.partial.empty()) {
+    *out = state;
+    return true;
+  }
+  double score;
+  int word_id;
+  if (!closed_score(state, &score, &word_id)) return false;
   State next;
   next.words = state.words;
   next.words.push_back(state.partial);
@@ -207,6 +216,32 @@ bool BeamDecoder::close(const State& state, State* out) const {
   next.context = lm_.next_context(state.context, word_id);
   next.score = score;
   *out = std::move(next);
+  return true;
+}
+
+bool BeamDecoder::step(const State& state, int unit, double* score_out, int* node_out) const {
+  int kind = kinds_[unit];
+  double score = state.score;
+  int node = state.node;
+  if (kind == kSpace || kind == kWordStart) {
+    if (!state.partial.empty()) {
+      int word_id;
+      if (!closed_score(state, &score, &word_id)) return false;
+      node = 0;
+    }
+    if (kind == kSpace || texts_[unit].empty()) {
+      *score_out = score;
+      *node_out = node;
+      return true;
+    }
+  }
+  int next = walk(node, texts_[unit]);  // append, as append() does
+  if (next < 0 && node >= 0) {
+    if (!options_.has_oov_penalty) return false;
+    score += options_.oov_penalty;
+  }
+  *score_out = score;
+  *node_out = next;
   return true;
 }
 
@@ -248,20 +283,36 @@ double BeamDecoder::final_score(double total, const State& state, State* closed)
 std::string BeamDecoder::decode(const float* log_probs, size_t frames, size_t vocab_size) const {
   if (vocab_size != kinds_.size()) fail("decoder: log-probs have " + std::to_string(vocab_size) + " symbols, the vocabulary " +
                                         std::to_string(kinds_.size()));
-  struct Entry {
-    double pb = kNegInf, pnb = kNegInf;
-    State state;
-  };
+  // The algorithm of beam.py step for step (see there, "Speed"): a prefix not in the beam is reached by one path
+  // per frame, so it is ranked from its parent's state (step()) and built only if kept; prefixes in the beam are
+  // updated in beam order, the order of the sums deciding their rounding exactly as in beam.py.
+  using StatePtr = std::shared_ptr<const State>;
   struct Hyp {
     std::vector<int> key;
     double pb, pnb;
-    State state;
+    StatePtr state;
+    uint64_t hash;  // of key, to find a hypothesis' children in the beam without comparing keys
   };
+  struct Entry {  // a prefix in the beam, this frame
+    bool made = false;
+    double pb = kNegInf, pnb = kNegInf;
+    StatePtr state;
+  };
+  struct Fresh {  // a new prefix: beam[parent].key + unit
+    double rank;
+    size_t parent;
+    int unit;
+    double source;
+  };
+  constexpr uint64_t kHashBase = 1000003;
   State start;
   if (lm_.order() > 1) start.context = {NgramLM::kBos};
-  std::vector<Hyp> beam{{{}, 0.0, kNegInf, start}};
+  std::vector<Hyp> beam{{{}, 0.0, kNegInf, std::make_shared<const State>(start), 0}};
   std::vector<double> row(vocab_size);
   std::vector<int> units;
+  std::vector<Entry> entries;
+  std::vector<Fresh> fresh;
+  std::vector<std::vector<std::pair<int, size_t>>> children;  // per hypothesis: (unit, child's index in the beam)
   for (size_t t = 0; t < frames; ++t) {
     for (size_t v = 0; v < vocab_size; ++v) row[v] = static_cast<double>(log_probs[t * vocab_size + v]);
     double best = *std::max_element(row.begin(), row.end());
@@ -271,12 +322,26 @@ std::string BeamDecoder::decode(const float* log_probs, size_t frames, size_t vo
       if (row[u] >= threshold && kinds_[u] != kSpecial) units.push_back(static_cast<int>(u));
     }
     double blank = row[0];
-    std::map<std::vector<int>, Entry> next;
-    for (const Hyp& hyp : beam) {
+    const size_t n = beam.size();
+    children.assign(n, {});
+    for (size_t j = 0; j < n; ++j) {
+      const std::vector<int>& child = beam[j].key;
+      if (child.empty()) continue;
+      for (size_t i = 0; i < n; ++i) {
+        const std::vector<int>& parent = beam[i].key;
+        if (parent.size() + 1 == child.size() && beam[i].hash * kHashBase + static_cast<uint64_t>(child.back() + 1) ==
+            beam[j].hash && std::equal(parent.begin(), parent.end(), child.begin())) {
+          children[i].emplace_back(child.back(), j);
+        }
+      }
+    }
+    entries.assign(n, Entry{});
+    fresh.clear();
+    for (size_t i = 0; i < n; ++i) {
+      const Hyp& hyp = beam[i];
       double total = lse(hyp.pb, hyp.pnb);
-      auto found = next.find(hyp.key);
-      if (found == next.end()) found = next.emplace(hyp.key, Entry{kNegInf, kNegInf, hyp.state}).first;
-      Entry& entry = found->second;
+      Entry& entry = entries[i];
+      if (!entry.made) entry = Entry{true, kNegInf, kNegInf, hyp.state};
       entry.pb = lse(entry.pb, total + blank);
       int last = hyp.key.empty() ? -1 : hyp.key.back();
       for (int u : units) {
@@ -289,28 +354,70 @@ std::string BeamDecoder::decode(const float* log_probs, size_t frames, size_t vo
           source = total + p;
         }
         if (source == kNegInf) continue;
-        std::vector<int> key = hyp.key;
-        key.push_back(u);
-        auto target = next.find(key);
-        if (target == next.end()) {
-          State state;
-          if (!advance(hyp.state, u, &state)) continue;
-          target = next.emplace(std::move(key), Entry{kNegInf, kNegInf, std::move(state)}).first;
+        size_t child = n;
+        for (const auto& [unit, j] : children[i]) {
+          if (unit == u) child = j;
         }
-        target->second.pnb = lse(target->second.pnb, source);
+        if (child < n) {  // a prefix in the beam
+          Entry& target = entries[child];
+          if (!target.made) {
+            State state;
+            if (!advance(*hyp.state, u, &state)) continue;
+            target = Entry{true, kNegInf, kNegInf, std::make_shared<const State>(std::move(state))};
+          }
+          target.pnb = lse(target.pnb, source);
+          continue;
+        }
+        double score;
+        int node;
+        if (!step(*hyp.state, u, &score, &node)) continue;
+        fresh.push_back(Fresh{source + score + (node >= 0 ? hot_[node] : 0.0), i, u, source});  // rank(), same order
       }
     }
-    std::vector<std::pair<double, const std::vector<int>*>> ranked;
-    ranked.reserve(next.size());
-    for (const auto& kv : next) ranked.emplace_back(-rank(lse(kv.second.pb, kv.second.pnb), kv.second.state), &kv.first);
-    std::sort(ranked.begin(), ranked.end(), [](const auto& a, const auto& b) {
-      if (a.first != b.first) return a.first < b.first;
-      return *a.second < *b.second;
-    });
+    // rank every candidate: (-rank, prefix) ascending, the prefix compared as beam[parent].key + unit for new ones
+    struct Candidate {
+      double neg_rank;
+      size_t index;  // < n: entries[index]; else fresh[index - n]
+    };
+    std::vector<Candidate> ranked;
+    ranked.reserve(n + fresh.size());
+    for (size_t i = 0; i < n; ++i) {
+      if (entries[i].made) ranked.push_back({-rank(lse(entries[i].pb, entries[i].pnb), *entries[i].state), i});
+    }
+    for (size_t k = 0; k < fresh.size(); ++k) ranked.push_back({-fresh[k].rank, n + k});
+    auto key_less = [&](size_t a, size_t b) {
+      const std::vector<int>& ka = a < n ? beam[a].key : beam[fresh[a - n].parent].key;
+      const std::vector<int>& kb = b < n ? beam[b].key : beam[fresh[b - n].parent].key;
+      size_t la = ka.size() + (a < n ? 0 : 1), lb = kb.size() + (b < n ? 0 : 1);
+      for (size_t k = 0; k < std::min(la, lb); ++k) {
+        int xa = k < ka.size() ? ka[k] : fresh[a - n].unit, xb = k < kb.size() ? kb[k] : fresh[b - n].unit;
+        if (xa != xb) return xa < xb;
+      }
+      return la < lb;
+    };
+    auto less = [&](const Candidate& a, const Candidate& b) {
+      if (a.neg_rank != b.neg_rank) return a.neg_rank < b.neg_rank;
+      return key_less(a.index, b.index);
+    };
+    size_t keep = std::min(ranked.size(), static_cast<size_t>(options_.beam));
+    std::partial_sort(ranked.begin(), ranked.begin() + static_cast<std::ptrdiff_t>(keep), ranked.end(), less);
     std::vector<Hyp> kept;
-    for (size_t k = 0; k < ranked.size() && static_cast<int>(k) < options_.beam; ++k) {
-      const Entry& e = next.at(*ranked[k].second);
-      kept.push_back(Hyp{*ranked[k].second, e.pb, e.pnb, e.state});
+    kept.reserve(keep);
+    for (size_t k = 0; k < keep; ++k) {
+      size_t index = ranked[k].index;
+      if (index < n) {
+        kept.push_back(Hyp{beam[index].key, entries[index].pb, entries[index].pnb, entries[index].state,
+                           beam[index].hash});
+      } else {
+        const Fresh& f = fresh[index - n];
+        const Hyp& parent = beam[f.parent];
+        State state;
+        advance(*parent.state, f.unit, &state);  // step() said it is kept
+        std::vector<int> key = parent.key;
+        key.push_back(f.unit);
+        kept.push_back(Hyp{std::move(key), kNegInf, f.source, std::make_shared<const State>(std::move(state)),
+                           parent.hash * kHashBase + static_cast<uint64_t>(f.unit + 1)});
+      }
     }
     beam = std::move(kept);
   }
@@ -319,11 +426,11 @@ std::string BeamDecoder::decode(const float* log_probs, size_t frames, size_t vo
   State best_closed;
   for (const Hyp& hyp : beam) {
     State closed;
-    double score = -final_score(lse(hyp.pb, hyp.pnb), hyp.state, &closed);
+    double score = -final_score(lse(hyp.pb, hyp.pnb), *hyp.state, &closed);
     if (best == nullptr || score < best_score || (score == best_score && hyp.key < best->key)) {
       best = &hyp;
       best_score = score;
-      best_closed = hyp.state;
+      best_closed = *hyp.state;
     }
   }
   if (best == nullptr || best_score == std::numeric_limits<double>::infinity()) return "";
@@ -353,6 +460,7 @@ std::unique_ptr<BeamDecoder> bundle_decoder(const std::string& bundle_dir, const
   if (!lm["dir"].is_string() || lm["files"].type != Json::Type::Array) {
     fail(where + ": decoder.lm: expected {dir, files: [{file, sha256, bytes}]}");
   }
+  int64_t lm_bytes = 0;
   for (const Json& entry : lm["files"].array) {
     if (!entry["file"].is_string() || !entry["sha256"].is_string() || !entry["bytes"].is_number()) {
       fail(where + ": decoder.lm.files: expected entries {file, sha256, bytes}");
@@ -370,6 +478,7 @@ std::unique_ptr<BeamDecoder> bundle_decoder(const std::string& bundle_dir, const
       fail(path + ": its bytes or sha256 differ from the manifest's: the file is damaged or was replaced (rebuild "
            "the bundle)");
     }
+    lm_bytes += static_cast<int64_t>(entry["bytes"].number);
   }
   const Json& d = block["defaults"];
   DecoderOptions options;
@@ -390,7 +499,10 @@ std::unique_ptr<BeamDecoder> bundle_decoder(const std::string& bundle_dir, const
     options.has_oov_penalty = true;
     options.oov_penalty = overrides.values.oov_penalty;
   }
-  return std::make_unique<BeamDecoder>(vocab, NgramLM::load(bundle_dir + "/" + lm["dir"].string), options, hotwords);
+  auto decoder = std::make_unique<BeamDecoder>(vocab, NgramLM::load(bundle_dir + "/" + lm["dir"].string), options,
+                                               hotwords);
+  decoder->lm_bytes = lm_bytes;
+  return decoder;
 }
 
 }  // namespace allinone

@@ -34,6 +34,8 @@ class BeamDecoder {
   BeamDecoder(const std::vector<std::string>& vocab, NgramLM lm, DecoderOptions options,
               const std::vector<Hotword>& hotwords);
   std::string decode(const float* log_probs, size_t frames, size_t vocab_size) const;
+  int beam() const { return options_.beam; }
+  int64_t lm_bytes = 0;  // the bundle's LM files (as its manifest lists them), for reports
   // (phrase, characters the units cannot spell) of each hotword left out
   std::vector<std::pair<std::string, std::string>> skipped_hotwords;
 
@@ -48,6 +50,12 @@ class BeamDecoder {
   void insert(const std::string& word, int word_id, double boost);
   int walk(int node, const std::string& text) const;
   bool close(const State& state, State* out) const;
+  // The score (and LM word id) of closing a non-empty partial word; false if the lexicon is strict and the word
+  // is not in it. close() adds exactly this.
+  bool closed_score(const State& state, double* score, int* word_id) const;
+  // The score and trie node advance() would give, without building the state (its words); false where advance()
+  // would drop it.
+  bool step(const State& state, int unit, double* score, int* node) const;
   bool append(const State& state, const std::string& text, State* out) const;
   bool advance(const State& state, int unit, State* out) const;
   double rank(double total, const State& state) const;

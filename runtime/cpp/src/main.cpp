@@ -23,6 +23,7 @@
 #include "beam.h"
 #include "bench.h"
 #include "bundle.h"
+#include "ctc.h"
 #include "device.h"
 #include "model.h"
 #include "npy.h"
@@ -181,14 +182,27 @@ int run(const Args& args) {
     std::printf("%s\n", transcribe(audio).c_str());
     return 0;
   }
-  allinone::BenchResult result = allinone::run_bench(model, audio, options, bundle);
+  allinone::Decoding decoding;  // the bench times the decoder transcripts come from
+  if (decoder) {
+    decoding.decoder = "ctc_prefix_beam";
+    decoding.beam = decoder->beam();
+    decoding.lm_bytes = decoder->lm_bytes;
+    decoding.decode = [&](const allinone::LogProbs& lp) {
+      return lp.frames ? decoder->decode(lp.values.data(), lp.frames, lp.vocab_size) : std::string();
+    };
+  } else {
+    decoding.decode = [&](const allinone::LogProbs& lp) {
+      return allinone::decode_greedy(allinone::best_symbols(lp.values.data(), lp.frames, lp.vocab_size), bundle.vocab);
+    };
+  }
+  allinone::BenchResult result = allinone::run_bench(model, audio, options, bundle, decoding);
   int64_t peak_rss = allinone::peak_rss_bytes();  // before profiling, which adds its own buffers
   std::string transcript = transcribe(audio);
   if (!args.out.empty()) {
     std::filesystem::create_directories(args.out);
     std::string path = args.out + "/report.json";
     std::ofstream(path + ".tmp") << allinone::report_json(bundle, options, result, model.load_ms(), peak_rss,
-                                                          rss_before, transcript);
+                                                          rss_before, transcript, decoding);
     std::filesystem::rename(path + ".tmp", path);
     std::fprintf(stderr, "wrote %s\n", path.c_str());
   }
