@@ -25,7 +25,7 @@ from allinone.data.tokenizer import CharTokenizer, train_sentencepiece
 from allinone.models import conformer
 from allinone.spec import SubnetSpec
 from allinone.train.recipe import Recipe, load_recipe
-from allinone.train.trainer import _Loop, _use_bf16
+from allinone.train.trainer import TrainingStep, use_bf16
 
 
 def _batches(manifest: str, recipe: Recipe, seconds: float, count: int):
@@ -41,16 +41,16 @@ def _batches(manifest: str, recipe: Recipe, seconds: float, count: int):
     return batches, len(tokenizer)
 
 
-def _loop(recipe: Recipe, vocab_size: int, share_front: bool) -> _Loop:
+def _loop(recipe: Recipe, vocab_size: int, share_front: bool) -> TrainingStep:
     torch.manual_seed(0)
     factory = getattr(conformer, recipe.model)
     model = factory(vocab_size, **({"subsampling_factor": recipe.subsampling_factor} if recipe.subsampling_factor else {}))
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr)
-    return _Loop(recipe, model, optimizer, [SubnetSpec.from_id(t) for t in recipe.targets], torch.device("cpu"), 0, 1,
+    return TrainingStep(recipe, model, optimizer, [SubnetSpec.from_id(t) for t in recipe.targets], torch.device("cpu"), 0, 1,
                  share_front=share_front)
 
 
-def _time_interleaved(loops: dict[str, _Loop], batches) -> dict[str, tuple[float, float]]:
+def _time_interleaved(loops: dict[str, TrainingStep], batches) -> dict[str, tuple[float, float]]:
     """Each batch runs once per setting, settings taking turns. The first batch is a warm-up, not timed."""
     totals = {name: [0.0, 0.0] for name in loops}
     for i, batch in enumerate(batches):
@@ -85,7 +85,7 @@ def main() -> None:
         "full float system alone": _loop(full, vocab_size, share_front=True),
     }
     timed = _time_interleaved(settings, batches)
-    native = _use_bf16("auto", torch.device("cpu"))
+    native = use_bf16("auto", torch.device("cpu"))
     print(f"{recipe.name}, sandwich of {recipe.systems_per_step} of {len(recipe.targets)} targets, {recipe.units} units, "
           f"{torch.get_num_threads()} threads, native bf16: {'yes' if native else 'no (bf16 row runs float32)'}")
     print(f"{'setting':<28}{'audio s':>9}{'wall s':>9}{'audio-s/s':>11}{'s/step':>9}{'speed-up':>10}")

@@ -30,7 +30,7 @@ from allinone.evaluate import save_hypotheses, score_utterance, system_result
 from allinone.files import MAX_NESTING, parse_json, read_json
 from allinone.package import describe_bundle, write_bundle
 from allinone.train.recipe import load_recipe, recipe_from_dict
-from allinone.train.trainer import _Loop, train
+from allinone.train.trainer import TrainingStep, train
 from allinone_runtime.audio import read_audio
 from allinone_runtime.errors import RuntimeInputError
 from allinone_runtime.schema import read_json_file
@@ -130,7 +130,7 @@ def test_a_nonfinite_step_leaves_the_weights_unchanged_and_a_finite_one_trains()
     model, recipe = ckpt.model, recipe_from_dict(INIT_RECIPE)
     targets = ckpt.tokenizer().encode(TEXT)
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr)
-    loop = _Loop(recipe, model, optimizer, ckpt.targets, torch.device("cpu"), rank=0, world=1)
+    loop = TrainingStep(recipe, model, optimizer, ckpt.targets, torch.device("cpu"), rank=0, world=1)
     clean = torch.from_numpy(SPEECH.copy())
     broken = clean.clone()
     broken[500] = float("inf")

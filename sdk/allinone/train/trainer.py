@@ -7,6 +7,10 @@ the smallest target plus random others. Each system's loss is back-propagated as
 
 Everything random in a step (which systems, dropout) derives from (seed, step) and the data order from
 (seed, epoch), so a resumed run continues exactly as if it had never stopped.
+
+One module, over 400 lines, because `train` and its run-folder bookkeeping (resume checks, metrics log,
+atomic saves) and `TrainingStep` (the loss of one step) change together whenever the recipe grows a key;
+benchmarks/train_throughput.py drives `TrainingStep` directly.
 """
 
 from __future__ import annotations
@@ -222,7 +226,7 @@ def train(recipe: Recipe, train_manifest, dev_manifest, out, *, max_steps: int |
                             seed=recipe.seed)
     sampler = DurationBatchSampler([u.duration for u in train_utts], recipe.max_batch_seconds, seed=recipe.seed,
                                    num_replicas=world, rank=rank)
-    trainer = _Loop(recipe, model, optimizer, targets, device, rank, world)
+    trainer = TrainingStep(recipe, model, optimizer, targets, device, rank, world)
     if rank == 0:
         log.info("training %s (%s units, %d symbols) with bf16 autocast %s", recipe.model, recipe.units,
                  len(tokenizer), "on" if trainer.bf16 else "off")
@@ -322,7 +326,7 @@ def _tokenizer_for(recipe: Recipe, train_manifest, start, resumed_out: Path | No
     return train_sentencepiece(texts, recipe.bpe_vocab_size)
 
 
-def _use_bf16(setting: str, device: torch.device) -> bool:
+def use_bf16(setting: str, device: torch.device) -> bool:
     """bfloat16 autocast where it pays: native bf16 matmuls (AMX / AVX512-BF16 CPUs, CUDA), or when forced."""
     if setting != "auto":
         return setting == "on"
@@ -349,14 +353,14 @@ def _progress_bar(total: int, initial: int, enabled: bool):
     return tqdm(total=total, initial=initial, disable=not enabled, unit="step", dynamic_ncols=True)
 
 
-class _Loop:
+class TrainingStep:
     """One optimisation step over the chosen nested systems."""
 
     def __init__(self, recipe: Recipe, model, optimizer, targets, device, rank: int, world: int,
                  share_front: bool = True):
         self.recipe, self.model, self.optimizer, self.targets = recipe, model, optimizer, targets
         self.device, self.rank, self.world = device, rank, world
-        self.bf16 = _use_bf16(recipe.bf16, device)
+        self.bf16 = use_bf16(recipe.bf16, device)
         self.share_front = share_front and hasattr(model, "front")  # off: each system recomputes it (benchmarks)
 
     def _nonfinite(self, losses: dict, kls: dict, grad_norm: torch.Tensor) -> list[str]:
