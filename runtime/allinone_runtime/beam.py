@@ -2,6 +2,8 @@
 
 The native runner (runtime/cpp/src/beam.cpp) implements the same algorithm step for step, with the same
 double arithmetic in the same order, so both runtimes return the same transcript for the same log-probs.
+One module, over 400 lines, because the search and its text state (trie walk, LM scoring, hotword
+boosts) must stay in lock step with beam.cpp, which is easiest to check side by side in one file each.
 
 Hypotheses are collapsed unit sequences (CTC prefixes) with a blank-ending and a non-blank-ending
 log-probability (Graves 2012; Hannun et al. 2014). Units are the model's symbols: characters with " "
