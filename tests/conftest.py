@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -27,6 +28,19 @@ def synth_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("synth_corpus")
     synthesize(out, SYNTH_CORPUS_HOURS, SYNTH_CORPUS_SEED, corpus_version=1, progress=False)  # fast engines only
     return out
+
+
+@pytest.fixture(scope="session", autouse=True)
+def session_cache(tmp_path_factory: pytest.TempPathFactory):
+    """allinone's cache (lowered programs, timings) of this test session, not the user's: tests start cold and
+    leave nothing behind; CLI subprocesses inherit it. Tests that need their own pass --cache-dir."""
+    before = os.environ.get("ALLINONE_CACHE_DIR")
+    os.environ["ALLINONE_CACHE_DIR"] = str(tmp_path_factory.mktemp("allinone-cache"))
+    yield Path(os.environ["ALLINONE_CACHE_DIR"])
+    if before is None:
+        os.environ.pop("ALLINONE_CACHE_DIR")
+    else:
+        os.environ["ALLINONE_CACHE_DIR"] = before
 
 
 # --- the allinone CLI on the trained tiny checkpoint (build and demo tests) ---

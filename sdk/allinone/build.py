@@ -109,13 +109,14 @@ def _write(ckpt, program, check: Verification, sizes, out: Path, *, selection=No
 
 
 def export_bundle(checkpoint, spec: SubnetSpec | str, out: str | Path, *, force: bool = False,
-                  audio: torch.Tensor | None = None) -> Path:
+                  audio: torch.Tensor | None = None, cache=None) -> Path:
     """`allinone export`: lower `spec` of `checkpoint` (a path or a loaded Checkpoint), verify the .pte on
     real speech and write the bundle directory `out`, with no profile. Sizes are counted here (no catalog
-    needed); a build takes them from the catalog instead."""
+    needed); a build takes them from the catalog instead. `cache`: the `LoweringCache` (default: the user's)."""
     from allinone.checkpoint import Checkpoint, load_checkpoint
     from allinone.errors import BadInputError
-    from allinone.export import export_subnet
+    from allinone.lowering import lower_cached
+    from allinone.lowering_cache import LoweringCache
     from allinone.package import BundleSizes
     from allinone.size import subnet_size, subnet_weight_bytes
 
@@ -124,7 +125,7 @@ def export_bundle(checkpoint, spec: SubnetSpec | str, out: str | Path, *, force:
     ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
     spec = SubnetSpec.from_id(spec) if isinstance(spec, str) else spec
     ckpt.model.search_space.validate(spec)
-    program = export_subnet(ckpt.model, spec)
+    program = lower_cached(ckpt.model, spec, cache if cache is not None else LoweringCache.default()).program
     check = verify_program(program.pte, program.module, ckpt.tokenizer(), spec.weight_bits, audio)
     size = subnet_size(ckpt.model, spec)
     sizes = BundleSizes(size.params, size.weight_bytes, size.macs_per_second,
@@ -143,11 +144,12 @@ class BuiltBundle:
     wer: float | None
     reused_lowering: bool  # another profile selected the same system, so its lowering was reused
     manifest: dict = field(default_factory=dict, repr=False)  # the manifest written (callers need not reread it)
+    lowering: dict = field(default_factory=dict)  # {cache: hit|miss|off, seconds}: how this build got the program
 
     def to_dict(self) -> dict:
         return {"profile": self.profile, "path": str(self.path), "subnet": self.subnet, "pte_bytes": self.pte_bytes,
                 "weight_bytes": self.weight_bytes, "sha256": self.sha256, "wer": self.wer,
-                "reused_lowering": self.reused_lowering}
+                "reused_lowering": self.reused_lowering, "lowering": self.lowering}
 
 
 @dataclass
@@ -170,8 +172,8 @@ def _profile_names(profiles: list) -> str:
 
 
 def build_bundles(checkpoint: str | Path, profiles: list[str], out: str | Path, *, force: bool = False,
-                  audio: torch.Tensor | None = None, progress: bool = True,
-                  decoder=None) -> tuple[list[BuiltBundle], list[BuildFailure]]:
+                  audio: torch.Tensor | None = None, progress: bool = True, decoder=None, cache=None,
+                  jobs: int | None = None) -> tuple[list[BuiltBundle], list[BuildFailure]]:
     """select -> lower -> verify -> bundle, each stage over all profiles before the next, logged once per stage.
 
     `decoder` (`allinone.memory.DecoderCost`, for `build --lm`): the LM's bytes and the beam-search decoder's
@@ -180,20 +182,26 @@ def build_bundles(checkpoint: str | Path, profiles: list[str], out: str | Path, 
     Profiles that select the same system share one lowering and one verification (the program is the same
     bytes), recorded in each of their bundles. A profile that nothing fits, or whose program fails
     verification, is reported in the failures and gets no bundle; the others are still built. The progress
-    bar counts systems lowered, not profiles, and shows no ETA: lowerings differ in length by minutes."""
+    bar counts systems lowered, not profiles, and shows no ETA: lowerings differ in length by minutes.
+
+    Programs come from `cache` (an `allinone.lowering_cache.LoweringCache`; default: the user's) when it holds
+    them; the rest are lowered in up to `jobs` processes (`allinone.lowering.worker_count`)."""
     from tqdm import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     from allinone.catalog import load_catalog
     from allinone.checkpoint import load_checkpoint
     from allinone.errors import AllinoneError, BadInputError
-    from allinone.export import export_subnet
+    from allinone.lowering import check_jobs, lower_systems
+    from allinone.lowering_cache import LoweringCache
     from allinone.package import BundleSizes
     from allinone.profiles import load_profile
     from allinone.select import select
     from allinone.size import subnet_weight_bytes
 
+    check_jobs(jobs)
     out = Path(out)
+    cache = cache if cache is not None else LoweringCache.default()
     ckpt = load_checkpoint(checkpoint)
     catalog_path = Path(checkpoint) / "catalog.json"
     if not catalog_path.is_file():
@@ -226,20 +234,22 @@ def build_bundles(checkpoint: str | Path, profiles: list[str], out: str | Path, 
         log.info("select: %s -> %s to lower: %s", _count(len(chosen), "profile"), _count(len(systems), "system"),
                  "; ".join(f"{spec.id} ({_profile_names(shared)})" for spec, shared in systems.items()))
 
-    # lower: one program per distinct system
-    lowered = {}
+    # lower: one program per distinct system, read back from the lowering cache or lowered (several at once)
     bar = tqdm(total=len(systems), desc="lower", unit="system", disable=not progress or not systems,
                dynamic_ncols=True, bar_format="{desc}: {n}/{total} systems [{elapsed}]{postfix}")
+
+    def done(spec: SubnetSpec) -> None:
+        bar.set_postfix_str(f"{spec.id}: done", refresh=False)
+        bar.update()
+
     with bar, logging_redirect_tqdm():
-        for spec, shared in systems.items():
-            try:
-                lowered[spec] = export_subnet(ckpt.model, spec,
-                                              on_step=lambda step, spec=spec: bar.set_postfix_str(f"{spec.id}: {step}"))
-            except AllinoneError as err:
-                for profile in shared:
-                    fail(profile, err)
-            bar.set_postfix_str(f"{spec.id}: done", refresh=False)
-            bar.update()
+        got, errors = lower_systems(ckpt.model, list(systems), cache, checkpoint=checkpoint, jobs=jobs,
+                                    on_step=lambda spec, step: bar.set_postfix_str(f"{spec.id}: {step}"),
+                                    on_done=done)
+    for spec, err in errors.items():
+        for profile in systems[spec]:
+            fail(profile, err)
+    lowered = {spec: got[spec].program for spec in systems if spec in got}  # in the order selected
 
     # verify: each program once, on speech
     tokenizer = ckpt.tokenizer()
@@ -268,7 +278,8 @@ def build_bundles(checkpoint: str | Path, profiles: list[str], out: str | Path, 
             written = _write(ckpt, program, check, sizes, out / profile.name, selection=selection,
                              dev_manifest=catalog.meta.get("manifest"), force=force)
             built.append(BuiltBundle(profile.name, written.path, spec.id, len(program.pte), entry.weight_bytes,
-                                     written.pte_sha256, entry.wer, reused_lowering=k > 0, manifest=written.manifest))
+                                     written.pte_sha256, entry.wer, reused_lowering=k > 0, manifest=written.manifest,
+                                     lowering=got[spec].to_dict()))
         log.info("bundle: %s -> %s/{%s}", spec.id, out, ",".join(p.name for p in systems[spec]))
     order = {profile.name: i for i, profile in enumerate(loaded)}
     return (sorted(built, key=lambda b: order[b.profile]),

@@ -85,7 +85,8 @@ def _activation_probes(entries: Sequence[CatalogEntry]) -> list[CatalogEntry]:
 
 def _with_activations(entries: list[CatalogEntry], model) -> tuple[list[CatalogEntry], list[str]]:
     """Measure planned activations on the probes not yet measured and predict the rest (ACTIVATION_RULE)."""
-    from allinone.export import export_subnet
+    from allinone.lowering import lower_cached
+    from allinone.lowering_cache import LoweringCache
     from allinone.memory import planned_activation_bytes
     from allinone.spec import SubnetSpec
 
@@ -96,7 +97,7 @@ def _with_activations(entries: list[CatalogEntry], model) -> tuple[list[CatalogE
                for e in entries):
             continue  # this precision already has a measurement
         log.info("lowering %s to measure its planned activation memory", probe.subnet)
-        pte = export_subnet(model, SubnetSpec.from_id(probe.subnet)).pte
+        pte = lower_cached(model, SubnetSpec.from_id(probe.subnet), LoweringCache.default()).program.pte
         by_id[probe.subnet] = dataclasses.replace(
             probe, pte_bytes=len(pte), activation_bytes=planned_activation_bytes(pte),
             provenance={**probe.provenance, "activation_bytes": "measured", "pte_bytes": "measured"})

@@ -201,9 +201,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="DIST", help="bundles go to DIST/<profile>/")
     p.add_argument("--force", action="store_true", help="replace existing bundles")
     p.add_argument("--verify-audio", metavar="FILE", help="speech to verify each .pte on (default: the shipped clip)")
-    p.add_argument("--json", action="store_true", help="print each bundle (path, subnet, sizes, sha256) as JSON")
+    p.add_argument("--json", action="store_true", help="print each bundle (path, subnet, sizes, sha256, lowering "
+                   "seconds and cache hit/miss) as JSON")
     _add_decoder_options(p, "put this LM (an `allinone lm build` directory) in every bundle: transcripts come from "
                             "CTC prefix beam search with it; the options below become the manifest's defaults")
+    _add_lowering_options(p, jobs=True)
     _add_verbose(p)
     p.set_defaults(func=_cmd_build)
 
@@ -214,8 +216,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace an existing bundle")
     p.add_argument("--verify-audio", metavar="FILE", help="speech to verify the .pte on (default: the shipped clip)")
     _add_decoder_options(p, "put this LM in the bundle (see `build --lm`)")
+    _add_lowering_options(p, jobs=False)
     _add_verbose(p)
     p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("cache", help="show or free the lowering cache (programs kept so an unchanged system is "
+                                     "not lowered again)")
+    actions = p.add_subparsers(dest="action", required=True)
+    q = actions.add_parser("list", help="entries (subnet, size, age) and the total")
+    q.add_argument("--cache-dir", metavar="DIR", help="the cache to list (default: the user's cache directory)")
+    q.add_argument("--json", action="store_true", help="print the entries as JSON")
+    q.set_defaults(func=_cmd_cache_list)
+    q = actions.add_parser("clear", help="remove every entry")
+    q.add_argument("--cache-dir", metavar="DIR", help="the cache to clear (default: the user's cache directory)")
+    q.set_defaults(func=_cmd_cache_clear)
 
     p = sub.add_parser("runner", help="cross-build the native runner for a device and write it as a self-contained "
                                       "folder (runner, ExecuTorch libraries, runner.json with sha256)")
@@ -255,6 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--static-host-profile", action="store_true", help="use the shipped figures for this machine's "
                    "profile instead of a profile measured here (by default measured once with `allinone profiles "
                    "measure` and cached)")
+    _add_lowering_options(p, jobs=True)
     _add_verbose(p)
     p.set_defaults(func=_cmd_demo)
 
@@ -344,6 +359,42 @@ def _add_debug(parser: argparse.ArgumentParser) -> None:
                 _add_debug(child)
 
 
+def _add_lowering_options(p: argparse.ArgumentParser, *, jobs: bool) -> None:
+    p.add_argument("--cache-dir", metavar="DIR", help="lowering cache to read and fill (default: programs/ in the "
+                   "user's cache directory, $ALLINONE_CACHE_DIR or ~/.cache/allinone)")
+    p.add_argument("--no-cache", action="store_true", help="lower every system, reading and storing nothing")
+    if jobs:
+        p.add_argument("--jobs", type=int, default=None, metavar="N", help="systems lowered at once, each in its "
+                       "own process (default: as many as cores and memory allow)")
+
+
+def _lowering_cache(args: argparse.Namespace):
+    from allinone.lowering_cache import LoweringCache
+
+    return LoweringCache.from_options(args.cache_dir, args.no_cache)
+
+
+def _cmd_cache_list(args: argparse.Namespace) -> int:
+    from allinone.lowering_cache import LoweringCache, format_listing
+
+    cache = LoweringCache.from_options(args.cache_dir, False)
+    if args.json:
+        print(json.dumps({"directory": str(cache.directory), "entries": [e.to_dict() for e in cache.entries()]},
+                         indent=2))
+    else:
+        print(format_listing(cache))
+    return 0
+
+
+def _cmd_cache_clear(args: argparse.Namespace) -> int:
+    from allinone.lowering_cache import LoweringCache
+
+    cache = LoweringCache.from_options(args.cache_dir, False)
+    removed, freed = cache.clear()
+    print(f"removed {removed} entr{'y' if removed == 1 else 'ies'}, {freed / 2**20:.2f} MiB freed from {cache.directory}")
+    return 0
+
+
 def _add_verbose(p: argparse.ArgumentParser) -> None:
     p.add_argument("--verbose", action="store_true", help="also log each layer left in float and ExecuTorch's "
                    "own informational output (its CPU probe)")
@@ -427,7 +478,8 @@ def _cmd_build(args: argparse.Namespace) -> int:
 
         cost = decoder_cost(args.lm, decoder.beam)
     built, failures = build_bundles(args.checkpoint, profiles, args.out, force=args.force,
-                                    audio=_verify_audio(args.verify_audio), progress=not args.json, decoder=cost)
+                                    audio=_verify_audio(args.verify_audio), progress=not args.json, decoder=cost,
+                                    cache=_lowering_cache(args), jobs=args.jobs)
     if decoder is not None:
         from allinone.bundle_lm import attach_lm
 
@@ -460,7 +512,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
     _verbose_logging(args.verbose)
     decoder = _checked_lm(args)
-    path = export_bundle(args.checkpoint, args.subnet, args.out, force=args.force, audio=_verify_audio(args.verify_audio))
+    path = export_bundle(args.checkpoint, args.subnet, args.out, force=args.force, audio=_verify_audio(args.verify_audio),
+                         cache=_lowering_cache(args))
     if decoder is not None:
         from allinone.bundle_lm import attach_lm
 
@@ -528,7 +581,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     _verbose_logging(args.verbose)
     result = run_demo(args.checkpoint, args.out, audio=args.audio, profiles=args.profile, threads=args.threads,
-                      measure_host=not args.static_host_profile)
+                      measure_host=not args.static_host_profile, cache=_lowering_cache(args), jobs=args.jobs)
     print(format_summary(result))
     return result.exit_code
 

@@ -405,11 +405,14 @@ def pick_host_bundle(loaded: list[DeviceProfile], built: list[BuiltBundle],
 
 def run_demo(checkpoint: str | Path = DEFAULT_CHECKPOINT, out: str | Path = DEFAULT_OUT, *,
              audio: str | Path | None = None, profiles: list[str] | None = None, threads: int | None = None,
-             progress: bool = True, allinone: str | None = None, measure_host: bool = True) -> DemoResult:
+             progress: bool = True, allinone: str | None = None, measure_host: bool = True, cache=None,
+             jobs: int | None = None) -> DemoResult:
     """Build every profile's bundle into OUT, transcribe and time the clip with this machine's bundle, and
     write OUT/demo.md, OUT/demo.json and OUT/report/. Returns what the table shows. `allinone` is how the
-    "what next" commands call the CLI (default: `allinone_command()`)."""
+    "what next" commands call the CLI (default: `allinone_command()`); `cache` and `jobs` go to the build
+    (`allinone.build.build_bundles`)."""
     from allinone.build import build_bundles
+    from allinone.lowering import check_jobs
     from allinone.profiles import list_profiles, load_profile
     from allinone_runtime.device import device_info
 
@@ -418,6 +421,7 @@ def run_demo(checkpoint: str | Path = DEFAULT_CHECKPOINT, out: str | Path = DEFA
     check_inputs(checkpoint, audio)
     if threads is not None and threads < 1:
         raise BadInputError(f"--threads: expected >= 1, got {threads}")
+    check_jobs(jobs)
     names = list(profiles) if profiles else list_profiles()
     loaded = [load_profile(name) for name in names]  # unknown names refused before the directory is touched
     if claim_out_dir(out):
@@ -437,7 +441,7 @@ def run_demo(checkpoint: str | Path = DEFAULT_CHECKPOINT, out: str | Path = DEFA
                      f"leave-one-out error max {fit.loo_max_error_pct:g}% over {fit.systems} systems) instead of the "
                      f"shipped {host.name}'s figures, measured on another CPU.")
         log.info("%s", host_note)
-    built, failures = build_bundles(checkpoint, names, out, force=True, progress=progress)
+    built, failures = build_bundles(checkpoint, names, out, force=True, progress=progress, cache=cache, jobs=jobs)
 
     measured, copy_from = None, None
     if built:

@@ -129,31 +129,15 @@ def runtime_overhead_bytes(pte: bytes, *, threads: int, audio_s: float) -> tuple
 
 
 def lowered_program(model, spec, work_dir: str | Path | None = None) -> bytes:
-    """The .pte of `spec` cut from `model`, lowered once and cached in `work_dir` when given.
+    """The .pte of `spec` cut from `model`, lowered once and kept in the lowering cache `work_dir` when given.
 
-    The cache is keyed by the architecture, the ExecuTorch version and the source of the code that builds the
-    program (models, quantization, export), not by the weights: timing and memory planning do not depend on
-    weight values, so random-initialised weights time like trained ones."""
-    import hashlib
-    from importlib.metadata import version
+    The entry is keyed by the architecture, not the weights (`allinone.lowering.lower_cached` with `weights`
+    False; the export code and library versions count as for every entry): timing and memory planning do not
+    depend on weight values, so random-initialised weights time like trained ones."""
+    from allinone.lowering import lower_cached
+    from allinone.lowering_cache import LoweringCache
 
-    import allinone
-    from allinone.files import atomic_write_bytes
-    from allinone.export import export_subnet
-
-    if work_dir is None:
-        return export_subnet(model, spec).pte
-    digest = hashlib.sha256(json.dumps(model.cfg.to_dict(), sort_keys=True).encode())
-    package = Path(allinone.__file__).parent
-    for source in sorted([package / "export.py", package / "quantize.py", *package.glob("nn/*.py"),
-                          *package.glob("models/*.py")]):
-        digest.update(source.read_bytes())
-    path = Path(work_dir) / f"{digest.hexdigest()[:12]}-executorch{version('executorch')}" / f"{spec.id}.pte"
-    if path.is_file():
-        return path.read_bytes()
-    pte = export_subnet(model, spec).pte
-    atomic_write_bytes(path, pte)
-    return pte
+    return lower_cached(model, spec, LoweringCache(work_dir), weights=False).program.pte
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from typing import Callable, Sequence
 
 from allinone.errors import BadInputError
 from allinone.files import atomic_write_text
+from allinone.lowering_cache import cache_root  # re-exported: the cache root lives with the lowering cache
 
 __all__ = ["cache_root", "design", "timing_cache_path", "MeasuredProfile", "measure_profile", "default_base",
            "host_profile_path", "cached_host_profile", "ROUND_RUNS"]
@@ -35,13 +36,6 @@ log = logging.getLogger(__name__)
 
 ROUND_RUNS = 5  # timed calls per program per round; the cache is saved after each round
 TIMING_CACHE_VERSION = 1
-
-
-def cache_root() -> Path:
-    """allinone's cache: $ALLINONE_CACHE_DIR, else $XDG_CACHE_HOME/allinone, else ~/.cache/allinone."""
-    if os.environ.get("ALLINONE_CACHE_DIR"):
-        return Path(os.environ["ALLINONE_CACHE_DIR"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "allinone"
 
 
 def design(space) -> list:
