@@ -184,7 +184,7 @@ def test_cache_list_and_clear(warm, tmp_path):
     (cache / "not-ours.txt").write_text("a file the cache did not make")
     (cache / ".staging-abc-123").mkdir()  # what an interrupted write leaves
     listed = run_allinone("cache", "list", "--cache-dir", str(cache)).stdout.splitlines()
-    assert SPEC.id in listed[0] and "weights" in listed[0] and listed[-1].startswith(f"1 entry, ")
+    assert SPEC.id in listed[0] and "weights" in listed[0] and listed[-1].startswith("1 entry, ")
     assert listed[-1].endswith(f" MiB in {cache}")
     as_json = json.loads(run_allinone("cache", "list", "--cache-dir", str(cache), "--json").stdout)
     (entry,) = as_json["entries"]

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from allinone.errors import BadInputError
+from allinone.files import parse_json
 
 __all__ = ["CACHE_FORMAT_VERSION", "ENTRY_KIND", "cache_root", "default_cache_dir", "export_code_digest",
            "program_key", "CacheEntry", "LoweringCache", "format_listing"]
@@ -52,6 +53,7 @@ EXPORT_SOURCES = ("export.py", "quantize.py", "nn/*.py", "models/*.py")
 _KEY = re.compile(r"^[0-9a-f]{64}$")
 _STAGING_PREFIX = ".staging-"
 _LEGACY = re.compile(r"^[0-9a-f]{12}-executorch.+$")  # the timing programs' folders before this cache
+MAX_SIDECAR_BYTES = 1 << 20  # entry.json is about a kilobyte; anything far larger is not ours
 
 
 def cache_root() -> Path:
@@ -111,6 +113,14 @@ class CacheEntry:
                     self.created, datetime.timezone.utc).isoformat(timespec="seconds")}
 
 
+def _read_sidecar(path: Path) -> Any:
+    """entry.json parsed; ValueError when it is too large, not UTF-8 or not JSON (BadInputError is one)."""
+    data = path.read_bytes()
+    if len(data) > MAX_SIDECAR_BYTES:
+        raise ValueError(f"{len(data):,} bytes")
+    return parse_json(data.decode("utf-8"), str(path), "a lowering cache entry")
+
+
 def _write_synced(path: Path, data: bytes) -> None:
     with open(path, "wb") as f:
         f.write(data)
@@ -160,16 +170,11 @@ class LoweringCache:
         if self.directory is None:
             return None
         entry = self.directory / key
-        try:
-            sidecar = (entry / SIDECAR).read_bytes()
-        except (FileNotFoundError, NotADirectoryError):
-            return None
-        except OSError as err:
-            log.warning("lowering cache %s: cannot read (%s); lowering %s without it", entry, err.strerror, subnet)
+        if not (entry / SIDECAR).is_file():
             return None
         problem, pte, meta = None, b"", {}
         try:
-            meta = json.loads(sidecar)
+            meta = _read_sidecar(entry / SIDECAR)
             if not isinstance(meta, dict) or meta.get("kind") != ENTRY_KIND:
                 problem = f"{SIDECAR} is not a lowering cache entry"
             elif meta.get("format_version") != CACHE_FORMAT_VERSION or meta.get("key") != key:
@@ -182,7 +187,7 @@ class LoweringCache:
         except ValueError:
             problem = f"{SIDECAR} is not valid JSON"
         except OSError as err:
-            problem = f"cannot read {PROGRAM} ({err.strerror})"
+            problem = f"cannot read it ({err.strerror})"
         if problem is not None:
             log.warning("lowering cache %s: corrupt entry (%s); lowering %s again", entry, problem, subnet)
             _remove(entry)
@@ -233,7 +238,7 @@ class LoweringCache:
                 continue
             size = sum(f.stat().st_size for f in entry.iterdir() if f.is_file())
             try:
-                meta = json.loads((entry / SIDECAR).read_bytes())
+                meta = _read_sidecar(entry / SIDECAR)
                 created = datetime.datetime.fromisoformat(meta["created"]).timestamp()
                 subnet, inputs = str(meta["subnet"]), str(meta.get("inputs", "?"))
             except (OSError, ValueError, KeyError, TypeError):
