@@ -143,12 +143,12 @@ def test_coarser_frame_rates_keep_lengths_and_extraction_exact(factor):
 
 
 def test_medium_factory_is_five_times_small_and_its_smallest_a_tenth_of_its_largest():
-    medium, small = conformer_medium(257), conformer_small(VOCAB)
+    medium, small = conformer_medium(VOCAB), conformer_small(VOCAB)
     largest = subnet_size(medium, medium.search_space.largest()).macs_per_second
     smallest = subnet_size(medium, medium.search_space.smallest()).macs_per_second
     assert largest >= 5 * subnet_size(small, small.search_space.largest()).macs_per_second
     assert largest >= 10 * smallest
-    assert medium.frame_shift_s == pytest.approx(0.08)
+    assert medium.frame_shift_s == pytest.approx(0.04)
 
 
 def test_config_refuses_widths_4bit_kernels_cannot_take():
@@ -200,3 +200,46 @@ def test_zero_init_residual_starts_every_depth_as_the_same_function():
         optimizer.step()
     block = model.blocks[1]
     assert block.ffn2_down.weight.abs().sum() > 0 and block.ffn2_up.weight.grad.abs().sum() > 0
+
+
+@pytest.fixture(scope="module")
+def tiny_prenorm():
+    """conformer_tiny with pre-norm blocks and one final LayerNorm (conformer_medium's block layout)."""
+    torch.manual_seed(0)
+    model = conformer_tiny_prenorm().eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return model
+
+
+def conformer_tiny_prenorm():
+    from dataclasses import replace
+
+    from allinone.models.conformer import ConformerSupernet
+    return ConformerSupernet(replace(conformer_tiny(VOCAB).cfg, block_output_norm=False))
+
+
+def test_prenorm_systems_extract_exactly_and_hold_one_final_norm(tiny_prenorm):
+    waveform, lengths = _speech_batch()
+    for spec in [s for s in tiny_prenorm.search_space.enumerate() if s.weight_bits == 32]:
+        expected, _ = tiny_prenorm(waveform, lengths, spec)
+        got, _ = tiny_prenorm.extract_subnet(spec)(waveform, lengths)
+        assert (got - expected).abs().max() < 1e-5, spec.id
+    keys = tiny_prenorm.state_dict().keys()
+    assert "final_norm.weight" in keys and not any("out_norm" in k for k in keys)
+    # The final norm is what every depth ends with: changing it changes every system's output.
+    spec = tiny_prenorm.search_space.smallest()
+    before, _ = tiny_prenorm(waveform, lengths, spec)
+    with torch.no_grad():
+        tiny_prenorm.final_norm.weight.mul_(2.0)
+        after, _ = tiny_prenorm(waveform, lengths, spec)
+        tiny_prenorm.final_norm.weight.mul_(0.5)
+    assert (after - before).abs().max() > 1e-2
+
+
+def test_configs_written_before_the_block_layout_key_read_as_post_norm():
+    data = ConformerConfig(vocab_size=VOCAB).to_dict()
+    del data["block_output_norm"]
+    assert ConformerConfig.from_dict(data).block_output_norm is True
+    assert conformer_medium(VOCAB).cfg.block_output_norm is False

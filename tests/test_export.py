@@ -92,3 +92,19 @@ def test_input_outside_the_exported_range_is_refused(trained):
     method = program.load_method("forward")
     with pytest.raises(RuntimeError):
         method.execute([torch.zeros(1, MAX_SAMPLES + 16000)])
+
+
+def test_prenorm_system_lowers_to_one_partition_and_runs_like_eager():
+    """conformer_medium's block layout (pre-norm blocks, one final LayerNorm) lowers as the post-norm one does."""
+    from dataclasses import replace
+
+    from allinone.models.conformer import ConformerSupernet, conformer_tiny
+    torch.manual_seed(0)
+    model = ConformerSupernet(replace(conformer_tiny(29).cfg, block_output_norm=False)).eval()
+    exported = export_subnet(model, SubnetSpec(2, 128, 2, 8))
+    program = Runtime.get().load_program(exported.pte)
+    got = program.load_method("forward").execute([_speech()])[0]
+    with torch.no_grad():
+        expected = exported.module(_speech())
+    assert got.shape == expected.shape and (got - expected).abs().max() < TOLERANCE[8][0]
+    assert exported.partitions == 1 and "native_layer_norm" not in exported.portable_ops

@@ -52,6 +52,10 @@ class ConformerConfig:
     ffn_dims: tuple[int, ...] = (128, 256, 384, 512)  # elastic feed-forward widths
     head_choices: tuple[int, ...] = (2, 3, 4)  # elastic head counts
     weight_bits: tuple[int, ...] = (32, 8, 4)
+    # True: the Conformer paper's LayerNorm closing every block (post-norm residual stream). False: pre-norm
+    # blocks and one shared LayerNorm before the output layer, which deep stacks train through from a short
+    # warm-up (docs/benchmarks.md, the CTC plateau); every depth's output still passes one LayerNorm.
+    block_output_norm: bool = True
     frontend: FrontendConfig = field(default_factory=FrontendConfig)
 
     @property
@@ -104,15 +108,15 @@ class ConformerConfig:
         return cls(**data)
 
 
-def conformer_medium(vocab_size: int, subsampling_factor: int = 8) -> "ConformerSupernet":
-    """About 68M parameters: d_model 384, 20 blocks, 12 heads of 32, FFN 1536, 80 ms frames (x8) for subword
-    units. Its largest system costs about 5x conformer_small's MACs per second of audio and its smallest
-    (2 blocks, FFN 384, 4 heads) under a tenth of its largest: real device budgets bind somewhere in between.
-    The conv kernel spans the same 1.2 s as conformer_small's 15 frames at x4 (15 frames of 80 ms = 1.2 s)."""
+def conformer_medium(vocab_size: int, subsampling_factor: int = 4) -> "ConformerSupernet":
+    """About 33M parameters: d_model 256, 20 pre-norm blocks, 8 heads of 32, FFN 1152, 40 ms frames (x4) for
+    characters. Its largest system costs about 5.4x conformer_small's MACs per second of audio and its smallest
+    (2 blocks, FFN 256, 2 heads) about a thirteenth of its largest: real device budgets bind in between. Pre-norm
+    blocks with one final LayerNorm, because the post-norm stack stayed on the CTC plateau (docs/benchmarks.md)."""
     return ConformerSupernet(ConformerConfig(
-        vocab_size=vocab_size, d_model=384, n_layers=20, n_heads=12, ffn_dim=1536, conv_kernel=15,
-        subsampling_channels=64, subsampling_factor=subsampling_factor, dropout=0.1,
-        depths=(2, 4, 8, 12, 16, 20), ffn_dims=(384, 768, 1152, 1536), head_choices=(4, 8, 12)))
+        vocab_size=vocab_size, d_model=256, n_layers=20, n_heads=8, ffn_dim=1152, conv_kernel=15,
+        subsampling_channels=64, subsampling_factor=subsampling_factor, dropout=0.1, block_output_norm=False,
+        depths=(2, 4, 8, 12, 16, 20), ffn_dims=(256, 512, 768, 1152), head_choices=(2, 4, 8)))
 
 
 def conformer_small(vocab_size: int, subsampling_factor: int = 4) -> "ConformerSupernet":
@@ -202,10 +206,11 @@ class _ConvSubsampling(nn.Module):
 class _Block(nn.Module):
     """Parameters of one Conformer block; the supernet holds elastic linears, an extracted system plain ones."""
 
-    def __init__(self, d_model: int, conv_kernel: int, dropout: float, linear):
+    def __init__(self, d_model: int, conv_kernel: int, dropout: float, linear, output_norm: bool = True):
         super().__init__()
         self.ffn1_norm, self.attn_norm, self.conv_norm_in = nn.LayerNorm(d_model), nn.LayerNorm(d_model), nn.LayerNorm(d_model)
-        self.conv_norm_mid, self.ffn2_norm, self.out_norm = nn.LayerNorm(d_model), nn.LayerNorm(d_model), nn.LayerNorm(d_model)
+        self.conv_norm_mid, self.ffn2_norm = nn.LayerNorm(d_model), nn.LayerNorm(d_model)
+        self.out_norm = nn.LayerNorm(d_model) if output_norm else nn.Identity()
         self.ffn1_up, self.ffn1_down = linear("ffn1_up"), linear("ffn1_down")
         self.q_proj, self.k_proj, self.v_proj, self.out_proj = linear("q"), linear("k"), linear("v"), linear("out")
         self.conv_pointwise_in, self.conv_pointwise_out = linear("pw_in"), linear("pw_out")
@@ -249,8 +254,10 @@ class ConformerSupernet(nn.Module):
         self.subsampling = _ConvSubsampling(cfg.subsampling_channels, cfg.subsampling_factor)
         self.input_proj = ElasticLinear(cfg.subsampling_channels * cfg.subsampled_freq, d)
         self.blocks = nn.ModuleList(
-            _Block(d, cfg.conv_kernel, cfg.dropout, lambda name: ElasticLinear(*shapes[name]))
+            _Block(d, cfg.conv_kernel, cfg.dropout, lambda name: ElasticLinear(*shapes[name]), cfg.block_output_norm)
             for _ in range(cfg.n_layers))
+        # Pre-norm blocks leave the residual stream unnormalised: one LayerNorm, shared by every depth, closes it.
+        self.final_norm = nn.Identity() if cfg.block_output_norm else nn.LayerNorm(d)
         self.dropout = nn.Dropout(cfg.dropout)
         self.output = ElasticLinear(d, cfg.vocab_size)
 
@@ -296,7 +303,7 @@ class ConformerSupernet(nn.Module):
         pad_mask, attn_mask = _masks(out_lengths, x.shape[1])
         for block in self.blocks[: spec.depth]:
             x = block.run(x, self._linear_for(block, spec), spec.heads, self.cfg.head_dim, attn_mask, pad_mask)
-        logits = self.output(x, bits=bits)  # (B, T', V)
+        logits = self.output(self.final_norm(x), bits=bits)  # (B, T', V)
         return F.log_softmax(logits, dim=-1), out_lengths
 
     def zero_init_residual(self) -> None:
@@ -342,7 +349,8 @@ class ConformerSubnet(nn.Module):
         blocks = []
         for source in supernet.blocks[: spec.depth]:
             block = _Block(d, cfg.conv_kernel, 0.0,
-                           lambda name, src=source: getattr(src, _LINEAR_ATTR[name]).extract(*dims[name]))
+                           lambda name, src=source: getattr(src, _LINEAR_ATTR[name]).extract(*dims[name]),
+                           cfg.block_output_norm)
             shared = {k: v for k, v in source.state_dict().items() if not k.split(".")[0] in _LINEAR_ATTR.values()}
             block.load_state_dict(shared, strict=False)
             for name, child in list(block.named_children()):
@@ -351,6 +359,8 @@ class ConformerSubnet(nn.Module):
             block.conv_pointwise_in = _GatedPointwise(block.conv_pointwise_in)
             blocks.append(block)
         self.blocks = nn.ModuleList(blocks)
+        self.final_norm = (nn.Identity() if cfg.block_output_norm
+                           else _ExportableLayerNorm(supernet.final_norm))
         self.output = supernet.output.extract()
 
     def forward(self, waveform: torch.Tensor, lengths: torch.Tensor | None = None):
@@ -366,4 +376,4 @@ class ConformerSubnet(nn.Module):
         for block in self.blocks:
             x = block.run(x, lambda name, b=block: getattr(b, _LINEAR_ATTR["pw_in" if name == "glu" else name]),
                           self.heads, self.head_dim, attn_mask, pad_mask)
-        return F.log_softmax(self.output(x), dim=-1), out_lengths
+        return F.log_softmax(self.output(self.final_norm(x)), dim=-1), out_lengths
