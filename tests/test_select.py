@@ -226,17 +226,19 @@ def test_json_and_table_label_latency_as_predicted():
 
 
 def test_shipped_profiles_choose_differently():
-    """The same catalog gives a flagship, a budget phone and a Pi Zero different systems."""
-    cat = Catalog((entry("d12-w32", bits=32, mib=120, wer=0.070, gmacs=5.0, act_mib=30),
-                   entry("d12-w8", bits=8, mib=30, wer=0.071, gmacs=5.0, act_mib=30),
-                   entry("d12-w4", bits=4, mib=15, wer=0.075, gmacs=5.0, act_mib=30),
-                   entry("d6-w4", bits=4, mib=8, wer=0.09, gmacs=2.5, act_mib=15),
-                   entry("d3-w4", bits=4, mib=3, wer=0.15, gmacs=0.8, act_mib=8)))
+    """conformer_medium's sizes give a flagship, a budget phone, a Pi Zero and a watch four different systems
+    under the shipped budgets (1 s after the end of the reference utterance)."""
+    cat = Catalog((entry("d20-w32", bits=32, mib=128, wer=0.070, gmacs=0.923, act_mib=30),
+                   entry("d20-w8", bits=8, mib=34, wer=0.071, gmacs=0.923, act_mib=30),
+                   entry("d16-w8", bits=8, mib=27, wer=0.075, gmacs=0.747, act_mib=25),
+                   entry("d12-w8", bits=8, mib=16, wer=0.09, gmacs=0.454, act_mib=20),
+                   entry("d2-w4", bits=4, mib=1.6, wer=0.25, gmacs=0.072, act_mib=8)))
     chosen = {name: select(cat, load_profile(name)).chosen.entry.subnet
               for name in ("pixel-8", "galaxy-a14", "raspberry-pi-zero-2w", "galaxy-watch4")}
-    # fp32 at 5 GMAC per audio second: RTF ~0.17 on the Pixel (30 effective GMAC/s), ~0.83 on the A14 (6)
-    assert chosen == {"pixel-8": "d12-w32", "galaxy-a14": "d12-w8",
-                      "raspberry-pi-zero-2w": "d6-w4", "galaxy-watch4": "d6-w4"}
+    # 0.92 GMAC per audio second in fp32: RTF ~0.03 on the Pixel (30 effective GMAC/s), ~0.15 > 0.1 on the A14 (6);
+    # int8 on the Pi Zero (4.8): d20 0.19, d16 0.16, d12 0.095 < 0.1; on the watch (4.2, 5 s): d16 0.18 < 0.2
+    assert chosen == {"pixel-8": "d20-w32", "galaxy-a14": "d20-w8",
+                      "raspberry-pi-zero-2w": "d12-w8", "galaxy-watch4": "d16-w8"}
 
 
 # ---- catalog file -----------------------------------------------------------------------------------------------------
