@@ -91,6 +91,23 @@ def test_dev_and_test_speakers_and_sentences_are_never_in_train(synth_corpus: Pa
     assert not texts["dev"] & texts["test"]
 
 
+def test_data_text_writes_the_split_pool_which_holds_every_spoken_sentence_of_it_and_none_of_the_others(
+        synth_corpus: Path, tmp_path: Path) -> None:
+    out = tmp_path / "train.txt"
+    done = subprocess.run([sys.executable, "-m", "allinone.cli", "data", "text", "--corpus", str(synth_corpus),
+                           "--out", str(out)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    pool = out.read_text().splitlines()
+    assert len(pool) == len(set(pool)) > 1000  # the whole pool, far more than the ten spoken sentences
+    spoken = {split: {e["text"] for e in _manifest(synth_corpus, split)} for split in SPLITS}
+    assert spoken["train"] <= set(pool) and not (spoken["dev"] | spoken["test"]) & set(pool)
+    assert f"{len(pool)} train sentences" in done.stdout
+    missing = subprocess.run([sys.executable, "-m", "allinone.cli", "data", "text", "--corpus", str(tmp_path),
+                              "--out", str(tmp_path / "x.txt")], capture_output=True, text=True)
+    assert missing.returncode == 2 and "corpus.json: not found; expected a corpus folder" in missing.stderr
+    assert not (tmp_path / "x.txt").exists()
+
+
 def test_same_seed_same_corpus_other_seed_other_corpus(tmp_path: Path) -> None:
     a = synthesize(tmp_path / "a", TINY_HOURS, seed=11, progress=False)
     synthesize(tmp_path / "b", TINY_HOURS, seed=11, jobs=1, progress=False)

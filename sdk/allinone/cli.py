@@ -51,6 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--corpus-version", type=int, choices=(1, 2), default=2,
                    help="2: all voices (incl. Piper) and texts (default); 1: the earlier, smaller corpus, exactly")
     p.set_defaults(func=_cmd_data_synth)
+    p = data.add_parser("text", help="write every sentence a synthetic corpus assigned to one split (LM text)")
+    p.add_argument("--corpus", required=True, help="corpus folder made by `allinone data synth`")
+    p.add_argument("--split", default="train", choices=("train", "dev", "test"),
+                   help="whose sentences, spoken or not (default: train, the text an LM may learn from)")
+    p.add_argument("--out", required=True, help="text file to write, one sentence per line")
+    p.set_defaults(func=_cmd_data_text)
     p = data.add_parser("check", help="read a manifest (JSONL, TSV, Kaldi dir, LibriSpeech dir); report problems")
     p.add_argument("manifest", help="a .jsonl/.tsv file, a Kaldi data dir or a LibriSpeech folder")
     p.add_argument("--strict", action="store_true", help="fail (exit 2) on the first bad entry instead of skipping "
@@ -750,6 +756,18 @@ def _cmd_data_synth(args: argparse.Namespace) -> int:
     report = synthesize(args.out, args.hours, args.seed, args.jobs, augment=args.augment, strict=args.strict,
                         eval_hours=args.eval_hours, corpus_version=args.corpus_version)
     print(report.summary())
+    return 0
+
+
+def _cmd_data_text(args: argparse.Namespace) -> int:
+    from allinone.data.synth import split_text
+    from allinone.files import atomic_write_text
+
+    lines = split_text(args.corpus, args.split)
+    from pathlib import Path
+
+    atomic_write_text(Path(args.out), "".join(f"{line}\n" for line in lines))
+    print(f"{args.out}: {len(lines)} {args.split} sentences of {args.corpus}")
     return 0
 
 

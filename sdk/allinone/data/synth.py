@@ -46,7 +46,7 @@ from allinone.data.augment import AugmentConfig, augment_waveform
 from allinone.data.manifest import write_jsonl
 from allinone.errors import BadInputError
 
-__all__ = ["synthesize", "SynthReport", "SPLITS", "CORPUS_FORMAT_VERSION", "PROVENANCE"]
+__all__ = ["synthesize", "split_text", "SynthReport", "SPLITS", "CORPUS_FORMAT_VERSION", "PROVENANCE"]
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,7 @@ log = logging.getLogger(__name__)
 CORPUS_FORMAT_VERSION = 2
 TTS_TMP = ".tts-tmp"  # per-corpus scratch folder of the TTS engines, removed at the end and at the next start
 SPLITS = ("train", "dev", "test")
+SENTENCE_SHARE = 0.05  # of the sentence pool held out for dev and for test each (by a seeded hash)
 # Share of utterances per engine; espeak-ng has the most voices, flite/festival/piper sound most like people.
 # Piper's share is small because it is one speaker and the slowest engine (~5 audio-s per CPU-s).
 ENGINE_WEIGHTS = {"espeak-ng": 0.5, "flite": 0.3, "festival": 0.2, "piper": 0.15}
@@ -359,7 +360,7 @@ def synthesize(out_dir: str | Path, hours: float, seed: int = 0, jobs: int | Non
     shutil.rmtree(tts_tmp, ignore_errors=True)
     tts_tmp.mkdir()
     split_voices = _split_voices(voices, seed, held_out_speakers)
-    split_sentences = _split_sentences(sentences, seed, 0.05)
+    split_sentences = _split_sentences(sentences, seed, SENTENCE_SHARE)
     if not all(split_sentences.values()):
         raise BadInputError(f"too few sentences ({len(sentences)}) to give every split its own; "
                             "run scripts/setup.sh (installs bible-kjv, wordnet-base, fortunes)")
@@ -473,3 +474,28 @@ def _progress(total: int, enabled: bool):
     from tqdm import tqdm
 
     return tqdm(total=total, unit="utt", desc="synthesising", dynamic_ncols=True)
+
+
+def split_text(corpus_dir: str | Path, split: str) -> list[str]:
+    """Every sentence the corpus in `corpus_dir` assigned to `split`, spoken or not, in its stream order.
+
+    A corpus speaks only a prefix of each split's sentences (30 h of train audio reads 34,000 of 318,000),
+    but the whole train pool is text that dev and test never contain, so a language model for this corpus
+    may learn from all of it. Refused when the installed text packages no longer give the sentences the corpus
+    was made from (its `sentences_sha256`)."""
+    corpus_dir = Path(corpus_dir)
+    if split not in SPLITS:
+        raise BadInputError(f"split {split!r}: expected one of {', '.join(SPLITS)}")
+    meta = corpus_dir / "corpus.json"
+    try:
+        settings = json.loads(meta.read_text(encoding="utf-8"))["settings"]
+        version, seed, digest = int(settings["format_version"]), int(settings["seed"]), settings["sentences_sha256"]
+    except FileNotFoundError:
+        raise BadInputError(f"{meta}: not found; expected a corpus folder made by `allinone data synth`") from None
+    except (ValueError, KeyError, TypeError):
+        raise BadInputError(f"{meta}: not a corpus description written by allinone") from None
+    sentences = _sentences(version)
+    if _digest([s.text for s in sentences]) != digest:
+        raise BadInputError(f"{corpus_dir}: the installed text packages give other sentences than this corpus was "
+                            f"made from (sentences_sha256 differs); install the versions scripts/setup.sh names")
+    return [s.text for s in _split_sentences(sentences, seed, SENTENCE_SHARE)[split]]
