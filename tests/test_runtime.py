@@ -17,7 +17,7 @@ import pytest
 import soundfile as sf
 
 from allinone_runtime import Bundle, RuntimeInputError, Transcriber, validate_report
-from allinone_runtime.device import ISA_FEATURES
+from allinone_runtime.device import CPUINFO_ENV, ISA_FEATURES, cpu_model_from_cpuinfo, device_info, isa_features
 from allinone_runtime.timing import bench
 from allinone_runtime.bundle import check_executorch_compat
 from allinone_runtime.report import merge_reports, report_markdown, write_report
@@ -25,6 +25,25 @@ from allinone_runtime.report import merge_reports, report_markdown, write_report
 SAMPLE = Path(str(importlib.resources.files("allinone") / "assets" / "sample.wav"))
 SPECS = {"w32": "d2-f128-h2-w32", "w4": "d1-f64-h1-w4"}
 TRAIN_STEPS = 30  # on the shipped clip at lr 5e-3: enough for the tiny model to spell it out (CTC loss < 0.2)
+CPUINFO = Path(__file__).parent / "fixtures" / "cpuinfo"  # /proc/cpuinfo texts of real machines
+# The CPU each device record names (both runtimes): arm64 kernels print no model name, only each core's
+# implementer and part, so big.LITTLE layouts list every core type with its count; an unknown pair stays raw.
+CPUINFO_CPUS = {
+    "raspberry-pi-5.txt": "4x Cortex-A76 (Raspberry Pi 5 Model B Rev 1.0)",
+    "pixel-6-tensor-g1.txt": "4x Cortex-A55 + 2x Cortex-A76 + 2x Cortex-X1",
+    "snapdragon-855.txt": "4x implementer 0x51 part 0x805 + 4x implementer 0x51 part 0x804 "
+                          "(Qualcomm Technologies, Inc SM8150)",  # Kryo 485: Qualcomm's own part numbers
+    "x86-64-xeon-2-cores.txt": "Intel(R) Xeon(R) Processor",
+}
+# Texts no fixture covers: a part without an implementer line, an Arm part the table lacks, a 32-bit kernel's
+# board-only text, nothing at all.
+CPUINFO_EDGE_CASES = {
+    "processor\t: 0\nCPU part\t: 0xd03\n": "1x implementer ? part 0xd03",
+    "CPU implementer\t: 0x41\nCPU part\t: 0xfff\nCPU implementer\t: 0x41\nCPU part\t: 0xd4f\n":
+        "1x implementer 0x41 part 0xfff + 1x Neoverse-V2",
+    "Processor\t: ARMv6-compatible processor rev 7 (v6l)\nHardware\t: BCM2835\n": "BCM2835",
+    "": "",
+}
 
 
 def build_runtime_bundles(base: Path) -> dict:
@@ -256,6 +275,26 @@ def test_executorch_compatibility_rule():
         check_executorch_compat("1.6.0", "1.5.1")
     with pytest.raises(RuntimeInputError, match="expected an ExecuTorch version"):
         check_executorch_compat("latest", "1.5.1")
+
+
+# --- device record ---
+
+@pytest.mark.parametrize("fixture, cpu", CPUINFO_CPUS.items())
+def test_cpu_named_from_real_cpuinfo_texts(fixture, cpu):
+    assert cpu_model_from_cpuinfo((CPUINFO / fixture).read_text()) == cpu
+
+
+@pytest.mark.parametrize("text, cpu", CPUINFO_EDGE_CASES.items())
+def test_cpu_named_from_partial_cpuinfo_texts(text, cpu):
+    assert cpu_model_from_cpuinfo(text) == cpu
+
+
+def test_device_record_reads_the_cpuinfo_named_by_the_environment(monkeypatch):
+    monkeypatch.setenv(CPUINFO_ENV, str(CPUINFO / "pixel-6-tensor-g1.txt"))
+    assert device_info()["cpu"] == "4x Cortex-A55 + 2x Cortex-A76 + 2x Cortex-X1"
+    assert isa_features("aarch64") == ["asimd", "asimdhp", "asimddp"]  # Armv8.2: dotprod, no i8mm
+    monkeypatch.setenv(CPUINFO_ENV, str(CPUINFO / "x86-64-xeon-2-cores.txt"))
+    assert isa_features("x86_64") == list(ISA_FEATURES["x86_64"])  # Sapphire Rapids has all of them
 
 
 # --- latency report ---

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -13,10 +14,10 @@ import soundfile as sf
 
 from allinone_runtime import Transcriber, validate_report
 from allinone_runtime.cpp import build_runner, run_runner
-from allinone_runtime.device import device_info
+from allinone_runtime.device import CPUINFO_ENV, device_info
 from allinone_runtime.errors import RuntimeInputError
 from allinone_runtime.operators import operator_breakdown
-from test_runtime import SAMPLE, build_runtime_bundles
+from test_runtime import CPUINFO, CPUINFO_CPUS, CPUINFO_EDGE_CASES, SAMPLE, build_runtime_bundles
 
 
 @pytest.fixture(scope="module")
@@ -71,6 +72,20 @@ def test_cpp_report_validates_with_operators_from_etdump(built, runner, tmp_path
     assert report["bundle"]["macs_per_second"] == manifest["model"]["macs_per_second"]
     ops = operator_breakdown(tmp_path / "run.etdp")  # the C++ ETDump reads with the same Inspector
     assert any(op["delegated"] and "Fully Connected" in op["name"] for op in ops)
+
+
+CPUINFO_TEXTS = [*(((CPUINFO / name).read_text(), cpu) for name, cpu in CPUINFO_CPUS.items()),
+                 *CPUINFO_EDGE_CASES.items()]
+
+
+@pytest.mark.parametrize("text, cpu", CPUINFO_TEXTS, ids=[*CPUINFO_CPUS, *map(repr, CPUINFO_EDGE_CASES)])
+def test_cpp_and_python_device_records_alike_from_real_cpuinfo_texts(runner, tmp_path, monkeypatch, text, cpu):
+    """--device-info prints the record a report would carry; both runtimes read $ALLINONE_CPUINFO."""
+    (tmp_path / "cpuinfo").write_text(text)
+    monkeypatch.setenv(CPUINFO_ENV, str(tmp_path / "cpuinfo"))
+    done = subprocess.run([str(runner), "--device-info"], capture_output=True, text=True, timeout=60, check=True)
+    assert json.loads(done.stdout) == device_info()
+    assert device_info()["cpu"] == (cpu or "unknown")  # a text that names no CPU: "unknown" from both
 
 
 @pytest.mark.parametrize("edit, message", [

@@ -3,13 +3,16 @@ runs), and how much memory this process holds."""
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
+import re
 import resource
 import socket
 from pathlib import Path
 
-__all__ = ["device_info", "isa_features", "ISA_FEATURES", "peak_rss_bytes", "current_rss_bytes"]
+__all__ = ["device_info", "cpu_model_from_cpuinfo", "isa_features", "ISA_FEATURES", "CPUINFO_ENV", "peak_rss_bytes",
+           "current_rss_bytes"]
 
 # The CPU features that decide which GEMM kernels XNNPACK picks for fp32, 8-bit and 4-bit weights, per
 # architecture, spelt as Linux's /proc/cpuinfo spells them (`flags` on x86, `Features` on arm64). Only these
@@ -33,26 +36,93 @@ _DARWIN = {"asimd": "hw.optional.AdvSIMD", "asimdhp": "hw.optional.arm.FEAT_FP16
            "avx512bw": "hw.optional.avx512bw", "avx512_vnni": "hw.optional.avx512vnni"}
 
 
-def _cpu_model() -> str:
+# Device records read /proc/cpuinfo, or the file ALLINONE_CPUINFO names: tests point both runtimes at real
+# cpuinfo texts of other machines (tests/fixtures/cpuinfo) this way. The C++ runner reads the same variable.
+CPUINFO_ENV = "ALLINONE_CPUINFO"
+# The one table of Arm Ltd core names, shared with the C++ runner (which #includes it).
+_ARM_CORES_FILE = Path(__file__).with_name("arm_cores.inc")
+_ARM_IMPLEMENTER = 0x41
+_HEX = re.compile(r"0x[0-9a-fA-F]{1,8}")
+
+
+def _cpuinfo_text() -> str:
+    """/proc/cpuinfo (or $ALLINONE_CPUINFO); empty where there is none (macOS)."""
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() in ("model name", "Hardware", "Model"):  # x86 / older ARM kernels / Raspberry Pi
-                return value.strip()
+        # newline="": bytes as the C++ runner reads them (no newline translation), so both name the same CPU
+        with open(os.environ.get(CPUINFO_ENV) or "/proc/cpuinfo", newline="", errors="replace") as f:
+            return f.read()
     except OSError:
-        pass
-    return platform.processor() or "unknown"
+        return ""
+
+
+@functools.cache
+def _arm_core_names() -> dict[int, str]:
+    """CPU part -> core name of Arm Ltd cores, from arm_cores.inc (its `{0xd0b, "Cortex-A76"},` lines)."""
+    names = {}
+    for line in _ARM_CORES_FILE.read_text().splitlines():
+        if line.startswith("{"):
+            entry = re.fullmatch(r'\{(0x[0-9a-fA-F]+), "([^"]+)"\},', line.strip())
+            if entry is None:
+                raise ValueError(f'{_ARM_CORES_FILE}: expected lines like {{0xd0b, "Cortex-A76"}}, got {line!r}')
+            names[int(entry[1], 16)] = entry[2]
+    return names
+
+
+def _core_name(implementer: str, part: str) -> str:
+    """The core's name for an Arm Ltd core the table knows (Cortex-A76), else the raw pair: "implementer 0x51 part
+    0x805"."""
+    if not (_HEX.fullmatch(implementer) and _HEX.fullmatch(part)):
+        return f"implementer {implementer} part {part}"
+    implementer_id, part_id = int(implementer, 16), int(part, 16)
+    if implementer_id == _ARM_IMPLEMENTER and part_id in _arm_core_names():
+        return _arm_core_names()[part_id]
+    return f"implementer 0x{implementer_id:02x} part 0x{part_id:03x}"
+
+
+def cpu_model_from_cpuinfo(cpuinfo: str) -> str:
+    """The CPU as a device record names it, from the text of /proc/cpuinfo; "" when the text names none.
+
+    arm64 kernels print no model name, only each core's "CPU implementer" and "CPU part"; those become core names
+    with their counts in order of first appearance, joined by " + " ("4x Cortex-A55 + 2x Cortex-A76 + 2x Cortex-X1"),
+    followed by the board ("Model", Raspberry Pi) or SoC ("Hardware", vendor kernels) in parentheses where the
+    kernel prints one: "4x Cortex-A76 (Raspberry Pi 5 Model B Rev 1.0)". Elsewhere the first "model name" (x86),
+    else "Model", else "Hardware". The C++ runner (runtime/cpp/src/device.cpp) returns the same string."""
+    cores: dict[str, int] = {}  # core name -> count, in order of first appearance
+    fields: dict[str, str] = {}  # first non-empty "model name", "Model", "Hardware"
+    implementer = "?"
+    for line in cpuinfo.split("\n"):
+        key, colon, value = line.partition(":")
+        key, value = key.strip(" \t"), value.strip(" \t")
+        if not colon:
+            continue
+        if key == "processor":  # a new core: its implementer line follows
+            implementer = "?"
+        elif key == "CPU implementer":
+            implementer = value
+        elif key == "CPU part":
+            name = _core_name(implementer, value)
+            cores[name] = cores.get(name, 0) + 1
+        elif key in ("model name", "Model", "Hardware") and value and key not in fields:
+            fields[key] = value
+    board = fields.get("Model") or fields.get("Hardware")
+    if cores:
+        names = " + ".join(f"{count}x {name}" for name, count in cores.items())
+        return f"{names} ({board})" if board else names
+    return fields.get("model name") or board or ""
+
+
+def _cpu_model() -> str:
+    # macOS has no /proc/cpuinfo: the architecture, as platform names it. Linux: "unknown", as the C++ runner says.
+    darwin = platform.processor() if platform.system() == "Darwin" else ""
+    return cpu_model_from_cpuinfo(_cpuinfo_text()) or darwin or "unknown"
 
 
 def _cpuinfo_features() -> set[str]:
     """Every feature flag of the first CPU in /proc/cpuinfo (empty when there is none)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() in ("flags", "Features"):  # x86 / arm64
-                return set(value.split())
-    except OSError:
-        pass
+    for line in _cpuinfo_text().split("\n"):
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):  # x86 / arm64
+            return set(value.split())
     return set()
 
 

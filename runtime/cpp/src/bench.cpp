@@ -102,17 +102,10 @@ static std::string latency_rows(const std::vector<std::vector<double>>& times, c
 std::string report_json(const Bundle& bundle, const BenchOptions& options, const BenchResult& result, double load_ms,
                         int64_t peak_rss, int64_t rss_before_load, const std::string& transcript,
                         const Decoding& decoding) {
-  DeviceInfo d = device_info();
   std::ostringstream j;
-  std::string isa;
-  for (size_t k = 0; k < d.isa.size(); ++k) isa += (k ? ", " : "") + json_quote(d.isa[k]);
   j << "{\n  \"format_version\": 3,\n  \"kind\": \"allinone-latency-report\",\n  \"measured\": true,\n"
     << "  \"date\": " << json_quote(utc_now_iso8601()) << ",\n"
-    << "  \"device\": {\"hostname\": " << json_quote(d.hostname) << ", \"machine\": " << json_quote(d.machine)
-    << ", \"system\": " << json_quote(d.system) << ", \"cpu\": " << json_quote(d.cpu) << ", \"cores\": " << d.cores
-    << ", \"isa\": [" << isa << "]"
-    << (d.emulator.empty() ? "" : ", \"emulator\": " + json_quote(d.emulator))
-    << "},\n  \"runner\": \"cpp\",\n"
+    << "  \"device\": " << device_json(device_info()) << ",\n  \"runner\": \"cpp\",\n"
     << "  \"bundle\": {\"path\": " << json_quote(bundle.path) << ", \"subnet\": " << json_quote(bundle.subnet)
     << ", \"weight_bits\": " << bundle.weight_bits << ", \"macs_per_second\": "
     << (bundle.has_macs ? number(bundle.macs_per_second, 0) : "null") << ", \"pte_bytes\": " << bundle.pte_bytes

@@ -3,10 +3,12 @@
 //   allinone_runner BUNDLE AUDIO.wav [--lengths 1,5,10,20] [--runs N] [--threads T] [--out DIR]
 //                   [--etdump FILE] [--transcribe-only] [--logprobs FILE.npy]
 //                   [--greedy] [--hotwords FILE] [--beam N] [--lm-weight W] [--word-bonus B] [--oov-penalty P]
+//   allinone_runner --device-info
 //
 // Prints the transcript on stdout (greedy, or beam search with the bundle's LM when it carries one: beam.h); with --out writes DIR/report.json (docs/formats.md, Latency report,
 // runner "cpp"); with --etdump writes an ETDump of a few profiled calls (read it with ExecuTorch's Inspector); with
 // --logprobs writes the log-probs of one call on the whole clip (zero-padded to the program's minimum) as .npy.
+// --device-info prints the device record a report of this machine would carry (JSON: CPU, cores, ISA features).
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -37,7 +39,8 @@ constexpr int kEtdumpRuns = 3;  // the first is the warm-up the Inspector-side s
 const char* kUsage =
     "usage: allinone_runner BUNDLE AUDIO.wav [--lengths 1,5,10,20] [--runs N] [--threads T] [--out DIR]\n"
     "                       [--etdump FILE] [--transcribe-only] [--logprobs FILE.npy]\n"
-    "                       [--greedy] [--hotwords FILE] [--beam N] [--lm-weight W] [--word-bonus B] [--oov-penalty P]\n";
+    "                       [--greedy] [--hotwords FILE] [--beam N] [--lm-weight W] [--word-bonus B] [--oov-penalty P]\n"
+    "       allinone_runner --device-info   (print this machine's device record as a report carries it)\n";
 
 struct Args {
   std::string bundle, audio, out, etdump, logprobs, hotwords;
@@ -107,6 +110,10 @@ Args parse_args(int argc, char** argv) {
     else if (a == "--word-bonus") { args.decoder.word_bonus = true; args.decoder.values.word_bonus = parse_number(a, value()); }
     else if (a == "--oov-penalty") { args.decoder.oov_penalty = true; args.decoder.values.oov_penalty = parse_number(a, value()); }
     else if (a == "-h" || a == "--help") { std::fputs(kUsage, stdout); std::exit(0); }
+    else if (a == "--device-info") {
+      std::printf("%s\n", allinone::device_json(allinone::device_info()).c_str());
+      std::exit(0);
+    }
     else if (!a.empty() && a[0] == '-') throw std::runtime_error(a + ": unknown option");
     else positional.push_back(a);
   }
