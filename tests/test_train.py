@@ -139,6 +139,31 @@ def test_sigkill_then_resume_continues_as_if_never_stopped(synth_corpus, tmp_pat
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-4, abs=1e-4), (a["step"], a["loss"], b["loss"])
 
 
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_or_sigterm_saves_the_last_step_and_resume_continues(synth_corpus, tmp_path, sig):
+    """No timed or periodic save would come before the signal: the step in hand is finished and saved, with a
+    data-loader worker running (the signal goes to the whole process group, as a terminal's Ctrl-C does)."""
+    recipe = _recipe_file(tmp_path, max_steps=400, checkpoint_minutes=60, num_workers=1)
+    out = tmp_path / "run"
+    args = ["train", "--recipe", str(recipe), "--train", str(synth_corpus / "train.jsonl"),
+            "--dev", str(synth_corpus / "dev.jsonl"), "--no-progress", "--out", str(out)]
+    proc = subprocess.Popen([ALLINONE, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    metrics = out / "metrics.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and not (metrics.exists() and len(metrics.read_text().splitlines()) >= 3):
+        time.sleep(0.2)
+    assert not (out / "trainer_state.json").exists()  # nothing saved yet
+    os.killpg(proc.pid, sig)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr[-2000:]
+    assert "finishing this step and saving" in stderr and "interrupted" in stderr
+    saved = json.loads((out / "trainer_state.json").read_text())["step"]
+    assert saved == len(_metrics(out)) >= 3  # every logged step is in the checkpoint: none to redo
+    subprocess.run([ALLINONE, *args, "--resume", "--max-steps", str(saved + 2)], check=True, capture_output=True)
+    assert [m["step"] for m in _metrics(out)] == list(range(1, saved + 3))
+
+
 def test_two_process_gloo_ddp(synth_corpus, tmp_path):
     out = tmp_path / "ddp"
     torchrun = str(Path(sys.executable).parent / "torchrun")

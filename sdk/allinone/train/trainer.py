@@ -33,6 +33,7 @@ from allinone.checkpoint import CONFIG, checkpoint_files, load_checkpoint
 from allinone.files import sha256_file, write_files_atomically
 from allinone.errors import BadInputError
 from allinone.spec import SubnetSpec
+from allinone.train.stop import StopRequest, ignore_stop_signals
 from allinone.train.recipe import Recipe
 from allinone.train.state import STATE_JSON, load_trainer_state, trainer_state_files
 
@@ -247,48 +248,55 @@ def train(recipe: Recipe, train_manifest, dev_manifest, out, *, max_steps: int |
     session_start, session_audio, session_cpu = time.monotonic(), 0.0, _cpu_seconds()
     base_seconds, base_audio = progress_state["seconds"], progress_state["audio_seconds"]
     base_cpu = progress_state.get("cpu_seconds", 0.0)
-    try:
-        while progress_state["step"] < recipe.max_steps:
-            sampler.set_epoch(progress_state["epoch"])
-            dataset.set_epoch(progress_state["epoch"])  # augmentation drawn anew every epoch
-            order = list(_SkipFirst(sampler, progress_state["batch_in_epoch"]))  # kept to name a bad batch
-            batches = torch.utils.data.DataLoader(
-                dataset, batch_sampler=order, collate_fn=collate_speech, num_workers=recipe.num_workers)
-            for indices, batch in zip(order, batches):
-                record = trainer.step(batch, progress_state["step"])
-                progress_state["batch_in_epoch"] += 1
-                if "nonfinite" in record:  # nothing was updated: skip the batch or stop
-                    _skip_nonfinite(record["nonfinite"], [train_utts[i].id for i in indices], progress_state,
-                                    skip_nonfinite)
-                    continue
-                progress_state["step"] += 1
-                session_audio += record["audio_seconds"]
-                progress_state["seconds"] = base_seconds + time.monotonic() - session_start
-                progress_state["audio_seconds"] = base_audio + session_audio
-                progress_state["cpu_seconds"] = base_cpu + _cpu_seconds() - session_cpu
-                if rank == 0:
-                    record.update(step=progress_state["step"], epoch=progress_state["epoch"],
-                                  elapsed_s=round(progress_state["seconds"], 3),
-                                  cpu_s=round(progress_state["cpu_seconds"], 1),
-                                  audio_h=round(progress_state["audio_seconds"] / 3600, 4))
-                    with open(metrics_path, "a") as f:
-                        f.write(json.dumps(record, allow_nan=False) + "\n")
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{record['loss']:.3f}",
-                                    audio_s_per_s=f"{progress_state['audio_seconds'] / max(progress_state['seconds'], 1e-9):.1f}")
-                due_steps = recipe.checkpoint_steps and progress_state["step"] % recipe.checkpoint_steps == 0
-                due_time = time.monotonic() - last_save > recipe.checkpoint_minutes * 60
-                if due_steps or due_time:
-                    save()
-                    last_save = time.monotonic()
-                if progress_state["step"] >= recipe.max_steps:
-                    break
-            else:
-                progress_state["epoch"] += 1
-                progress_state["batch_in_epoch"] = 0
-        save()
-    finally:
-        bar.close()
+    # One process: Ctrl-C / SIGTERM stop after the step in hand, saved. Several (DDP): ranks could stop at
+    # different steps and hang in a collective, so they keep the default (the last timed save counts).
+    with StopRequest(enabled=world == 1) as stop:
+        try:
+            while progress_state["step"] < recipe.max_steps:
+                sampler.set_epoch(progress_state["epoch"])
+                dataset.set_epoch(progress_state["epoch"])  # augmentation drawn anew every epoch
+                order = list(_SkipFirst(sampler, progress_state["batch_in_epoch"]))  # kept to name a bad batch
+                batches = torch.utils.data.DataLoader(
+                    dataset, batch_sampler=order, collate_fn=collate_speech, num_workers=recipe.num_workers,
+                    worker_init_fn=ignore_stop_signals if recipe.num_workers else None)
+                for indices, batch in zip(order, batches):
+                    record = trainer.step(batch, progress_state["step"])
+                    progress_state["batch_in_epoch"] += 1
+                    if "nonfinite" in record:  # nothing was updated: skip the batch or stop
+                        _skip_nonfinite(record["nonfinite"], [train_utts[i].id for i in indices], progress_state,
+                                        skip_nonfinite)
+                        continue
+                    progress_state["step"] += 1
+                    session_audio += record["audio_seconds"]
+                    progress_state["seconds"] = base_seconds + time.monotonic() - session_start
+                    progress_state["audio_seconds"] = base_audio + session_audio
+                    progress_state["cpu_seconds"] = base_cpu + _cpu_seconds() - session_cpu
+                    if rank == 0:
+                        record.update(step=progress_state["step"], epoch=progress_state["epoch"],
+                                      elapsed_s=round(progress_state["seconds"], 3),
+                                      cpu_s=round(progress_state["cpu_seconds"], 1),
+                                      audio_h=round(progress_state["audio_seconds"] / 3600, 4))
+                        with open(metrics_path, "a") as f:
+                            f.write(json.dumps(record, allow_nan=False) + "\n")
+                        bar.update(1)
+                        bar.set_postfix(loss=f"{record['loss']:.3f}",
+                                        audio_s_per_s=f"{progress_state['audio_seconds'] / max(progress_state['seconds'], 1e-9):.1f}")
+                    due_steps = recipe.checkpoint_steps and progress_state["step"] % recipe.checkpoint_steps == 0
+                    due_time = time.monotonic() - last_save > recipe.checkpoint_minutes * 60
+                    if due_steps or due_time or stop.requested:
+                        save()
+                        last_save = time.monotonic()
+                    if stop.requested:
+                        log.info("stopped at step %d (saved); continue with --resume", progress_state["step"])
+                        raise KeyboardInterrupt
+                    if progress_state["step"] >= recipe.max_steps:
+                        break
+                else:
+                    progress_state["epoch"] += 1
+                    progress_state["batch_in_epoch"] = 0
+            save()
+        finally:
+            bar.close()
     return TrainResult(out, progress_state["step"], progress_state["seconds"], progress_state["audio_seconds"])
 
 
