@@ -180,8 +180,8 @@ def lower_external(program: torch.nn.Module, example: torch.Tensor):
     start = time.perf_counter()
     ep = _export(program, example)
     seconds["export"] = time.perf_counter() - start
-    # Tag every node: XNNPACK reads the tag from the node it serializes, which for a quantized weight is the
-    # dequantize node, not the weight's placeholder.
+    # Every placeholder and call is tagged, not only the weights: for a quantized weight XNNPACK reads the
+    # tag from the dequantize call it serializes, which carries none if only the placeholder is tagged.
     for node in ep.graph.nodes:
         if node.op in ("placeholder", "call_function"):
             node.meta.setdefault("custom", {})["delegate_constant_tag"] = TAG

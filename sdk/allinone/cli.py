@@ -760,12 +760,12 @@ def _cmd_data_synth(args: argparse.Namespace) -> int:
 
 
 def _cmd_data_text(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from allinone.data.synth import split_text
     from allinone.files import atomic_write_text
 
     lines = split_text(args.corpus, args.split)
-    from pathlib import Path
-
     atomic_write_text(Path(args.out), "".join(f"{line}\n" for line in lines))
     print(f"{args.out}: {len(lines)} {args.split} sentences of {args.corpus}")
     return 0
