@@ -1,4 +1,4 @@
-"""Fake quantization with torchao's own primitives, matching the torchao config used at export.
+"""Fake quantization with the arithmetic of torchao's primitives, matching the torchao config used at export.
 
 Deployment numerics are the `allinone.quant_scheme.QuantScheme` of each precision (torchao
 `Int8DynamicActivationIntxWeightConfig`, lowered to XNNPACK):
@@ -8,7 +8,10 @@ Deployment numerics are the `allinone.quant_scheme.QuantScheme` of each precisio
     quantized with it, as torchao does with `weight_scale_dtype=torch.bfloat16`);
   * activations of a quantized linear: dynamic asymmetric int8, one scale/zero-point per token.
 Training applies exactly these quantize->dequantize steps with a straight-through estimator, so the
-gradient reaches the shared float weights and the trained model is the deployed model. Functions take a
+gradient reaches the shared float weights and the trained model is the deployed model. The steps are
+torchao's (`choose_qparams_affine`, `quantize_affine`, `dequantize_affine`) written as a few fused tensor
+ops: the generic primitives' reshapes and integer round trips cost more than the arithmetic, once per
+quantized linear per training step; tests/test_fake_quant.py holds both to identical results. Functions take a
 `QuantScheme` or a SubnetSpec's weight bits (the deployed scheme of that precision).
 """
 
@@ -16,12 +19,7 @@ from __future__ import annotations
 
 import torch
 from torchao.quantization.granularity import PerAxis, PerGroup
-from torchao.quantization.quant_primitives import (
-    MappingType,
-    choose_qparams_affine,
-    dequantize_affine,
-    quantize_affine,
-)
+from torchao.quantization.quant_primitives import MappingType
 
 from allinone.quant_scheme import GROUP_SIZE_INT4, QuantScheme
 
@@ -44,23 +42,31 @@ def quantizable_width(in_features: int, scheme: QuantScheme | int) -> bool:
 
 
 def _quant_dequant_weight(weight: torch.Tensor, scheme: QuantScheme) -> torch.Tensor:
+    """torchao's symmetric choose_qparams -> quantize -> dequantize of `weight`, the same float operations in
+    the same order, fused into a few whole-tensor ops (tests/test_fake_quant.py proves the results identical to
+    torchao's primitives). Symmetric: the zero-point is 0, so it drops out of every step."""
     qmin, qmax = scheme.qrange
-    block = scheme.block_size(weight.shape[-1])
-    scale, zero_point = choose_qparams_affine(
-        weight, MappingType.SYMMETRIC, block, target_dtype=torch.int8, quant_min=qmin, quant_max=qmax,
-        zero_point_dtype=torch.int8, keepdim=True)
+    out_features, in_features = weight.shape
+    group = scheme.block_size(in_features)[1]
+    blocks = weight.reshape(out_features, in_features // group, group)
+    # torchao: max(-min(amin, 0), max(amax, 0)), which is the largest magnitude in the block.
+    largest = blocks.abs().amax(dim=-1, keepdim=True)
+    scale = (largest / (float(qmax - qmin) / 2)).clamp(min=torch.finfo(weight.dtype).smallest_normal)
     scale = scale.to(getattr(torch, scheme.scale_dtype))  # how the deployed kernels store weight scales
-    q = quantize_affine(weight, block, scale, zero_point, output_dtype=torch.int8, quant_min=qmin, quant_max=qmax)
-    return dequantize_affine(q, block, scale, zero_point, torch.int8, qmin, qmax, output_dtype=weight.dtype)
+    q = torch.clamp(torch.round(blocks * (1.0 / scale)), qmin, qmax)
+    q += 0.0  # torchao adds the zero-point (0) here, which turns round()'s -0.0 into +0.0: bit-identical
+    return (q * scale).to(weight.dtype).reshape(out_features, in_features)
 
 
 def _quant_dequant_activation(x: torch.Tensor) -> torch.Tensor:
-    block = (1,) * (x.dim() - 1) + (x.shape[-1],)  # one scale and zero-point per token
-    scale, zero_point = choose_qparams_affine(
-        x, MappingType.ASYMMETRIC, block, target_dtype=torch.int8, quant_min=-128, quant_max=127,
-        zero_point_dtype=torch.int8)
-    q = quantize_affine(x, block, scale, zero_point, output_dtype=torch.int8, quant_min=-128, quant_max=127)
-    return dequantize_affine(q, block, scale, zero_point, torch.int8, -128, 127, output_dtype=x.dtype)
+    """torchao's asymmetric per-token int8 choose_qparams -> quantize -> dequantize of `x`, fused like the
+    weights' (identical results, tests/test_fake_quant.py); the zero-point stays a float holding an integer."""
+    low, high = torch.aminmax(x, dim=-1, keepdim=True)  # one scale and zero-point per token
+    low, high = torch.clamp(low, max=0), torch.clamp(high, min=0)
+    scale = ((high - low) / 255.0).clamp(min=torch.finfo(x.dtype).smallest_normal)
+    zero_point = torch.clamp(-128 - torch.round(low / scale), -128, 127)
+    q = torch.clamp(torch.round(x * (1.0 / scale)) + zero_point, -128, 127)
+    return (q - zero_point) * scale
 
 
 def fake_quantize_weight(weight: torch.Tensor, scheme: QuantScheme | int) -> torch.Tensor:
