@@ -3,9 +3,12 @@
 Times real optimisation steps (forward, backward, AdamW) of the recipe's sandwich on batches of real speech
 from a corpus manifest, the settings taking turns on each batch (so load from other processes hits all
 alike), and prints audio-seconds per second and the speed-up over the landed trainer:
-  * before: every system recomputes the log-mel frontend and subsampling convolutions, float32;
+  * before: every system recomputes the log-mel frontend and subsampling convolutions, float32, and fake
+    quantization goes through torchao's generic primitives;
   * shared front: that work once per batch, its gradient gathered over the systems;
-  * shared front + bf16 autocast (where the CPU has native bf16: AMX / AVX512-BF16).
+  * shared front + bf16 autocast (where the CPU has native bf16: AMX / AVX512-BF16);
+  * fused fake quantization: the same arithmetic in a few whole-tensor ops (bit-identical, as the trainer
+    runs it now); the rows above it use torchao's primitives.
 Also the full float system alone, for the cost of the all-in-one step against one system.
 
     .venv/bin/python benchmarks/train_throughput.py --manifest corpus/synth/train.jsonl --steps 6
@@ -14,6 +17,7 @@ Also the full float system alone, for the cost of the all-in-one step against on
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import time
 
@@ -23,6 +27,7 @@ from allinone.data.batching import make_loader
 from allinone.data.manifest import read_manifest
 from allinone.data.tokenizer import CharTokenizer, train_sentencepiece
 from allinone.models import conformer
+from allinone.nn import quant
 from allinone.spec import SubnetSpec
 from allinone.train.recipe import Recipe, load_recipe
 from allinone.train.trainer import TrainingStep, use_bf16
@@ -50,13 +55,27 @@ def _loop(recipe: Recipe, vocab_size: int, share_front: bool) -> TrainingStep:
                  share_front=share_front)
 
 
-def _time_interleaved(loops: dict[str, TrainingStep], batches) -> dict[str, tuple[float, float]]:
+@contextlib.contextmanager
+def _torchao_fake_quant(enabled: bool):
+    """Fake quantization through torchao's generic primitives (the landed trainer's), while `enabled`."""
+    fused = quant._quant_dequant_weight, quant._quant_dequant_activation
+    if enabled:
+        quant._quant_dequant_weight = quant.torchao_quant_dequant_weight
+        quant._quant_dequant_activation = quant.torchao_quant_dequant_activation
+    try:
+        yield
+    finally:
+        quant._quant_dequant_weight, quant._quant_dequant_activation = fused
+
+
+def _time_interleaved(loops: dict[str, tuple[TrainingStep, bool]], batches) -> dict[str, tuple[float, float]]:
     """Each batch runs once per setting, settings taking turns. The first batch is a warm-up, not timed."""
     totals = {name: [0.0, 0.0] for name in loops}
     for i, batch in enumerate(batches):
-        for name, loop in loops.items():
+        for name, (loop, torchao_quant) in loops.items():
             start = time.perf_counter()
-            audio = loop.step(batch, i)["audio_seconds"]
+            with _torchao_fake_quant(torchao_quant):
+                audio = loop.step(batch, i)["audio_seconds"]
             if i > 0:
                 totals[name][0] += audio
                 totals[name][1] += time.perf_counter() - start
@@ -78,11 +97,12 @@ def main() -> None:
                                    args.steps + 1)
     sandwich, bf16 = dataclasses.replace(recipe, bf16="off"), dataclasses.replace(recipe, bf16="auto")
     full = dataclasses.replace(sandwich, targets=(recipe.targets[0],), systems_per_step=None, kl_weight=0.0)
-    settings = {
-        "before (landed trainer)": _loop(sandwich, vocab_size, share_front=False),
-        "shared front": _loop(sandwich, vocab_size, share_front=True),
-        "shared front + bf16": _loop(bf16, vocab_size, share_front=True),
-        "full float system alone": _loop(full, vocab_size, share_front=True),
+    settings = {  # name: (training step, fake quantization through torchao's primitives)
+        "before (landed trainer)": (_loop(sandwich, vocab_size, share_front=False), True),
+        "shared front": (_loop(sandwich, vocab_size, share_front=True), True),
+        "shared front + bf16": (_loop(bf16, vocab_size, share_front=True), True),
+        "+ fused fake quant": (_loop(bf16, vocab_size, share_front=True), False),
+        "full float system alone": (_loop(full, vocab_size, share_front=True), False),
     }
     timed = _time_interleaved(settings, batches)
     native = use_bf16("auto", torch.device("cpu"))

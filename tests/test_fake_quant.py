@@ -3,35 +3,9 @@ the deployed torchao config computes: the trained model must be the deployed mod
 
 import pytest
 import torch
-from torchao.quantization.quant_primitives import (
-    MappingType,
-    choose_qparams_affine,
-    dequantize_affine,
-    quantize_affine,
-)
 
 from allinone.nn import quant
 from allinone.quant_scheme import QuantScheme
-
-
-def torchao_weight(weight: torch.Tensor, scheme: QuantScheme) -> torch.Tensor:
-    qmin, qmax = scheme.qrange
-    block = scheme.block_size(weight.shape[-1])
-    scale, zero_point = choose_qparams_affine(
-        weight, MappingType.SYMMETRIC, block, target_dtype=torch.int8, quant_min=qmin, quant_max=qmax,
-        zero_point_dtype=torch.int8, keepdim=True)
-    scale = scale.to(getattr(torch, scheme.scale_dtype))
-    q = quantize_affine(weight, block, scale, zero_point, output_dtype=torch.int8, quant_min=qmin, quant_max=qmax)
-    return dequantize_affine(q, block, scale, zero_point, torch.int8, qmin, qmax, output_dtype=weight.dtype)
-
-
-def torchao_activation(x: torch.Tensor) -> torch.Tensor:
-    block = (1,) * (x.dim() - 1) + (x.shape[-1],)
-    scale, zero_point = choose_qparams_affine(
-        x, MappingType.ASYMMETRIC, block, target_dtype=torch.int8, quant_min=-128, quant_max=127,
-        zero_point_dtype=torch.int8)
-    q = quantize_affine(x, block, scale, zero_point, output_dtype=torch.int8, quant_min=-128, quant_max=127)
-    return dequantize_affine(q, block, scale, zero_point, torch.int8, -128, 127, output_dtype=x.dtype)
 
 
 def same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
@@ -60,7 +34,7 @@ def test_weight_matches_torchao(bits, shape):
     scheme = QuantScheme.for_bits(bits)
     for seed in range(3):
         weight = awkward(shape, seed=seed)
-        assert same_bits(quant._quant_dequant_weight(weight, scheme), torchao_weight(weight, scheme))
+        assert same_bits(quant._quant_dequant_weight(weight, scheme), quant.torchao_quant_dequant_weight(weight, scheme))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -68,7 +42,7 @@ def test_weight_matches_torchao(bits, shape):
 def test_activation_matches_torchao(dtype, shape):
     for seed in range(3):
         x = awkward(shape, dtype, seed)
-        assert same_bits(quant._quant_dequant_activation(x), torchao_activation(x))
+        assert same_bits(quant._quant_dequant_activation(x), quant.torchao_quant_dequant_activation(x))
 
 
 def test_straight_through_gradient():

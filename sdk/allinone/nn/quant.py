@@ -19,7 +19,12 @@ from __future__ import annotations
 
 import torch
 from torchao.quantization.granularity import PerAxis, PerGroup
-from torchao.quantization.quant_primitives import MappingType
+from torchao.quantization.quant_primitives import (
+    MappingType,
+    choose_qparams_affine,
+    dequantize_affine,
+    quantize_affine,
+)
 
 from allinone.quant_scheme import GROUP_SIZE_INT4, QuantScheme
 
@@ -67,6 +72,28 @@ def _quant_dequant_activation(x: torch.Tensor) -> torch.Tensor:
     zero_point = torch.clamp(-128 - torch.round(low / scale), -128, 127)
     q = torch.clamp(torch.round(x * (1.0 / scale)) + zero_point, -128, 127)
     return (q - zero_point) * scale
+
+
+def torchao_quant_dequant_weight(weight: torch.Tensor, scheme: QuantScheme) -> torch.Tensor:
+    """`_quant_dequant_weight` through torchao's generic primitives: the reference it is tested against."""
+    qmin, qmax = scheme.qrange
+    block = scheme.block_size(weight.shape[-1])
+    scale, zero_point = choose_qparams_affine(
+        weight, MappingType.SYMMETRIC, block, target_dtype=torch.int8, quant_min=qmin, quant_max=qmax,
+        zero_point_dtype=torch.int8, keepdim=True)
+    scale = scale.to(getattr(torch, scheme.scale_dtype))
+    q = quantize_affine(weight, block, scale, zero_point, output_dtype=torch.int8, quant_min=qmin, quant_max=qmax)
+    return dequantize_affine(q, block, scale, zero_point, torch.int8, qmin, qmax, output_dtype=weight.dtype)
+
+
+def torchao_quant_dequant_activation(x: torch.Tensor) -> torch.Tensor:
+    """`_quant_dequant_activation` through torchao's generic primitives: the reference it is tested against."""
+    block = (1,) * (x.dim() - 1) + (x.shape[-1],)
+    scale, zero_point = choose_qparams_affine(
+        x, MappingType.ASYMMETRIC, block, target_dtype=torch.int8, quant_min=-128, quant_max=127,
+        zero_point_dtype=torch.int8)
+    q = quantize_affine(x, block, scale, zero_point, output_dtype=torch.int8, quant_min=-128, quant_max=127)
+    return dequantize_affine(q, block, scale, zero_point, torch.int8, -128, 127, output_dtype=x.dtype)
 
 
 def fake_quantize_weight(weight: torch.Tensor, scheme: QuantScheme | int) -> torch.Tensor:
