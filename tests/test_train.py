@@ -67,6 +67,9 @@ def test_train_save_resume_and_baseline(synth_corpus, tmp_path):
     result = train(recipe, train_m, dev_m, out, max_steps=10, resume=True, progress=False)
     assert result.steps == 10
     assert [m["step"] for m in _metrics(out)] == list(range(1, 11))
+    # A save made after a resume vouches for its own files, so a run can be resumed again and again.
+    train(recipe, train_m, dev_m, out, max_steps=12, resume=True, progress=False)
+    assert [m["step"] for m in _metrics(out)] == list(range(1, 13))
 
     results = evaluate_checkpoint(out, dev_m, progress=False)
     assert [r.subnet for r in results] == list(recipe.targets)

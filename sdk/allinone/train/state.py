@@ -31,8 +31,9 @@ def trainer_state_files(optimizer: torch.optim.Optimizer, progress: dict,
     optimizer_bytes = save(tensors)
     files = [(STATE_TENSORS, optimizer_bytes), *checkpoint]
     hashes = {name: hashlib.sha256(data).hexdigest() for name, data in files}
-    meta = {"format_version": STATE_FORMAT_VERSION, "param_groups": state["param_groups"], "sha256": hashes,
-            **progress}
+    # The hashes go last: a progress dict carried over from a resume must never overwrite them.
+    meta = {"format_version": STATE_FORMAT_VERSION, "param_groups": state["param_groups"], **progress,
+            "sha256": hashes}
     return files + [(STATE_JSON, (json.dumps(meta, indent=2, allow_nan=False) + "\n").encode())]
 
 
@@ -58,4 +59,4 @@ def load_trainer_state(directory: Path, optimizer: torch.optim.Optimizer) -> dic
         index, name = key.split(".", 1)
         per_param.setdefault(int(index), {})[name] = value
     optimizer.load_state_dict({"state": per_param, "param_groups": meta["param_groups"]})
-    return {k: v for k, v in meta.items() if k not in ("format_version", "param_groups")}
+    return {k: v for k, v in meta.items() if k not in ("format_version", "param_groups", "sha256")}
