@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,9 @@ from allinone.catalog import Catalog, CatalogEntry
 from allinone.errors import BadInputError
 from allinone.latency import (LatencyPoint, calibrate_profile, check_report_device, fit_latency_model,
                               fitted_latency_model, predict_peak_bytes, read_report)
-from allinone.profiles import MIB, load_profile, profile_from_dict
+from allinone.latency_fit import leave_one_out_errors
+from allinone.profiles import MIB, load_profile, profile_from_dict, validate_profile_file
+from allinone.validation import plain as _plain
 from allinone.select import select
 
 CLI = Path(sys.executable).with_name("allinone")
@@ -84,6 +87,44 @@ def test_per_block_fit_separates_depth_from_macs():
     # Fixed instead of fitted (calibrating from a few reports keeps the profile's term).
     fixed = fit_latency_model(points[:2], fixed_block_ms_per_s=0.1)
     assert fixed.block_ms_per_s == 0.1 and not fixed.block_fitted and fixed.max_abs_error < 1e-6
+
+
+def test_size_term_bends_the_mac_cost_per_precision_and_round_trips_through_a_profile(tmp_path):
+    """A device whose small float systems run faster per MAC (negative term) and small 8-bit ones slower
+    (positive): one size coefficient per precision recovers it, which MACs alone cannot."""
+    gmacs, size, overhead, block = {32: 100.0, 8: 250.0}, {32: -0.3, 8: 0.5}, 3.0, 0.04
+
+    def ms(bits, m, d):
+        return overhead + block * d * 10 + m * 10 / (gmacs[bits] * 1e6) + size[bits] * 10 * math.sqrt(m / 1e9)
+
+    shapes = [(2, 70e6), (2, 130e6), (20, 320e6), (20, 920e6), (8, 230e6)]
+    points = [LatencyPoint(f"d{d}-{m:.0f}-w{b}", b, m, 10.0, ms(b, m, d), d) for b in (32, 8) for d, m in shapes]
+    without = fit_latency_model(points, per_block=True)
+    assert without.max_abs_error > 0.02
+    fit = fit_latency_model(points, per_block=True, size_term=True)
+    assert fit.size_fitted and fit.max_abs_error < 1e-6
+    assert fit.size_term_ms == pytest.approx(size) and fit.effective_gmacs == pytest.approx(gmacs)
+    assert max(map(abs, leave_one_out_errors(points, per_block=True, size_term=True))) < 1e-6
+    # Stored as latency_model.size_term_ms (format 3); the profile predicts what the fit does.
+    base = load_profile("host-x86_64")
+    model, notes = fitted_latency_model(fit, base.latency_model, source="measured", date="2026-01-01",
+                                        citations=["x"])
+    assert model.size_term_ms.fp32 == pytest.approx(-0.3) and model.size_term_ms.int4 is None
+    assert any(n.startswith("size_term_ms: fitted") for n in notes)
+    profile = profile_from_dict({**base.to_dict(), "format_version": 3, "latency_model": _plain(model)})
+    path = tmp_path / "sized.yaml"
+    path.write_text(yaml.safe_dump(profile.to_dict(), sort_keys=False))
+    loaded = validate_profile_file(path)
+    for p in points:
+        assert loaded.predict_latency_ms(p.macs, p.weight_bits, blocks=p.blocks, audio_s=10.0) == pytest.approx(p.ms)
+    with pytest.raises(BadInputError, match="audio_s: expected the audio length"):
+        loaded.predict_latency_ms(1e9, 8)  # the size term needs the length; never silently dropped
+    # Calibrating from a couple of calls keeps the term instead of refitting it.
+    kept = fit_latency_model(points[:2], per_block=False, fixed_block_ms_per_s=block, fixed_size_term_ms=size)
+    assert not kept.size_fitted and kept.size_term_ms == {32: -0.3} and kept.max_abs_error < 1e-6
+    # Too few systems per precision to separate the term: one line, not a wild curve.
+    with pytest.raises(BadInputError, match="cannot separate a size term"):
+        fit_latency_model(points[:2] + points[5:7], size_term=True)
 
 
 def test_unmeasured_precisions_scale_like_the_measured_ones():

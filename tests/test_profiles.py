@@ -172,7 +172,7 @@ def _rename(path: str, new: str):
     # missing keys
     (_drop("latency.max_rtf"), "latency.max_rtf: missing; expected largest real-time factor allowed"),
     (_drop("memory"), "memory: missing; expected memory budgets"),
-    (_drop("format_version"), "format_version: missing; expected the schema version (2; 1 is still read)"),
+    (_drop("format_version"), "format_version: missing; expected the schema version (3; 1 and 2 are still read)"),
     (_drop("latency_model.throughput_gmacs.int4"),
      "latency_model.throughput_gmacs.int4: missing; weight_bits allows 4, so the latency model needs its throughput"),
     (_set("latency_model.source", "measured"),
@@ -195,8 +195,11 @@ def _rename(path: str, new: str):
     (_set("latency_model.date", "25/11/2026"), "latency_model.date: expected a date YYYY-MM-DD"),
     (_set("name", "Pixel 8"), "name: expected lower-case letters, digits"),
     (_set("description", " "), "description: expected a non-empty string"),
-    (_set("format_version", 3), "format_version: expected 1 or 2 (the versions this allinone reads), got 3"),
-    (_set("isa", ["asimd"]), "isa: not in format_version 1; expected format_version: 2 in a profile that uses it"),
+    (_set("format_version", 4), "format_version: expected 1, 2 or 3 (the versions this allinone reads), got 4"),
+    (_set("isa", ["asimd"]), "isa: not in format_version 1; expected format_version: 2 or later in a profile that "
+                             "uses it"),
+    (_set("latency_model.size_term_ms", {"int8": 1.0}), "latency_model.size_term_ms: not in format_version 1; "
+                                                         "expected format_version: 3 or later"),
 ])
 def test_bad_profile_gives_one_line_naming_file_and_key(mutate, expected):
     data = copy.deepcopy(_valid())
@@ -207,8 +210,8 @@ def test_bad_profile_gives_one_line_naming_file_and_key(mutate, expected):
 
 def test_newer_format_version_is_reported_before_its_unknown_keys():
     data = _valid()
-    data.update(format_version=3, a_key_from_the_future=1)
-    assert _error(data) == "dev.yaml: format_version: expected 1 or 2 (the versions this allinone reads), got 3"
+    data.update(format_version=4, a_key_from_the_future=1)
+    assert _error(data) == "dev.yaml: format_version: expected 1, 2 or 3 (the versions this allinone reads), got 4"
 
 
 # ---- CPU features (format 2) --------------------------------------------------------------------------------
@@ -314,7 +317,7 @@ def test_file_level_errors(tmp_path):
 
 def test_formats_doc_lists_every_profile_key():
     doc = (REPO / "docs" / "formats.md").read_text()
-    section = doc.split("## Device profile (format_version 2)")[1].split("\n## ")[0]
+    section = doc.split("## Device profile (format_version 3)")[1].split("\n## ")[0]
     keys = re.findall(r"^\| `([a-z0-9_.]+)` \|", section, flags=re.M)
     assert keys == [row[0] for row in schema_rows()]
 

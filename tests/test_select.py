@@ -13,7 +13,7 @@ import pytest
 
 from allinone.catalog import Catalog, CatalogEntry, load_catalog, save_catalog
 from allinone.errors import BadInputError, NoFitError
-from allinone.profiles import DeviceProfile, load_profile, profile_from_dict
+from allinone.profiles import DeviceProfile, SizeTerm, load_profile, profile_from_dict
 from allinone.select import CONSTRAINTS, explain_table, select, selection_to_json
 
 MIB = 2**20
@@ -443,6 +443,27 @@ def test_explanation_says_when_a_lower_precision_is_slower_on_this_device():
     # where 4-bit is faster, or the figures are only published estimates, nothing is claimed
     assert "slower" not in explain_table(select(cat, _measured(int8=40, int4=60)))
     assert "slower" not in explain_table(select(cat, profile()))
+
+
+def test_with_a_size_term_the_slower_precision_is_judged_at_each_systems_size():
+    """As measured on this repo's AVX512-VNNI host: 4-bit is faster for the smallest systems, 8-bit for the
+    largest. A size term makes that order depend on size, so each candidate's note is judged at its own."""
+    sized = _measured(int8=370, int4=230)
+    sized = dataclasses.replace(sized, format_version=3, latency_model=dataclasses.replace(
+        sized.latency_model, size_term_ms=SizeTerm(int8=0.6, int4=-0.03)))
+    small, large = 0.072, 0.92  # GMAC per second of audio
+    assert sized.predict_latency_ms(small * 1e10, 4, audio_s=10) < sized.predict_latency_ms(small * 1e10, 8, audio_s=10)
+    assert sized.predict_latency_ms(large * 1e10, 4, audio_s=10) > sized.predict_latency_ms(large * 1e10, 8, audio_s=10)
+    cat = Catalog((entry("d2-f256-h2-w4", bits=4, gmacs=small, wer=0.20), entry("d2-f256-h2-w8", bits=8, gmacs=small,
+                                                                                  wer=0.21),
+                   entry("d20-f1152-h8-w4", bits=4, gmacs=large, wer=0.10),
+                   entry("d20-f1152-h8-w8", bits=8, gmacs=large, wer=0.11)))
+    s = select(cat, sized)
+    reasons = {c.entry.subnet: c.reason for c in s.candidates}
+    assert s.chosen.entry.subnet == "d20-f1152-h8-w4"
+    assert reasons["d20-f1152-h8-w4"] == "selected: lowest WER that fits; w4 slower than w8 on this device (measured)"
+    assert "slower" not in reasons["d2-f256-h2-w4"]
+    assert "w4 is slower than w8 on this device at d20-f1152-h8-w4's size (920 MMAC/s" in explain_table(s)
 
 
 def test_selection_predicts_with_the_profile_per_block_term():

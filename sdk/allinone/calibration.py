@@ -157,9 +157,11 @@ def calibrate_profile(profile: DeviceProfile, reports: Sequence[LatencyReport], 
             check_report_device(report, profile)
         _check_same_isa(reports)
     points = [p for report in reports for p in report_points(report)]
-    # Too few systems to refit the per-block cost: the profile's is kept (0 when it has none).
+    # Too few systems to refit the per-block cost or the size term: the profile's are kept (none when absent).
+    size = profile.latency_model.size_term_ms
     fit = fit_latency_model(points, prior_overhead_ms=profile.latency_model.overhead_ms,
-                            fixed_block_ms_per_s=profile.latency_model.block_ms_per_s or 0.0)
+                            fixed_block_ms_per_s=profile.latency_model.block_ms_per_s or 0.0,
+                            fixed_size_term_ms={b: size.get(b) for b in PRECISION_OF_BITS} if size else None)
     date = (today or datetime.date.today()).isoformat()
     citations = [f"calibrated by allinone calibrate on {date} from {r.path}: {r.subnet} ({r.runner} runner, "
                  f"{r.threads} threads) on {r.cpu or r.machine}, measured {r.date[:10]}; p50 at "

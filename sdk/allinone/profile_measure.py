@@ -23,7 +23,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from allinone.errors import BadInputError
 from allinone.files import atomic_write_text
@@ -153,6 +153,33 @@ def _median(values: Sequence[float]) -> float:
     return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
 
 
+def _best_fit(points: Sequence, prior_overhead_ms: float) -> tuple[Any, list[float], str]:
+    """The latency model that best predicts systems it never timed: of the forms the points can separate
+    (with a per-block term, then also a size term per precision), the one with the smallest leave-one-out
+    max error. Returns the fit, its leave-one-out errors and one line saying what was chosen and why."""
+    from allinone.latency_fit import fit_latency_model, leave_one_out_errors
+
+    tried = []
+    for per_block, size_term in ((False, False), (True, False), (True, True)):
+        try:
+            fit = fit_latency_model(points, prior_overhead_ms=prior_overhead_ms, per_block=per_block,
+                                    size_term=size_term)
+            loo = leave_one_out_errors(points, per_block=fit.block_fitted, prior_overhead_ms=prior_overhead_ms,
+                                       size_term=size_term)
+        except BadInputError:  # the design cannot separate this term (too few or too alike systems)
+            continue
+        name = "overhead + MACs" + (" + per-block term" if fit.block_fitted else "") + \
+            (" + size term" if size_term else "")
+        tried.append((max(map(abs, loo)), len(tried), fit, loo, name))
+    if not tried:
+        raise BadInputError(f"latency fit: {len(points)} timed systems cannot be fitted; expected two or more "
+                            f"systems of different sizes per precision")
+    best = min(tried)
+    others = ", ".join(f"{name} {err:.1%}" for err, _, _, _, name in tried if name != best[4])
+    return best[2], best[3], (f"latency model: {best[4]} (leave-one-out max {best[0]:.1%}"
+                              + (f"; {others}" if others else "") + ")")
+
+
 def measure_profile(checkpoint: str | Path, out: str | Path, *, threads: int | None = None, runs: int = 10,
                     base: str | Path | None = None, name: str | None = None, audio_s: float | None = None,
                     specs: Sequence | None = None, today: datetime.date | None = None,
@@ -165,8 +192,7 @@ def measure_profile(checkpoint: str | Path, out: str | Path, *, threads: int | N
     from allinone.calibration import save_profile, target_mismatch
     from allinone.checkpoint import load_checkpoint
     from allinone.host_timing import lowered_program
-    from allinone.latency_fit import (MIN_UNCERTAINTY_PCT, LatencyPoint, fit_latency_model, fitted_latency_model,
-                                      leave_one_out_errors)
+    from allinone.latency_fit import MIN_UNCERTAINTY_PCT, LatencyPoint, fitted_latency_model
     from allinone.profiles import (FORMAT_VERSION, PRECISION_OF_BITS, FitQuality, MeasuredDevice, load_profile,
                                    profile_from_dict)
     from allinone.size import subnet_size
@@ -208,13 +234,8 @@ def measure_profile(checkpoint: str | Path, out: str | Path, *, threads: int | N
               for spec, macs in points_meta]
     overhead_bytes = _runtime_overhead_bytes(threads, audio_s, cache)
 
-    prior = base_profile.latency_model.overhead_ms
-    try:  # the per-block term needs systems of different depth at similar MACs
-        fit = fit_latency_model(points, prior_overhead_ms=prior, per_block=True)
-        loo = leave_one_out_errors(points, per_block=fit.block_fitted, prior_overhead_ms=prior)
-    except BadInputError:
-        fit = fit_latency_model(points, prior_overhead_ms=prior)
-        loo = leave_one_out_errors(points, prior_overhead_ms=prior)
+    fit, loo, chosen = _best_fit(points, base_profile.latency_model.overhead_ms)
+    say(chosen)
     loo_max = max(abs(e) for e in loo)
     date = (today or datetime.date.today()).isoformat()
     isa = tuple(device["isa"])
@@ -243,7 +264,8 @@ def measure_profile(checkpoint: str | Path, out: str | Path, *, threads: int | N
         memory=dataclasses.replace(base_profile.memory, runtime_overhead_mib=math.ceil(overhead_bytes / (1 << 20))),
         latency_model=latency_model,
         notes=(f"Measured by `allinone profiles measure` on {date}; budgets (memory, latency, weight bits) copied "
-               f"from {base_profile.name}. Effective GMAC/s on the speech encoder: {ranking}. Uncertainty is the "
+               f"from {base_profile.name}. {chosen[0].upper() + chosen[1:]}. Effective GMAC/s on the speech encoder: "
+               f"{ranking}{' (before the size term)' if fit.size_term_ms else ''}. Uncertainty is the "
                f"leave-one-out error (a system never timed). Runtime overhead {overhead_bytes / (1 << 20):.0f} MiB "
                f"(Python runtime). Timed on a machine others may share: rerun when it is idle."))
     profile = profile_from_dict(profile.to_dict(), f"measured profile for {out}")

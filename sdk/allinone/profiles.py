@@ -2,9 +2,10 @@
 
 A profile says what a device allows (weight bits, model and peak memory, a real-time-factor budget) and how
 fast it runs a system: latency_ms = overhead_ms + block_ms_per_s * blocks * audio_s
-+ MACs / (throughput_gmacs[precision] * workload_factor * 1e6), and which CPU features (`isa`) those figures
++ MACs / (throughput_gmacs[precision] * workload_factor * 1e6) [+ size_term_ms[precision] * size_feature], and which CPU features (`isa`) those figures
 assume. Format 2 added `isa`, `latency_model.block_ms_per_s`, `latency_model.device` and `latency_model.fit`;
-format 1 files are still read.
+format 3 added `latency_model.size_term_ms`, which bends the MAC cost with the system's size (`mac_ms`);
+format 1 and 2 files are still read.
 Units live in key names (`_mib`, `_ms`, `_s`, `_gmacs`, `_pct`), so every value is a plain number.
 Loading is strict: an unknown key, a wrong type, a missing key or an out-of-range value raises
 `BadInputError` with one line `FILE: KEY: what was wrong; what was expected`.
@@ -13,6 +14,7 @@ Loading is strict: an unknown key, a wrong type, a missing key or an out-of-rang
 from __future__ import annotations
 
 import difflib
+import math
 import re
 from dataclasses import dataclass
 from importlib import resources
@@ -30,14 +32,15 @@ from allinone.validation import parse as _parse, plain as _plain, schema_rows as
 
 __all__ = [
     "FORMAT_VERSION", "READABLE_VERSIONS", "MIB", "PRECISION_OF_BITS", "DeviceProfile", "MemoryBudget",
-    "LatencyBudget", "LatencyModel", "Throughput", "MeasuredDevice", "FitQuality", "load_profile", "list_profiles", "validate_profile_file", "profile_from_dict",
+    "LatencyBudget", "LatencyModel", "Throughput", "SizeTerm", "size_feature", "mac_ms", "MeasuredDevice", "FitQuality", "load_profile", "list_profiles", "validate_profile_file", "profile_from_dict",
     "predict_latency_ms", "predict_rtf", "schema_rows",
 ]
 
-FORMAT_VERSION = 2  # what allinone writes
-READABLE_VERSIONS = (1, 2)
-# Keys format 1 did not have: a version-1 file using them is refused (an older allinone would not read it).
-_ADDED_IN_2 = ("isa", "latency_model.block_ms_per_s", "latency_model.device", "latency_model.fit")
+FORMAT_VERSION = 3  # what allinone writes
+READABLE_VERSIONS = (1, 2, 3)
+# Keys each format added: an older-version file using them is refused (an older allinone would not read it).
+_ADDED_IN = {2: ("isa", "latency_model.block_ms_per_s", "latency_model.device", "latency_model.fit"),
+             3: ("latency_model.size_term_ms",)}
 MIB = 1 << 20  # profiles count memory in MiB (2**20 bytes): unambiguous, unlike "MB"
 PRECISION_OF_BITS = {32: "fp32", 8: "int8", 4: "int4"}
 
@@ -58,6 +61,21 @@ def _name_check(name: str) -> str | None:
 
 def _date_check(text: str | None) -> str | None:
     return None if text is None or re.fullmatch(r"\d{4}-\d{2}-\d{2}", text) else "a date YYYY-MM-DD"
+
+
+def size_feature(macs: float, audio_s: float) -> float:
+    """audio_s * sqrt(GMAC per second of audio): the size term's regressor. It scales with the audio like the
+    MACs do, but grows as the square root of the system's size, so its coefficient bends the MAC cost:
+    negative when small systems run more MACs per ms (weights in cache), positive when they run fewer
+    (per-token activation quantization is paid per linear, not per MAC)."""
+    return audio_s * math.sqrt(macs / audio_s / 1e9) if audio_s > 0 else 0.0
+
+
+def mac_ms(macs: float, audio_s: float, gmacs: float, size_ms: float) -> float:
+    """Milliseconds of the MAC-dependent work: MACs / throughput, bent by the size term. Floored at 0: with a
+    negative size term the curve dips below zero only for systems far smaller than any measured (a fraction
+    of a millisecond at most), where no cost is the honest extrapolation."""
+    return max(0.0, macs / (gmacs * 1e6) + size_ms * size_feature(macs, audio_s))
 
 
 @dataclass(frozen=True)
@@ -86,6 +104,21 @@ class Throughput:
                               check=_range(0, lo_open=True), default=None)
     int4: float | None = _key("int4 grouped weights, dynamic int8 activations (8da4w)", "GMAC/s",
                               check=_range(0, lo_open=True), default=None)
+
+
+@dataclass(frozen=True)
+class SizeTerm:
+    """Per precision, how a system's size bends its MAC cost (either sign; see `size_feature`)."""
+
+    fp32: float | None = _key("fp32 systems", "ms per audio second per sqrt(GMAC/s)", default=None)
+    int8: float | None = _key("int8 (8da8w) systems", "ms per audio second per sqrt(GMAC/s)",
+                              default=None)
+    int4: float | None = _key("int4 (8da4w) systems", "ms per audio second per sqrt(GMAC/s)",
+                              default=None)
+
+    def get(self, weight_bits: int, default: float = 0.0) -> float:
+        value = getattr(self, PRECISION_OF_BITS.get(weight_bits, ""), None)
+        return default if value is None else value
 
 
 @dataclass(frozen=True)
@@ -125,6 +158,10 @@ class LatencyModel:
     block_ms_per_s: float | None = _key("cost per encoder block per second of audio that MACs do not count "
                                         "(element-wise ops, dispatch); fitted by allinone profiles measure",
                                         "ms", check=_range(0), default=None)
+    size_term_ms: SizeTerm | None = _key("per precision, how system size bends the MAC cost (negative: small "
+                                         "systems run more MACs per ms, e.g. weights in cache); fitted by allinone "
+                                         "profiles measure when it predicts untimed systems better",
+                                         default=None)
     device: MeasuredDevice | None = _key("the machine the figures were timed on (measured / calibrated)", default=None)
     fit: FitQuality | None = _key("fit errors of a measured or calibrated model", default=None)
 
@@ -143,12 +180,17 @@ class LatencyModel:
         if macs < 0:
             raise BadInputError(f"macs: expected a count >= 0, got {macs}")
         per_block = (self.block_ms_per_s or 0.0) * blocks * audio_s
-        return self.overhead_ms + per_block + macs / (self.effective_gmacs(weight_bits) * 1e6)  # GMAC/s*1e6 = MAC/ms
+        size = self.size_term_ms.get(weight_bits) if self.size_term_ms is not None else 0.0
+        if size and audio_s <= 0:
+            raise BadInputError("audio_s: expected the audio length in seconds (> 0); this latency model's size "
+                                "term needs it")
+        return self.overhead_ms + per_block + mac_ms(macs, audio_s, self.effective_gmacs(weight_bits), size)
 
 
 @dataclass(frozen=True)
 class DeviceProfile:
-    format_version: int = _key(f"the schema version ({FORMAT_VERSION}; {READABLE_VERSIONS[0]} is still read)",
+    format_version: int = _key(f"the schema version ({FORMAT_VERSION}; "
+                               f"{' and '.join(map(str, READABLE_VERSIONS[:-1]))} are still read)",
                                check=lambda v: None if v in READABLE_VERSIONS else _versions())
     name: str = _key("profile name, same as the file name without .yaml", check=_name_check)
     description: str = _key("the device in one line", check=_nonempty)
@@ -193,7 +235,7 @@ def predict_rtf(profile: DeviceProfile, macs_per_second: float, weight_bits: int
 
 
 def _versions() -> str:
-    return " or ".join(map(str, READABLE_VERSIONS))
+    return ", ".join(map(str, READABLE_VERSIONS[:-1])) + f" or {READABLE_VERSIONS[-1]}"
 
 
 def _known_precisions(throughput: Throughput) -> str:
@@ -207,16 +249,23 @@ def _known_precisions(throughput: Throughput) -> str:
 def _check_profile(profile: DeviceProfile, data: dict) -> None:
     """Rules that span keys."""
     model = profile.latency_model
-    if profile.format_version == 1:
-        for key in _ADDED_IN_2:
+    for added, keys in _ADDED_IN.items():
+        if profile.format_version >= added:
+            continue
+        for key in keys:
             head, _, leaf = key.partition(".")
             if (leaf in data.get(head, {})) if leaf else (key in data):
-                raise _Invalid(key, f"not in format_version 1; expected format_version: {FORMAT_VERSION} in a "
-                               f"profile that uses it")
+                raise _Invalid(key, f"not in format_version {profile.format_version}; expected format_version: "
+                               f"{added} or later in a profile that uses it")
     if profile.isa is not None:
         problem = isa_problem(profile.isa, profile.target)
         if problem is not None:
             raise _Invalid(f"isa[{problem[0]}]", problem[1])
+    for precision in PRECISION_OF_BITS.values():
+        if model.size_term_ms is not None and getattr(model.size_term_ms, precision) is not None \
+                and getattr(model.throughput_gmacs, precision) is None:
+            raise _Invalid(f"latency_model.size_term_ms.{precision}", f"given without "
+                           f"latency_model.throughput_gmacs.{precision}; expected both or neither")
     for bits in profile.weight_bits:
         precision = PRECISION_OF_BITS[bits]
         if getattr(model.throughput_gmacs, precision) is None:

@@ -128,18 +128,27 @@ def _blocks(entry: CatalogEntry, profile: DeviceProfile) -> int:
     return SubnetSpec.from_id(entry.subnet).depth if profile.latency_model.block_ms_per_s else 0
 
 
-def slower_precisions(profile: DeviceProfile) -> dict[int, int]:
+def slower_precisions(profile: DeviceProfile, macs_per_second: float | None = None) -> dict[int, int]:
     """{bits: higher bits that run faster} for each allowed precision that a measured or calibrated latency
     model says is slower than a higher one (e.g. {4: 8} on an x86 CPU without VNNI): the fastest such higher
-    precision. Published and estimated figures are guesses, so they never claim this."""
+    precision. With a size term the order can change with the system's size, so it is judged at
+    `macs_per_second` (when given). Published and estimated figures are guesses, so they never claim this."""
     model = profile.latency_model
     if model.source not in ("measured", "calibrated"):
         return {}
+    seconds = profile.latency.reference_audio_s
+
+    def speed(bits: int) -> float:  # higher is faster
+        if model.size_term_ms is None or macs_per_second is None:
+            return model.effective_gmacs(bits)
+        macs = macs_per_second * seconds
+        return -(model.predict_ms(macs, bits, audio_s=seconds) - model.overhead_ms)
+
     out = {}
     for bits in profile.weight_bits:
-        faster = [b for b in profile.weight_bits if b > bits and model.effective_gmacs(b) > model.effective_gmacs(bits)]
+        faster = [b for b in profile.weight_bits if b > bits and speed(b) > speed(bits)]
         if faster:
-            out[bits] = max(faster, key=model.effective_gmacs)
+            out[bits] = max(faster, key=speed)
     return out
 
 
@@ -262,13 +271,12 @@ def select(catalog: Catalog, profile: DeviceProfile, decoder: DecoderCost | None
     if not ranked:
         _raise_no_fit(catalog, profile, judged, fitting=len(fits), decoder=decoder)
     best = ranked[0]
-    slower = slower_precisions(profile)
-    note = _slower_note(best.entry.weight_bits, slower, profile)
+    note = _slower_note(best.entry.weight_bits, slower_precisions(profile, best.entry.macs_per_second), profile)
     candidates = [_replace_verdict(best, SELECTED, "selected: lowest WER that fits" + note)]
     for c in sorted((c for c, _ in judged if c is not best), key=_accuracy_order):
         verdict, reason = (c.verdict, c.reason) if c.verdict else _loser(c, best)
         if verdict != "weight_bits":  # a disallowed precision's speed is beside the point
-            reason += _slower_note(c.entry.weight_bits, slower, profile)
+            reason += _slower_note(c.entry.weight_bits, slower_precisions(profile, c.entry.macs_per_second), profile)
         candidates.append(_replace_verdict(c, verdict, reason))
     return Selection(profile, candidates[0], tuple(candidates), decoder)
 
@@ -310,11 +318,17 @@ def explain_table(selection: Selection) -> str:
              f"{'/'.join(map(str, p.weight_bits))}; model <= {p.memory.max_model_mib:g} MiB; "
              f"peak <= {p.memory.max_peak_rss_mib:g} MiB; RTF <= {p.latency.max_rtf:g} at "
              f"{p.latency.reference_audio_s:g} s"]
-    slower = slower_precisions(p)
-    for bits, faster in sorted(slower.items()):
-        m = p.latency_model
-        lines.append(f"w{bits} is slower than w{faster} on this device ({m.source}: {m.effective_gmacs(bits):.1f} vs "
-                     f"{m.effective_gmacs(faster):.1f} effective GMAC/s{_isa_words(p)})")
+    m = p.latency_model
+    if m.size_term_ms is None:
+        for bits, faster in sorted(slower_precisions(p).items()):
+            lines.append(f"w{bits} is slower than w{faster} on this device ({m.source}: {m.effective_gmacs(bits):.1f} "
+                         f"vs {m.effective_gmacs(faster):.1f} effective GMAC/s{_isa_words(p)})")
+    else:  # the order depends on size: say it at the chosen system's
+        chosen = selection.chosen.entry
+        for bits, faster in sorted(slower_precisions(p, chosen.macs_per_second).items()):
+            lines.append(f"w{bits} is slower than w{faster} on this device at {chosen.subnet}'s size "
+                         f"({chosen.macs_per_second / 1e6:.0f} MMAC/s; {m.source} latency model with a size term"
+                         f"{_isa_words(p)})")
     d = selection.decoder
     if d is not None:
         lines.append(f"word LM {d.lm_dir}: {d.lm_bytes / MIB:.2f} MiB of files counted with each model's bytes; "
