@@ -18,6 +18,8 @@ from allinone.errors import BadInputError
 from allinone.eval_run import evaluate_checkpoint
 from allinone.spec import SubnetSpec
 from allinone.train.recipe import load_recipe, recipe_from_dict
+from allinone.train.averaging import WeightAverage
+from allinone.train.state import load_raw_weights
 from allinone.train.trainer import choose_systems, learning_rate, train
 
 ALLINONE = str(Path(sys.executable).parent / "allinone")
@@ -113,6 +115,52 @@ def test_training_augmentation_is_fixed_by_seed_epoch_and_item(synth_corpus):
     assert any(not torch.equal(a[i][0], clean[i][0]) for i in range(4))
     b.set_epoch(1)  # every epoch hears it differently
     assert any(not torch.equal(a[i][0], b[i][0]) for i in range(4))
+
+
+def test_weight_average_follows_its_formula_and_swaps_back():
+    model = torch.nn.Linear(3, 2)
+    model.register_buffer("stat", torch.zeros(2))
+    average = WeightAverage(model, 0.75)
+    w0 = model.weight.detach().clone()
+    with torch.no_grad():
+        model.weight.add_(1.0)
+        model.stat.fill_(5.0)
+    average.update(model)
+    assert torch.allclose(average.shadow["weight"], 0.75 * w0 + 0.25 * (w0 + 1.0))
+    assert torch.equal(average.shadow["stat"], torch.full((2,), 5.0))  # buffers are copied, not averaged
+    raw = model.weight.detach().clone()
+    with average.swapped_in(model) as saved:
+        assert torch.equal(model.weight, average.shadow["weight"]) and torch.equal(saved["weight"], raw)
+    assert torch.equal(model.weight, raw)
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        WeightAverage(model, 1.0)
+
+
+def test_checkpoint_holds_the_average_and_a_resumed_run_continues_exactly(synth_corpus, tmp_path):
+    """With ema_decay the checkpoint is the moving average, the trainer state the raw weights; stopping and
+    resuming gives the same average and raw weights as an uninterrupted run."""
+    base = load_recipe("tiny").to_dict()
+    recipe = recipe_from_dict({**base, "ema_decay": 0.9, "checkpoint_steps": 2})
+    train_m, dev_m = synth_corpus / "train.jsonl", synth_corpus / "dev.jsonl"
+    train(recipe, train_m, dev_m, tmp_path / "straight", max_steps=6, progress=False)
+    train(recipe, train_m, dev_m, tmp_path / "split", max_steps=3, progress=False)
+    train(recipe, train_m, dev_m, tmp_path / "split", max_steps=6, resume=True, progress=False)
+    for run in ("straight", "split"):
+        assert load_checkpoint(tmp_path / run).config["recipe"]["ema_decay"] == 0.9
+    straight, split = (load_checkpoint(tmp_path / r).model.state_dict() for r in ("straight", "split"))
+    raw_straight, raw_split = (load_raw_weights(tmp_path / r) for r in ("straight", "split"))
+    assert set(raw_straight) == set(straight)
+    for name in straight:
+        assert torch.allclose(straight[name], split[name], atol=1e-5), name
+        assert torch.allclose(raw_straight[name], raw_split[name], atol=1e-5), name
+    assert any(not torch.allclose(straight[n], raw_straight[n]) for n in straight)  # the average is not the raw
+    # A run that kept no average can take one up when resumed: it starts from the checkpoint's weights.
+    plain = tmp_path / "plain"
+    train(recipe_from_dict({**base, "checkpoint_steps": 2}), train_m, dev_m, plain, max_steps=2, progress=False)
+    train(recipe, train_m, dev_m, plain, max_steps=4, resume=True, progress=False)
+    assert load_checkpoint(plain).config["trained_steps"] == 4 and load_raw_weights(plain)
+    with pytest.raises(BadInputError, match="ema_decay: expected a number between 0 and 1"):
+        recipe_from_dict({**base, "ema_decay": 1})
 
 
 def test_sigkill_then_resume_continues_as_if_never_stopped(synth_corpus, tmp_path):

@@ -48,6 +48,8 @@ class Recipe:
     bf16: str = "off"  # bfloat16 autocast: "on", "off", or "auto" (on where the CPU has native bf16 or on CUDA)
     zero_init_residual: bool = False  # a fresh conformer starts with every block's residual branches at zero, so
     # each depth starts as the function of the shallower ones (deep stacks otherwise stay on the CTC plateau)
+    ema_decay: float | None = None  # per-step decay of a moving average of the weights, saved as the checkpoint
+    # (the raw weights stay in the trainer state); None: the checkpoint holds the raw weights
     format_version: int = RECIPE_FORMAT_VERSION
 
     def to_dict(self) -> dict:
@@ -106,6 +108,9 @@ def recipe_from_dict(data: dict, source: str = "recipe") -> Recipe:
     if data.get("subsampling_factor") is not None and data["model"].startswith("wav2vec2"):
         raise _fail(source, "subsampling_factor", "null for a wav2vec2 model (its frame rate is fixed)",
                     data["subsampling_factor"])
+    ema = data.get("ema_decay")
+    if ema is not None and (not isinstance(ema, float) or not 0.0 < ema < 1.0):
+        raise _fail(source, "ema_decay", "a number between 0 and 1 (e.g. 0.999) or null", ema)
     weights = data.get("loss_weights", {}) or {}
     if not isinstance(weights, dict) or any(k not in targets for k in weights) or not all(
             isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w) and w >= 0

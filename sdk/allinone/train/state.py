@@ -11,16 +11,18 @@ import torch
 from allinone.files import read_json, sha256_file
 from allinone.errors import BadInputError
 
-__all__ = ["trainer_state_files", "load_trainer_state", "STATE_TENSORS", "STATE_JSON"]
+__all__ = ["trainer_state_files", "load_trainer_state", "load_raw_weights", "STATE_TENSORS", "STATE_JSON"]
 
 STATE_TENSORS, STATE_JSON = "trainer_state.safetensors", "trainer_state.json"
 STATE_FORMAT_VERSION = 1
+RAW = "raw_model."  # key prefix of the raw weights, saved beside the optimizer when the checkpoint holds an average
 
 
-def trainer_state_files(optimizer: torch.optim.Optimizer, progress: dict,
-                        checkpoint: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
-    """All files of a resumable save, in rename order: optimizer tensors, the checkpoint's weights and
-    config, and last trainer_state.json, which records the sha256 of the files it belongs to."""
+def trainer_state_files(optimizer: torch.optim.Optimizer, progress: dict, checkpoint: list[tuple[str, bytes]],
+                        raw_weights: dict[str, torch.Tensor] | None = None) -> list[tuple[str, bytes]]:
+    """All files of a resumable save, in rename order: optimizer tensors (and `raw_weights`, the weights
+    training continues from when the checkpoint holds their average), the checkpoint's weights and config,
+    and last trainer_state.json, which records the sha256 of the files it belongs to."""
     from safetensors.torch import save
 
     state = optimizer.state_dict()
@@ -28,6 +30,8 @@ def trainer_state_files(optimizer: torch.optim.Optimizer, progress: dict,
     for index, entry in state["state"].items():
         for name, value in entry.items():
             tensors[f"{index}.{name}"] = torch.as_tensor(value).detach().cpu().contiguous()
+    for name, value in (raw_weights or {}).items():
+        tensors[RAW + name] = value.detach().cpu().contiguous()
     optimizer_bytes = save(tensors)
     files = [(STATE_TENSORS, optimizer_bytes), *checkpoint]
     hashes = {name: hashlib.sha256(data).hexdigest() for name, data in files}
@@ -56,7 +60,18 @@ def load_trainer_state(directory: Path, optimizer: torch.optim.Optimizer) -> dic
     tensors = load_file(str(tensor_path))
     per_param: dict[int, dict] = {}
     for key, value in tensors.items():
+        if key.startswith(RAW):
+            continue  # read by load_raw_weights
         index, name = key.split(".", 1)
         per_param.setdefault(int(index), {})[name] = value
     optimizer.load_state_dict({"state": per_param, "param_groups": meta["param_groups"]})
     return {k: v for k, v in meta.items() if k not in ("format_version", "param_groups", "sha256")}
+
+
+def load_raw_weights(directory: Path) -> dict[str, torch.Tensor]:
+    """The raw weights a save carried beside the optimizer (empty when its checkpoint holds them itself).
+    Read after `load_trainer_state`, which checked the file against trainer_state.json."""
+    from safetensors import safe_open
+
+    with safe_open(str(Path(directory) / STATE_TENSORS), "pt") as f:
+        return {key[len(RAW):]: f.get_tensor(key) for key in f.keys() if key.startswith(RAW)}

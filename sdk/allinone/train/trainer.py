@@ -35,7 +35,8 @@ from allinone.errors import BadInputError
 from allinone.spec import SubnetSpec
 from allinone.train.stop import StopRequest, ignore_stop_signals
 from allinone.train.recipe import Recipe
-from allinone.train.state import STATE_JSON, load_trainer_state, trainer_state_files
+from allinone.train.averaging import WeightAverage
+from allinone.train.state import STATE_JSON, load_raw_weights, load_trainer_state, trainer_state_files
 
 __all__ = ["train", "TrainResult", "choose_systems", "learning_rate"]
 
@@ -160,7 +161,9 @@ def _check_resumable(out: Path, model, recipe: Recipe, data_info: dict) -> None:
     defaults = Recipe(name="", model="", targets=()).to_dict()  # keys an older run's recipe did not have yet
     saved = {**defaults, **config.get("recipe", {})}
     now = json.loads(json.dumps(recipe.to_dict()))
-    changed = [k for k in sorted(set(saved) | set(now)) if k != "max_steps" and saved.get(k) != now.get(k)]
+    # ema_decay may change too: the average is a side product, the raw weights train the same either way.
+    changed = [k for k in sorted(set(saved) | set(now)) if k not in ("max_steps", "ema_decay")
+               and saved.get(k) != now.get(k)]
     if changed:
         raise BadInputError(f"--resume {out}: recipe {changed[0]!r} is {now.get(changed[0])!r}, the run started "
                             f"with {saved.get(changed[0])!r}; expected the same recipe (and --only) as the run")
@@ -219,6 +222,13 @@ def train(recipe: Recipe, train_manifest, dev_manifest, out, *, max_steps: int |
         if recipe.zero_init_residual:
             model.zero_init_residual()
     model.to(device)
+    # The average starts from the checkpoint's weights (the average itself, when the run kept one); training
+    # continues from the raw weights the trainer state carries beside it.
+    average = WeightAverage(model, recipe.ema_decay) if recipe.ema_decay else None
+    if resume:
+        raw = load_raw_weights(out)
+        if raw:
+            model.load_state_dict(raw)
     if world > 1:  # identical start on every rank
         for tensor in list(model.parameters()) + list(model.buffers()):
             dist.broadcast(tensor.data, src=0)
@@ -229,15 +239,23 @@ def train(recipe: Recipe, train_manifest, dev_manifest, out, *, max_steps: int |
                                    num_replicas=world, rank=rank)
     trainer = TrainingStep(recipe, model, optimizer, targets, device, rank, world)
     if rank == 0:
-        log.info("training %s (%s units, %d symbols) with bf16 autocast %s", recipe.model, recipe.units,
-                 len(tokenizer), "on" if trainer.bf16 else "off")
+        log.info("training %s (%s units, %d symbols) with bf16 autocast %s%s", recipe.model, recipe.units,
+                 len(tokenizer), "on" if trainer.bf16 else "off",
+                 f"; the checkpoint holds a moving average of the weights (decay {recipe.ema_decay:g})"
+                 if average else "")
 
     def save() -> None:
         if rank != 0:
             return
-        ckpt = checkpoint_files(model, targets=targets, vocabulary=tokenizer.to_dict(), recipe=recipe.to_dict(),
-                                data=data_info, extra={"trained_steps": progress_state["step"], **init_provenance})
-        write_files_atomically(out, trainer_state_files(optimizer, dict(progress_state), ckpt))
+        extra = {"trained_steps": progress_state["step"], **init_provenance}
+        if average is None:
+            ckpt, raw = checkpoint_files(model, targets=targets, vocabulary=tokenizer.to_dict(),
+                                         recipe=recipe.to_dict(), data=data_info, extra=extra), None
+        else:
+            with average.swapped_in(model) as raw:  # config.recipe.ema_decay says the weights are an average
+                ckpt = checkpoint_files(model, targets=targets, vocabulary=tokenizer.to_dict(),
+                                        recipe=recipe.to_dict(), data=data_info, extra=extra)
+        write_files_atomically(out, trainer_state_files(optimizer, dict(progress_state), ckpt, raw))
 
     metrics_path = out / METRICS
     if rank == 0:
@@ -267,6 +285,8 @@ def train(recipe: Recipe, train_manifest, dev_manifest, out, *, max_steps: int |
                                         skip_nonfinite)
                         continue
                     progress_state["step"] += 1
+                    if average is not None:
+                        average.update(model)
                     session_audio += record["audio_seconds"]
                     progress_state["seconds"] = base_seconds + time.monotonic() - session_start
                     progress_state["audio_seconds"] = base_audio + session_audio
