@@ -68,9 +68,10 @@ def _fmt_table(rows: list[tuple[str, ...]], right_from: int = 1) -> str:
                                enumerate(zip(r, widths))).rstrip() for r in rows)
 
 
-def _size_fit(fit_latency_model, points, prior_overhead_ms: float):
+def _size_fit(points, prior_overhead_ms: float):
     """The fit with per-block and size terms, or None where the points cannot separate a size term."""
     from allinone.errors import BadInputError
+    from allinone.latency_fit import fit_latency_model
 
     try:
         return fit_latency_model(points, prior_overhead_ms=prior_overhead_ms, per_block=True, size_term=True)
@@ -121,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     fit = fit_latency_model(points, prior_overhead_ms=profile.latency_model.overhead_ms)
     # The same fit with a cost per encoder block: what the profile's model leaves out (see the docs).
     block_fit = fit_latency_model(points, prior_overhead_ms=profile.latency_model.overhead_ms, per_block=True)
-    size_fit = _size_fit(fit_latency_model, points, profile.latency_model.overhead_ms)  # None: < 3 sizes/precision
+    size_fit = _size_fit(points, profile.latency_model.overhead_ms)  # None: < 3 sizes/precision
     rows = [("system", "MMAC/s", "measured ms", "min ms", "fit ms", "err", "leave-1-out", "err", "+block l-1-o", "err",
              "+size l-1-o", "err", "profile ms", "err", "peak MiB", "predicted", "err")]
     loo_errors, block_errors, size_errors, shipped_errors, peak_errors = [], [], [], [], []
@@ -129,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         others = points[:i] + points[i + 1:]
         loo = fit_latency_model(others, prior_overhead_ms=fit.overhead_ms).predict(point)
         loo_block = fit_latency_model(others, prior_overhead_ms=fit.overhead_ms, per_block=True).predict(point)
-        size_others = _size_fit(fit_latency_model, others, fit.overhead_ms) if size_fit else None
+        size_others = _size_fit(others, fit.overhead_ms) if size_fit else None
         loo_size = size_others.predict(point) if size_others else math.nan
         fitted = fit.predict(point)
         shipped = profile.predict_latency_ms(point.macs, s.weight_bits, blocks=point.blocks, audio_s=point.audio_s)

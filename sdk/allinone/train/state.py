@@ -43,7 +43,7 @@ def trainer_state_files(optimizer: torch.optim.Optimizer, progress: dict, checkp
 
 def load_trainer_state(directory: Path, optimizer: torch.optim.Optimizer) -> dict:
     """Restore the optimizer from `directory` and return the saved progress dict."""
-    from safetensors.torch import load_file
+    from safetensors import safe_open
 
     meta_path, tensor_path = directory / STATE_JSON, directory / STATE_TENSORS
     if not meta_path.is_file() or not tensor_path.is_file():
@@ -57,13 +57,13 @@ def load_trainer_state(directory: Path, optimizer: torch.optim.Optimizer) -> dic
         if sha256_file(directory / name) != digest:
             raise BadInputError(f"{directory / name}: does not match {STATE_JSON} (a save was interrupted between "
                                 "renames, or the file was changed); cannot resume consistently")
-    tensors = load_file(str(tensor_path))
     per_param: dict[int, dict] = {}
-    for key, value in tensors.items():
-        if key.startswith(RAW):
-            continue  # read by load_raw_weights
-        index, name = key.split(".", 1)
-        per_param.setdefault(int(index), {})[name] = value
+    with safe_open(str(tensor_path), "pt") as f:
+        for key in f.keys():
+            if key.startswith(RAW):
+                continue  # the raw weights: read by load_raw_weights, not twice
+            index, name = key.split(".", 1)
+            per_param.setdefault(int(index), {})[name] = f.get_tensor(key)
     optimizer.load_state_dict({"state": per_param, "param_groups": meta["param_groups"]})
     return {k: v for k, v in meta.items() if k not in ("format_version", "param_groups", "sha256")}
 

@@ -22,6 +22,7 @@ import os
 import random
 import resource
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -247,14 +248,10 @@ def train(recipe: Recipe, train_manifest, dev_manifest, out, *, max_steps: int |
     def save() -> None:
         if rank != 0:
             return
-        extra = {"trained_steps": progress_state["step"], **init_provenance}
-        if average is None:
-            ckpt, raw = checkpoint_files(model, targets=targets, vocabulary=tokenizer.to_dict(),
-                                         recipe=recipe.to_dict(), data=data_info, extra=extra), None
-        else:
-            with average.swapped_in(model) as raw:  # config.recipe.ema_decay says the weights are an average
-                ckpt = checkpoint_files(model, targets=targets, vocabulary=tokenizer.to_dict(),
-                                        recipe=recipe.to_dict(), data=data_info, extra=extra)
+        # With an average, the checkpoint holds it (config.recipe.ema_decay says so) and `raw` the raw weights.
+        with average.swapped_in(model) if average is not None else nullcontext() as raw:
+            ckpt = checkpoint_files(model, targets=targets, vocabulary=tokenizer.to_dict(), recipe=recipe.to_dict(),
+                                    data=data_info, extra={"trained_steps": progress_state["step"], **init_provenance})
         write_files_atomically(out, trainer_state_files(optimizer, dict(progress_state), ckpt, raw))
 
     metrics_path = out / METRICS
