@@ -1,7 +1,7 @@
 """Tune the beam-search decoder's LM weight, word bonus and OOV penalty on a dev manifest.
 
     nice -n 5 .venv/bin/python benchmarks/tune_decoder.py --checkpoint checkpoints/conformer_small \
-        --manifest ~/.cache/allinone/corpus/v1/dev.jsonl --lm LM_DIR [--subnet ID ...]
+        --manifest ~/.cache/allinone/corpus/v1/dev.jsonl --lm LM_DIR [--subnet ID ...] [--beam 8 16 ...]
 
 Runs each system once over the manifest (log-probs kept in memory), then decodes the grid below and prints
 corpus WER per setting, best first. Never point it at a test set: its output picks the shipped defaults.
@@ -53,7 +53,7 @@ def main() -> None:
     p.add_argument("--manifest", required=True)
     p.add_argument("--lm", required=True)
     p.add_argument("--subnet", action="append", default=None)
-    p.add_argument("--beam", type=int, default=8)
+    p.add_argument("--beam", type=int, nargs="+", default=[8])
     p.add_argument("--lm-weight", type=float, nargs="+", default=[0.5, 0.8, 1.0, 1.3])
     p.add_argument("--word-bonus", type=float, nargs="+", default=[0.0, 1.0, 2.0, 3.0])
     p.add_argument("--oov-penalty", type=float, nargs="+", default=[-5.0, -10.0, -20.0])
@@ -66,18 +66,18 @@ def main() -> None:
     subnets = args.subnet or ["d12-f512-h4-w32"]
     logps, refs, vocab = dev_log_probs(args.checkpoint, args.manifest, subnets)
     lm = load_lm(args.lm)
-    base = BeamDecoder(vocab, lm, DecoderOptions(beam=args.beam))
+    base = BeamDecoder(vocab, lm, DecoderOptions(beam=args.beam[0]))
     for s in subnets:
         greedy = [decode_greedy(greedy_ids(x), vocab, 0.04)[0] for x in logps[s]]
         print(f"{s}: greedy WER {corpus_wer(refs, greedy):.2%}", flush=True)
         rows = []
-        for w, b, oov in itertools.product(args.lm_weight, args.word_bonus, args.oov_penalty):
-            dec = base.with_options(DecoderOptions(beam=args.beam, lm_weight=w, word_bonus=b, oov_penalty=oov))
+        for beam, w, b, oov in itertools.product(args.beam, args.lm_weight, args.word_bonus, args.oov_penalty):
+            dec = base.with_options(DecoderOptions(beam=beam, lm_weight=w, word_bonus=b, oov_penalty=oov))
             started = time.perf_counter()
             hyps = [dec.decode(x) for x in logps[s]]
             wer = corpus_wer(refs, hyps)
-            rows.append((wer, w, b, oov))
-            print(f"{s}: lm_weight {w} word_bonus {b} oov_penalty {oov}: WER {wer:.2%} "
+            rows.append((wer, beam, w, b, oov))
+            print(f"{s}: beam {beam} lm_weight {w} word_bonus {b} oov_penalty {oov}: WER {wer:.2%} "
                   f"({time.perf_counter() - started:.1f} s)", flush=True)
         rows.sort()
         print(f"{s}: best", rows[:5], flush=True)

@@ -9,16 +9,15 @@ import torch
 from executorch.runtime import Runtime
 
 from allinone.checkpoint import load_checkpoint
-from allinone.export import MAX_SAMPLES, export_subnet
-from allinone.models.conformer import MIN_SAMPLES
+from allinone.export import MAX_SAMPLES, InputLengths, export_subnet, input_lengths
 from allinone.size import subnet_size
 from allinone.spec import SubnetSpec
 
 # Ops the XNNPACK delegate does not take today: the final log-softmax, the input's unsqueeze, and the shape
-# arithmetic of a dynamic length (sym ints and the position encoding's arange). None of them sits between two
-# delegated ops, so the whole network is one XNNPACK partition. A new op outside the delegate fails the test
-# so it gets looked at: each one in the middle of the network splits it and adds lowering time.
-KNOWN_PORTABLE_OPS = {"_log_softmax", "arange.start_step", "sym_size.int", "add", "floordiv", "unsqueeze_copy"}
+# arithmetic of a dynamic length (sym ints: the frame count from the input length, and the position encoding's
+# arange). None of them sits between two delegated ops, so the whole network is one XNNPACK partition. A new
+# op outside the delegate fails the test so it gets looked at: one in the middle of the network splits it.
+KNOWN_PORTABLE_OPS = {"_log_softmax", "arange.start_step", "sym_size.int", "add", "sub", "floordiv", "unsqueeze_copy"}
 
 
 def _speech() -> torch.Tensor:
@@ -51,11 +50,15 @@ def test_lowered_program_runs_speech_like_eager(trained, bits):
     exported = export_subnet(tiny, spec)
     program = Runtime.get().load_program(exported.pte)  # keep the program alive while its method runs
     method = program.load_method("forward")
-    speech = _speech()
+    speech, lengths = _speech(), input_lengths(tiny)
     long_input = torch.cat([speech] * (MAX_SAMPLES // speech.shape[1] + 1), dim=1)[:, :MAX_SAMPLES]
+    assert lengths == InputLengths(8400, 479_440, 640)  # 720 + k x 640 samples: k output frames
+    assert lengths.fit(speech.shape[1]) < speech.shape[1] and lengths.fit(MAX_SAMPLES) < MAX_SAMPLES
     max_tol, mean_tol = TOLERANCE[bits]
-    for waveform in (speech, speech[:, :MIN_SAMPLES], long_input):  # 0.5 s to 30 s, one program
-        got = method.execute([waveform])[0]
+    for waveform in (speech, speech[:, :lengths.min_samples], long_input):  # 0.5 s to 30 s, one program
+        # The program gets the audio cut to a length it takes, as the runtimes feed it; the eager model the
+        # whole of it: the samples cut are ones no output frame reads, so the outputs still agree.
+        got = method.execute([waveform[:, :lengths.fit(waveform.shape[1])]])[0]
         with torch.no_grad():
             expected = exported.module(waveform)
         assert got.shape == expected.shape
@@ -66,7 +69,7 @@ def test_lowered_program_runs_speech_like_eager(trained, bits):
         assert agree == 1.0 if bits == 32 else agree > 0.98, agree
 
     # The program transcribes the clip the model learned, exactly as the eager model does.
-    text = tokenizer.decode_ctc(method.execute([speech])[0][0].argmax(-1).tolist())
+    text = tokenizer.decode_ctc(method.execute([speech[:, :lengths.fit(speech.shape[1])]])[0][0].argmax(-1).tolist())
     assert text == (Path(__file__).parents[1] / "sdk/allinone/assets/sample.txt").read_text().strip()
 
     # Every linear layer runs inside XNNPACK; whatever runs outside is reported and known.
@@ -115,6 +118,7 @@ def test_lowering_without_the_ir_verifier_gives_the_same_program(trained):
     from allinone.export import lower_to_pte
 
     exported = export_subnet(trained[0], SubnetSpec(1, 64, 1, 8))  # lowered without the verifier
-    with torch.no_grad():
-        checked = lower_to_pte(exported.module, torch.zeros(1, 32000), check_ir=True)[0]  # export_subnet's 2 s
+    lengths = input_lengths(trained[0])
+    with torch.no_grad():  # export_subnet's example: 2 s, cut to a length the program takes
+        checked = lower_to_pte(exported.module, torch.zeros(1, lengths.fit(32000)), check_ir=True, lengths=lengths)[0]
     assert checked == exported.pte

@@ -197,11 +197,16 @@ def test_audio_longer_than_30s_is_transcribed_in_overlapping_chunks(w4, monkeypa
     calls, run = [], w4.engine.run
     monkeypatch.setattr(w4.engine, "run", lambda samples: calls.append((samples, run(samples))) or calls[-1][1])
     log_probs, chunks = w4.log_probs(audio)
-    assert chunks == 2 and w4.hop == 26 * 16000 and w4.overlap == 4 * 16000  # windows of 30 s every 26 s
+    # Windows of the program's longest input (479,440 samples: 720 + 748 frames of 640) every 649 frames
+    # (the 30 s window less the 4 s overlap, in whole frames); the last window is cut to a length it takes.
+    assert w4.bundle.max_samples == 479_440 and w4.bundle.length_step == 640
+    assert chunks == 2 and w4.hop == 649 * 640 and w4.overlap == 4 * 16000
     (first, out0), (second, out1) = calls
-    assert np.array_equal(first, audio[:480000]) and np.array_equal(second, audio[416000:])
-    seam = (26 + 2) * 25  # frame 700: the middle of the overlap (28 s), 25 frames per second
-    assert np.array_equal(log_probs[:seam], out0[:seam]) and np.array_equal(log_probs[seam:], out1[2 * 25:])
+    rest = 656000 - 649 * 640  # 240,640 samples, cut to 8,400 + 362 x 640 = 240,080
+    assert np.array_equal(first, audio[:479_440]) and np.array_equal(second, audio[649 * 640:][:240_080])
+    seam = 649 + 50  # the middle of the overlap: 50 frames (2 s) into the second window
+    assert np.array_equal(log_probs[:seam], out0[:seam]) and np.array_equal(log_probs[seam:], out1[50:])
+    assert len(second) < rest
     assert abs(len(log_probs) - 41 * 25) <= 3  # one frame grid over the whole audio
 
     result = w4.transcribe(audio)
@@ -247,7 +252,7 @@ def test_flipped_byte_in_model_pte_is_refused(built, tmp_path):
     (lambda b: (b / "manifest.json").unlink(), r"manifest.json: missing; a bundle is model.pte \+ manifest.json"),
     (lambda b: (b / "model.pte").unlink(), r"model.pte: missing"),
     (lambda b: (b / "manifest.json").write_text("{not json"), "not valid JSON"),
-    (lambda b: _edit_manifest(b, format_version=2), "format_version: expected 1, got 2"),
+    (lambda b: _edit_manifest(b, format_version=3), "format_version: expected 1 or 2, got 3"),
     (lambda b: _edit_manifest(b, kind="something-else"), "kind: expected 'allinone-bundle'"),
     (lambda b: _edit_manifest(b, io=None), "io.output.blank_id: missing; the runtime needs it"),
     (lambda b: _edit_manifest(b, versions={"executorch": "9.1.0"}), "built with executorch 9.1.0, but the installed"),
@@ -264,6 +269,42 @@ def _edit_manifest(bundle: Path, **changes) -> None:
     manifest = json.loads((bundle / "manifest.json").read_text())
     manifest.update(changes)
     (bundle / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_each_call_takes_the_audio_cut_to_the_frame_grid(built, w4, monkeypatch, tmp_path):
+    """Format 2: the program takes 8,400 + 640 k samples; the runtime cuts the tail no output frame reads, so
+    the log-probs equal the format-1 reading of the same program, which fed the whole clip."""
+    b = w4.bundle
+    assert (b.min_samples, b.max_samples, b.length_step) == (8400, 479_440, 640)
+    audio = sf.read(str(SAMPLE), dtype="float32")[0]
+    cut = 8400 + (len(audio) - 8400) // 640 * 640
+    assert cut < len(audio)
+    calls, run = [], w4.engine.run
+    monkeypatch.setattr(w4.engine, "run", lambda samples: calls.append(len(samples)) or run(samples))
+    on_grid, _ = w4.log_probs(audio)
+    assert calls == [cut]
+    old = _copy_bundle(built, tmp_path)  # the same program read as a format-1 bundle: any length, fed whole
+    manifest = json.loads((old / "manifest.json").read_text())
+    manifest["format_version"] = 1
+    del manifest["io"]["input"]["length_step"]
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    whole = Transcriber(old)
+    assert whole.bundle.length_step == 1
+    assert np.array_equal(whole.log_probs(audio)[0], on_grid)
+
+
+@pytest.mark.parametrize("step, message", [(None, "io.input.length_step: missing"),
+                                           (0, "length_step: expected >= 1"), (641, "dividing max_samples")])
+def test_a_bad_length_step_is_refused(built, tmp_path, step, message):
+    bundle = _copy_bundle(built, tmp_path)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    if step is None:
+        del manifest["io"]["input"]["length_step"]
+    else:
+        manifest["io"]["input"]["length_step"] = step
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(RuntimeInputError, match=message):
+        Bundle.open(bundle)
 
 
 def test_executorch_compatibility_rule():
@@ -441,7 +482,7 @@ def test_cli_errors_are_one_line(built, tmp_path):
         done = _run(*prog, "transcribe", str(bundle), str(SAMPLE))
         assert done.returncode == 2
         assert done.stderr.strip().splitlines() == [f"{prog[1].split('.')[0]}: error: {bundle / 'manifest.json'}: "
-                                                    f"format_version: expected 1, got 7; this runtime reads bundle "
-                                                    f"format 1 only"]
+                                                    f"format_version: expected 1 or 2, got 7; this runtime reads "
+                                                    f"bundle formats 1 or 2 only"]
     done = _run("-m", "allinone_runtime", "bench", built["w4"]["bundle"], "--lengths", "1,45", "--out", str(tmp_path))
-    assert done.returncode == 2 and "--lengths: 45 s is outside the program's range 0.5-30 s" in done.stderr
+    assert done.returncode == 2 and "--lengths: 45 s is outside the program's range 0.525-29.965 s" in done.stderr

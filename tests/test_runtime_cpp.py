@@ -91,7 +91,7 @@ def test_cpp_and_python_device_records_alike_from_real_cpuinfo_texts(runner, tmp
 @pytest.mark.parametrize("edit, message", [
     ("flip", "sha256 .* differs from the manifest's"),
     ("no_manifest", r"manifest.json: missing"),
-    ("version", "format_version: expected 1"),
+    ("version", "format_version: expected 1 or 2"),
     ("newer", "built with executorch 9.0.0, but this runner links executorch"),
 ])
 def test_cpp_refuses_broken_bundles(built, runner, tmp_path, edit, message):

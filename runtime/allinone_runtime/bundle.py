@@ -1,7 +1,7 @@
 """Open a bundle directory (`model.pte` + `manifest.json`) and check it before anything runs it.
 
 Checks, in order, each failing with one line naming the file and what was expected: the directory and
-`manifest.json` exist and parse; `format_version` is 1 and `kind` is `allinone-bundle`; the keys the runtime
+`manifest.json` exist and parse; `format_version` is 1 or 2 and `kind` is `allinone-bundle`; the keys the runtime
 reads are present and well-typed; `model.pte` exists and its sha256 equals the manifest's; the installed
 ExecuTorch can run a program built by the manifest's ExecuTorch version (`check_executorch_compat`).
 """
@@ -18,12 +18,13 @@ from pathlib import Path
 from allinone_runtime.errors import RuntimeInputError
 from allinone_runtime.schema import read_json_file
 
-__all__ = ["BUNDLE_FORMAT_VERSION", "BUNDLE_KIND", "Bundle", "read_manifest", "check_executorch_compat",
-           "installed_executorch_version"]
+__all__ = ["BUNDLE_FORMAT_VERSION", "READABLE_BUNDLE_VERSIONS", "BUNDLE_KIND", "Bundle", "fit_length",
+           "read_manifest", "check_executorch_compat", "installed_executorch_version"]
 
 log = logging.getLogger(__name__)
 
-BUNDLE_FORMAT_VERSION = 1
+BUNDLE_FORMAT_VERSION = 2  # 2 added io.input.length_step: the program takes min_samples + k * length_step samples
+READABLE_BUNDLE_VERSIONS = (1, 2)
 BUNDLE_KIND = "allinone-bundle"
 
 
@@ -102,12 +103,27 @@ def _read_envelope(directory: Path) -> tuple[dict, str]:
     if not isinstance(manifest, dict):
         raise RuntimeInputError(f"{where}: expected a JSON object, got {type(manifest).__name__}")
     fv = manifest.get("format_version")
-    if fv != BUNDLE_FORMAT_VERSION:
-        raise RuntimeInputError(f"{where}: format_version: expected {BUNDLE_FORMAT_VERSION}, got {fv!r}; this "
-                                f"runtime reads bundle format {BUNDLE_FORMAT_VERSION} only")
+    if fv not in READABLE_BUNDLE_VERSIONS or isinstance(fv, bool):
+        readable = " or ".join(str(v) for v in READABLE_BUNDLE_VERSIONS)
+        raise RuntimeInputError(f"{where}: format_version: expected {readable}, got {fv!r}; this runtime reads "
+                                f"bundle formats {readable} only")
     if manifest.get("kind") != BUNDLE_KIND:
         raise RuntimeInputError(f"{where}: kind: expected {BUNDLE_KIND!r}, got {manifest.get('kind')!r}")
     return manifest, where
+
+
+def fit_length(n_samples: int, min_samples: int, max_samples: int, length_step: int) -> int:
+    """The input length a program call takes for `n_samples` of audio: `min_samples` when shorter (the audio
+    is zero-padded), else the longest `min_samples + k * length_step` not over `n_samples` (the cut tail, under
+    one output frame of audio, is audio the network never reads: identical log-probs). Over `max_samples`
+    after that: RuntimeInputError (the caller windows longer audio)."""
+    if n_samples <= min_samples:
+        return min_samples
+    fitted = min_samples + (n_samples - min_samples) // length_step * length_step
+    if fitted > max_samples:
+        raise RuntimeInputError(f"{n_samples} samples is longer than one call of the program ({max_samples} "
+                                f"samples); expected shorter audio")
+    return fitted
 
 
 def _check_pte(directory: Path, manifest: dict, where: str) -> tuple[Path, str]:
@@ -147,6 +163,7 @@ class Bundle:
     sample_rate: int
     min_samples: int  # shortest input the program takes; shorter audio is zero-padded
     max_samples: int  # longest input the program takes; longer audio is chunked
+    length_step: int  # the program takes min_samples + k * length_step samples (format 1: any length, 1)
     frame_shift_s: float  # output frame t covers audio from t * frame_shift_s
     subnet: str
     weight_bits: int
@@ -171,6 +188,10 @@ class Bundle:
         if not 0 < min_samples <= max_samples or sample_rate <= 0:
             raise RuntimeInputError(f"{where}: io.input: expected 0 < min_samples <= max_samples and sample_rate > 0, "
                                     f"got {min_samples}, {max_samples}, {sample_rate}")
+        length_step = _get(manifest, "io.input.length_step", int, where) if manifest["format_version"] >= 2 else 1
+        if length_step < 1 or (max_samples - min_samples) % length_step:
+            raise RuntimeInputError(f"{where}: io.input.length_step: expected >= 1 and dividing max_samples - "
+                                    f"min_samples, got {length_step} ({min_samples}-{max_samples})")
         frame_shift_s = float(_get(manifest, "io.output.frame_shift_s", (int, float), where))
         if frame_shift_s <= 0:
             raise RuntimeInputError(f"{where}: io.output.frame_shift_s: expected > 0, got {frame_shift_s}")
@@ -182,7 +203,17 @@ class Bundle:
         pte_path, actual_sha = _check_pte(directory, manifest, where)
         compat = check_executorch_compat(built, installed_executorch or installed_executorch_version(), where)
         return cls(directory, manifest, pte_path, pte_path.stat().st_size, actual_sha, tuple(vocab), sample_rate,
-                   min_samples, max_samples, frame_shift_s, subnet, weight_bits, built, compat)
+                   min_samples, max_samples, length_step, frame_shift_s, subnet, weight_bits, built, compat)
+
+    def fit_input(self, samples):
+        """(N,) float32 samples as one program call takes them: zero-padded to `min_samples`, or cut to the
+        longest length the program takes (`fit_length`)."""
+        import numpy as np
+
+        n = fit_length(len(samples), self.min_samples, self.max_samples, self.length_step)
+        if n > len(samples):
+            return np.concatenate([samples, np.zeros(n - len(samples), np.float32)])
+        return samples[:n]
 
     @property
     def profile_name(self) -> str | None:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from allinone_runtime.audio import read_audio
-from allinone_runtime.bundle import Bundle, installed_executorch_version
+from allinone_runtime.bundle import Bundle, fit_length, installed_executorch_version
 from allinone_runtime.ctc import decode_greedy, greedy_ids
 from allinone_runtime.device import current_rss_bytes, device_info, peak_rss_bytes
 from allinone_runtime.engine import Engine, thread_count
@@ -53,14 +53,16 @@ def noise_source(sample_rate: int) -> np.ndarray:
 
 
 def bench_inputs(source: np.ndarray, lengths_s, sample_rate: int, min_samples: int,
-                 max_samples: int) -> list[np.ndarray]:
-    """One input per length: `source` repeated and cut to round(length * rate) samples."""
+                 max_samples: int, length_step: int = 1) -> list[np.ndarray]:
+    """One input per length: `source` repeated to round(length * rate) samples, then cut to the length one
+    program call takes for that much audio (`bundle.fit_length`: under one output frame less)."""
     inputs = []
     for length in lengths_s:
         n = round(length * sample_rate)
-        if not min_samples <= n <= max_samples:
+        if not min_samples <= n < max_samples + length_step:
             raise RuntimeInputError(f"--lengths: {length:g} s is outside the program's range "
                                     f"{min_samples / sample_rate:g}-{max_samples / sample_rate:g} s (one call)")
+        n = fit_length(n, min_samples, max_samples, length_step)
         inputs.append(np.resize(source, n).astype(np.float32))  # np.resize repeats the source
     return inputs
 
@@ -125,7 +127,8 @@ def bench(bundle: Bundle | str | Path, *, lengths_s=DEFAULT_LENGTHS_S, runs: int
     else:
         source = noise_source(bundle.sample_rate)
         audio_name = f"noise (seed {NOISE_SEED})"
-    inputs = bench_inputs(source, lengths_s, bundle.sample_rate, bundle.min_samples, bundle.max_samples)
+    inputs = bench_inputs(source, lengths_s, bundle.sample_rate, bundle.min_samples, bundle.max_samples,
+                          bundle.length_step)
     transcriber = Transcriber(bundle, threads=threads)
     engine = transcriber.engine
     decode, decoding = _decoding(transcriber)

@@ -96,9 +96,7 @@ class Transcriber:
         starts = chunk_starts(len(samples), b.max_samples, self.hop)
         kept = []
         for k, start in enumerate(starts):
-            window = samples[start:start + b.max_samples]
-            if len(window) < b.min_samples:
-                window = np.concatenate([window, np.zeros(b.min_samples - len(window), np.float32)])
+            window = b.fit_input(samples[start:start + b.max_samples])  # padded, or cut to a length it takes
             out = self.engine.run(window)  # (T_k, V)
             first = 0 if k == 0 else self.overlap // 2 // self.frame_samples  # seam: middle of the overlap
             last = len(out) if k == len(starts) - 1 else (self.hop + self.overlap // 2) // self.frame_samples

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from allinone.errors import VerificationError
+from allinone.export import input_lengths
 from allinone.spec import SubnetSpec
 
 __all__ = ["export_bundle", "verify_program", "sample_audio", "Verification"]
@@ -53,18 +54,24 @@ class Verification:
 
 
 def verify_program(pte: bytes, eager: torch.nn.Module, tokenizer, weight_bits: int,
-                   audio: torch.Tensor | None = None, audio_name: str = "sample.wav") -> Verification:
+                   audio: torch.Tensor | None = None, audio_name: str = "sample.wav", *,
+                   lengths=None) -> Verification:
     """Run the .pte in the ExecuTorch runtime on real speech; its log-probs must match the eager program's
     within tolerance and its greedy choice must agree on at least 99 % of frames, else VerificationError.
 
     Quantized kernels sum in a different order than PyTorch's (and PyTorch's order depends on its thread
     count), so a frame where two tokens nearly tie can flip and change one character of the transcript; both
-    transcripts are then recorded."""
+    transcripts are then recorded.
+
+    Given the program's `lengths` (`allinone.export.InputLengths`), the .pte gets the audio as the runtime
+    feeds it (cut to a length the program takes) and the eager model the whole clip: their outputs must still
+    have the same frames, which checks that the cut samples were ones the network never reads."""
     from allinone_runtime.engine import Engine
 
     waveform = sample_audio() if audio is None else audio
     engine = Engine(pte)  # the runtime's one loading path, as the device runs it
-    got = torch.from_numpy(engine.run(waveform[0].numpy()).copy())[None]  # (1, T, V); copied out of its memory
+    fed = waveform[0].numpy() if lengths is None else waveform[0, :lengths.fit(waveform.shape[1])].numpy()
+    got = torch.from_numpy(engine.run(fed).copy())[None]  # (1, T, V); copied out of its memory
     with torch.no_grad():
         expected = eager(waveform)
     if got.shape != expected.shape:
@@ -126,7 +133,8 @@ def export_bundle(checkpoint, spec: SubnetSpec | str, out: str | Path, *, force:
     spec = SubnetSpec.from_id(spec) if isinstance(spec, str) else spec
     ckpt.model.search_space.validate(spec)
     program = lower_cached(ckpt.model, spec, cache if cache is not None else LoweringCache.default()).program
-    check = verify_program(program.pte, program.module, ckpt.tokenizer(), spec.weight_bits, audio)
+    check = verify_program(program.pte, program.module, ckpt.tokenizer(), spec.weight_bits, audio,
+                           lengths=input_lengths(ckpt.model))
     size = subnet_size(ckpt.model, spec)
     sizes = BundleSizes(size.params, size.weight_bytes, size.macs_per_second,
                         subnet_weight_bytes(ckpt.model, ckpt.model.search_space.largest()))
@@ -256,7 +264,8 @@ def build_bundles(checkpoint: str | Path, profiles: list[str], out: str | Path, 
     verified = {}
     for spec, program in lowered.items():
         try:
-            check = verify_program(program.pte, program.module, tokenizer, spec.weight_bits, audio)
+            check = verify_program(program.pte, program.module, tokenizer, spec.weight_bits, audio,
+                                   lengths=input_lengths(ckpt.model))
         except AllinoneError as err:
             for profile in systems[spec]:
                 fail(profile, err)

@@ -1,12 +1,14 @@
 """Extract -> quantize -> torch.export -> ExecuTorch/XNNPACK lowering -> .pte bytes.
 
 The exported program's signature (method `forward`) is fixed by the bundle contract:
-input `waveform` float32 (1, N), 16 kHz, N in [MIN_SAMPLES, MAX_SAMPLES]; output `log_probs` float32 (1, T, V).
+input `waveform` float32 (1, N), 16 kHz, N = min_samples + k * length_step up to max_samples (`InputLengths`);
+output `log_probs` float32 (1, T, V).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -20,11 +22,46 @@ from allinone.models.conformer import MIN_SAMPLES
 from allinone.quantize import quantize_subnet_
 from allinone.spec import SubnetSpec
 
-__all__ = ["MAX_SAMPLES", "ExportedProgram", "WaveformToLogProbs", "export_subnet", "lower_to_pte"]
+__all__ = ["MAX_SAMPLES", "ExportedProgram", "InputLengths", "WaveformToLogProbs", "export_subnet", "input_lengths",
+           "lower_to_pte"]
 
 log = logging.getLogger(__name__)
 
 MAX_SAMPLES = 480_000  # 30 s at 16 kHz; the runtime chunks longer audio
+
+
+@dataclass(frozen=True)
+class InputLengths:
+    """The input lengths a program takes: min_samples + k * step up to max_samples. With step 1 (a model whose
+    output depends on every sample, e.g. wav2vec2's utterance normalisation) any length in range; otherwise
+    the length is linear in k, which spares lowering the symbolic framing arithmetic (0.7-0.8x its time,
+    docs/benchmarks.md) and changes no output: the runtime cuts audio to the longest such length, and the
+    samples cut (under one output frame) are ones the network never reads."""
+
+    min_samples: int
+    max_samples: int
+    step: int = 1
+
+    def fit(self, n_samples: int) -> int:
+        """The length one call takes for `n_samples` of audio (padded up to min_samples, else cut down): the
+        runtime's rule, `allinone_runtime.bundle.fit_length`."""
+        from allinone_runtime.bundle import fit_length
+
+        return fit_length(n_samples, self.min_samples, self.max_samples, self.step)
+
+    def to_dict(self) -> dict:
+        return {"min_samples": self.min_samples, "max_samples": self.max_samples, "length_step": self.step}
+
+
+def input_lengths(model: nn.Module) -> InputLengths:
+    """The input lengths of programs cut from `model`: 0.5-30 s, on the model's length grid if it has one
+    (`input_length_step`, the Conformer's)."""
+    rule = getattr(model, "input_length_step", None)
+    if rule is None:
+        return InputLengths(MIN_SAMPLES, MAX_SAMPLES)
+    step, offset = rule
+    return InputLengths(offset + math.ceil((MIN_SAMPLES - offset) / step) * step,
+                        offset + (MAX_SAMPLES - offset) // step * step, step)
 
 
 class WaveformToLogProbs(nn.Module):
@@ -77,9 +114,10 @@ def _op_name(target) -> str:
 
 
 def lower_to_pte(program: nn.Module, example: torch.Tensor,
-                 on_step: Callable[[str], None] | None = None, *,
-                 check_ir: bool = False) -> tuple[bytes, Counter, Counter, int, dict]:
-    """torch.export with a dynamic audio length, lower to XNNPACK, serialize; return the .pte bytes.
+                 on_step: Callable[[str], None] | None = None, *, check_ir: bool = False,
+                 lengths: InputLengths = InputLengths(MIN_SAMPLES, MAX_SAMPLES)) -> tuple[bytes, Counter, Counter, int, dict]:
+    """torch.export with a dynamic audio length (`lengths`; `example` must be one of them), lower to XNNPACK,
+    serialize; return the .pte bytes.
     `on_step` is told the name of each step as it starts (a progress display). `check_ir` runs ExecuTorch's
     edge-dialect verifier, off by default: it re-traces the whole graph with fake tensors each time a program
     is built, costs 15 % of lowering and changes no byte of the program (tests/test_export.py), which is why
@@ -92,8 +130,13 @@ def lower_to_pte(program: nn.Module, example: torch.Tensor,
     seconds = {}
     step("torch.export")
     start = time.perf_counter()
-    # Dim.AUTO with bounds: a named Dim fails on the framing/subsampling length arithmetic.
-    samples = Dim.AUTO(min=MIN_SAMPLES, max=MAX_SAMPLES)
+    if lengths.fit(example.shape[1]) != example.shape[1]:
+        raise ValueError(f"example of {example.shape[1]} samples is not a length the program takes ({lengths})")
+    if lengths.step > 1:  # N = min + k * step: the framing arithmetic stays linear in one symbol
+        frames = Dim("frames", min=0, max=(lengths.max_samples - lengths.min_samples) // lengths.step)
+        samples, top = lengths.step * frames + lengths.min_samples, frames.max
+    else:  # Dim.AUTO with bounds: a named Dim fails on the framing/subsampling length arithmetic.
+        samples, top = Dim.AUTO(min=lengths.min_samples, max=lengths.max_samples), lengths.max_samples
     exported = export(program, (example,), dynamic_shapes={"waveform": {1: samples}}, strict=False)
     seconds["export"] = time.perf_counter() - start
     # Re-tracing in to_edge evaluates convolution-backend heuristics (e.g. input numel <= 20480) on the
@@ -111,8 +154,8 @@ def lower_to_pte(program: nn.Module, example: torch.Tensor,
         pte = edge.to_executorch().buffer
         seconds["serialize"] = time.perf_counter() - start
     bounds = edge.exported_program().range_constraints
-    if any(r.upper < MAX_SAMPLES for r in bounds.values()):
-        raise RuntimeError(f"lowering narrowed the audio-length range to {bounds}; expected up to {MAX_SAMPLES}")
+    if any(r.upper < top for r in bounds.values()):
+        raise RuntimeError(f"lowering narrowed the audio-length range to {bounds}; expected up to {top}")
     return pte, delegated, portable, partitions, seconds
 
 
@@ -127,9 +170,10 @@ def export_subnet(model: nn.Module, spec: SubnetSpec, example_seconds: float = 2
     float_layers = quantize_subnet_(subnet, spec.quant_scheme)
     program = WaveformToLogProbs(subnet).eval()
     extract_seconds = time.perf_counter() - start
-    example = torch.zeros(1, int(example_seconds * model.cfg.frontend.sample_rate))
+    lengths = input_lengths(model)
+    example = torch.zeros(1, lengths.fit(int(example_seconds * model.cfg.frontend.sample_rate)))
     with torch.no_grad():
-        pte, delegated, portable, partitions, seconds = lower_to_pte(program, example, on_step)
+        pte, delegated, portable, partitions, seconds = lower_to_pte(program, example, on_step, lengths=lengths)
     seconds = {"extract_quantize": extract_seconds, **seconds}
     log.info("%s: lowered in %.1f s (%d bytes, %d XNNPACK partitions, %d ops delegated, %d not)", spec.id,
              sum(seconds.values()), len(pte), partitions, sum(delegated.values()), sum(portable.values()))

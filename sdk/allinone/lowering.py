@@ -25,9 +25,8 @@ import torch
 from torch import nn
 
 from allinone.errors import AllinoneError, BadInputError
-from allinone.export import MAX_SAMPLES, ExportedProgram, WaveformToLogProbs, lower_to_pte
+from allinone.export import ExportedProgram, WaveformToLogProbs, input_lengths, lower_to_pte
 from allinone.lowering_cache import LoweringCache, program_key
-from allinone.models.conformer import MIN_SAMPLES
 from allinone.quantize import quantize_subnet_
 from allinone.spec import SubnetSpec
 
@@ -36,8 +35,7 @@ __all__ = ["LoweredSystem", "lower_cached", "lower_systems", "check_jobs", "work
 log = logging.getLogger(__name__)
 
 EXAMPLE_SECONDS = 2.0  # length of the example input torch.export traces with (a size hint; the length is dynamic)
-EXPORT_OPTIONS = {"example_seconds": EXAMPLE_SECONDS, "min_samples": MIN_SAMPLES, "max_samples": MAX_SAMPLES,
-                  "partitioner": "xnnpack"}
+EXPORT_OPTIONS = {"example_seconds": EXAMPLE_SECONDS, "partitioner": "xnnpack"}  # + the model's input lengths
 # Memory of one lowering process, estimated high on purpose: a tiny system's lowering peaks at ~0.4 GiB of
 # RSS (Python, torch, ExecuTorch), and export, edge and serialization each hold a copy of the weights.
 WORKER_BASE_BYTES = 1 << 30
@@ -86,7 +84,8 @@ def _prepare(model: nn.Module, spec: SubnetSpec, *, weights: bool = True) -> _Pr
     start = time.perf_counter()
     subnet = model.extract_subnet(spec)
     float_bytes = sum(t.numel() * t.element_size() for t in subnet.state_dict().values())
-    key = program_key(spec, _inputs_digest(model, subnet if weights else None), EXPORT_OPTIONS)
+    key = program_key(spec, _inputs_digest(model, subnet if weights else None),
+                      {**EXPORT_OPTIONS, **input_lengths(model).to_dict()})
     float_layers = quantize_subnet_(subnet, spec.quant_scheme)
     return _Prepared(spec, key, WaveformToLogProbs(subnet).eval(), float_layers, float_bytes,
                      time.perf_counter() - start)
@@ -95,9 +94,11 @@ def _prepare(model: nn.Module, spec: SubnetSpec, *, weights: bool = True) -> _Pr
 def _lower(model: nn.Module, prepared: _Prepared,
            on_step: Callable[[str], None] | None = None) -> tuple[bytes, dict[str, Any]]:
     """The .pte of a prepared system and what lowering reported (as entry.json keeps it)."""
-    example = torch.zeros(1, int(EXAMPLE_SECONDS * model.cfg.frontend.sample_rate))
+    lengths = input_lengths(model)
+    example = torch.zeros(1, lengths.fit(int(EXAMPLE_SECONDS * model.cfg.frontend.sample_rate)))
     with torch.no_grad():
-        pte, delegated, portable, partitions, seconds = lower_to_pte(prepared.program, example, on_step)
+        pte, delegated, portable, partitions, seconds = lower_to_pte(prepared.program, example, on_step,
+                                                                     lengths=lengths)
     return pte, {"seconds": {"extract_quantize": prepared.seconds, **seconds}, "delegated_ops": dict(delegated),
                  "portable_ops": dict(portable), "partitions": partitions}
 

@@ -32,10 +32,10 @@ def quantization_info(scheme: QuantScheme, float_layers: list[str]) -> dict:
     return scheme.to_manifest(float_layers)
 
 
-def io_signature(vocab_size: int, min_samples: int, max_samples: int) -> dict:
+def io_signature(vocab_size: int, lengths) -> dict:
+    """The manifest's `io` block; `lengths` is the program's `allinone.export.InputLengths`."""
     return {"method": "forward",
-            "input": {"name": "waveform", "dtype": "float32", "shape": [1, "N"], "min_samples": min_samples,
-                      "max_samples": max_samples},
+            "input": {"name": "waveform", "dtype": "float32", "shape": [1, "N"], **lengths.to_dict()},
             "output": {"name": "log_probs", "dtype": "float32", "shape": [1, "T", vocab_size],
                        "frame_shift_s": FRAME_SHIFT_S, "blank_id": 0}}
 
@@ -65,11 +65,10 @@ def bundle_manifest(model, program, sizes: BundleSizes, *, family: str, vocabula
     """The manifest of a bundle of `program` (an `allinone.export.ExportedProgram`) cut from the supernet
     `model`, less what `write_bundle` fills in. `checkpoint` ({path, weights_sha256}) and `verification` are
     left out when not given (a benchmark's random weights have neither); `latency` is {predicted, measured}."""
-    from allinone.export import MAX_SAMPLES
-    from allinone.models.conformer import MIN_SAMPLES
+    from allinone.export import input_lengths
 
     spec = program.spec
-    io = io_signature(model.cfg.vocab_size, MIN_SAMPLES, MAX_SAMPLES)
+    io = io_signature(model.cfg.vocab_size, input_lengths(model))
     # The Conformer's 40 ms frames are the default; other families (wav2vec2: 20 ms) state their own.
     io["output"]["frame_shift_s"] = getattr(model, "frame_shift_s", io["output"]["frame_shift_s"])
     described = {"family": family, "subnet": spec.to_dict()}

@@ -47,15 +47,16 @@ std::string number(double x, int decimals) {
   return buf;
 }
 
-// `source` repeated and cut to round(length * rate) samples, like numpy.resize in the Python bench.
+// `source` repeated to round(length * rate) samples, like numpy.resize in the Python bench, then cut to the
+// length one program call takes for that much audio (fit_input).
 std::vector<float> input_of_length(const std::vector<float>& source, double length_s, const Bundle& bundle) {
   int64_t n = std::llround(length_s * bundle.sample_rate);
-  if (n < bundle.min_samples || n > bundle.max_samples) {
+  if (n < bundle.min_samples || n >= bundle.max_samples + bundle.length_step) {
     throw std::runtime_error("--lengths: " + number(length_s, 3) + " s is outside the program's range (one call)");
   }
   std::vector<float> out(static_cast<size_t>(n));
   for (size_t i = 0; i < out.size(); ++i) out[i] = source[i % source.size()];
-  return out;
+  return fit_input(bundle, std::move(out));
 }
 
 }  // namespace

@@ -52,7 +52,9 @@ Bundle open_bundle(const std::string& directory, const std::string& installed_ex
     fail(where + ": not valid JSON (" + err.what() + ")");
   }
   const Json& version = manifest["format_version"];
-  if (!version.is_number() || version.number != 1) fail(where + ": format_version: expected 1; this runner reads bundle format 1 only");
+  if (!version.is_number() || (version.number != 1 && version.number != 2)) {
+    fail(where + ": format_version: expected 1 or 2; this runner reads bundle formats 1 or 2 only");
+  }
   if (manifest["kind"].string != "allinone-bundle") fail(where + ": kind: expected 'allinone-bundle'");
 
   Bundle b;
@@ -66,6 +68,12 @@ Bundle open_bundle(const std::string& directory, const std::string& installed_ex
   b.sample_rate = static_cast<int>(require(manifest, "sample_rate", Json::Type::Number, where).number);
   b.min_samples = static_cast<int64_t>(require(manifest, "io.input.min_samples", Json::Type::Number, where).number);
   b.max_samples = static_cast<int64_t>(require(manifest, "io.input.max_samples", Json::Type::Number, where).number);
+  if (version.number >= 2) {
+    b.length_step = static_cast<int64_t>(require(manifest, "io.input.length_step", Json::Type::Number, where).number);
+  }
+  if (b.length_step < 1 || (b.max_samples - b.min_samples) % b.length_step != 0) {
+    fail(where + ": io.input.length_step: expected >= 1 and dividing max_samples - min_samples");
+  }
   b.frame_shift_s = require(manifest, "io.output.frame_shift_s", Json::Type::Number, where).number;
   if (b.sample_rate <= 0 || b.min_samples <= 0 || b.min_samples > b.max_samples || b.frame_shift_s <= 0) {
     fail(where + ": io: expected sample_rate > 0, 0 < min_samples <= max_samples and frame_shift_s > 0");
@@ -97,6 +105,18 @@ Bundle open_bundle(const std::string& directory, const std::string& installed_ex
   b.compat_guaranteed = installed == built || installed == std::make_pair(built.first, built.second + 1) ||
                         installed == std::make_pair(built.first + 1, 0);
   return b;
+}
+
+std::vector<float> fit_input(const Bundle& bundle, std::vector<float> samples) {
+  const int64_t n = static_cast<int64_t>(samples.size());
+  int64_t fitted = bundle.min_samples;
+  if (n > bundle.min_samples) fitted += (n - bundle.min_samples) / bundle.length_step * bundle.length_step;
+  if (fitted > bundle.max_samples) {
+    throw std::runtime_error(std::to_string(n) + " samples is longer than one call of the program (" +
+                             std::to_string(bundle.max_samples) + " samples); expected shorter audio");
+  }
+  samples.resize(static_cast<size_t>(fitted), 0.0f);
+  return samples;
 }
 
 }  // namespace allinone

@@ -177,13 +177,11 @@ int run(const Args& args) {
     return lp.frames ? decoder->decode(lp.values.data(), lp.frames, lp.vocab_size) : "";
   };
   if (!args.logprobs.empty()) {
-    if (static_cast<int64_t>(audio.size()) > bundle.max_samples) {
+    if (static_cast<int64_t>(audio.size()) >= bundle.max_samples + bundle.length_step) {
       throw std::runtime_error("--logprobs: " + args.audio + " is longer than one call of the program (" +
                                std::to_string(bundle.max_samples) + " samples); expected a shorter clip");
     }
-    std::vector<float> call = audio;
-    if (static_cast<int64_t>(call.size()) < bundle.min_samples) call.resize(bundle.min_samples, 0.0f);
-    allinone::write_npy(args.logprobs, model.run(call));
+    allinone::write_npy(args.logprobs, model.run(allinone::fit_input(bundle, audio)));
   }
   if (args.transcribe_only) {
     std::printf("%s\n", transcribe(audio).c_str());

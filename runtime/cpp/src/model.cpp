@@ -98,9 +98,7 @@ LogProbs Model::log_probs(const std::vector<float>& samples, double overlap_s) {
   while (starts.back() + bundle_.max_samples < n) starts.push_back(starts.back() + hop);
   for (size_t k = 0; k < starts.size(); ++k) {
     int64_t end = std::min(n, starts[k] + bundle_.max_samples);
-    std::vector<float> window(samples.begin() + starts[k], samples.begin() + end);
-    if (static_cast<int64_t>(window.size()) < bundle_.min_samples) window.resize(bundle_.min_samples, 0.0f);
-    LogProbs lp = run(window);
+    LogProbs lp = run(fit_input(bundle_, std::vector<float>(samples.begin() + starts[k], samples.begin() + end)));
     size_t first = k == 0 ? 0 : static_cast<size_t>(overlap / 2 / frame);
     size_t last = k + 1 == starts.size() ? lp.frames : static_cast<size_t>((hop + overlap / 2) / frame);
     last = std::min(last, lp.frames);

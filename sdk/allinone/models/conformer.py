@@ -29,7 +29,7 @@ from allinone.nn.elastic import ElasticLinear
 from allinone.spec import SearchSpace, SubnetSpec
 
 __all__ = ["ConformerConfig", "ConformerSupernet", "ConformerSubnet", "conformer_small", "conformer_tiny",
-           "MIN_SAMPLES"]
+           "MIN_SAMPLES", "input_length_step"]
 
 # Time strides of the subsampling conv2d layers for each subsampling factor (frequency takes the same strides).
 SUBSAMPLING_STRIDES = {4: (2, 2), 6: (2, 3), 8: (2, 2, 2)}
@@ -173,6 +173,22 @@ class _GatedPointwise(nn.Module):
         return self.value(x) * torch.sigmoid(self.gate(x))  # (..., D)
 
 
+def input_length_step(cfg: "ConformerConfig") -> tuple[int, int]:
+    """(step, offset): the audio lengths whose every sample reaches an output frame are offset + k * step
+    (k >= 1), one output frame apart. A longer input's extra samples (under `step`) change no output, which
+    lets the exported program's length be linear in k (a cheaper lowering, docs/formats.md 'Bundle')."""
+    front = cfg.frontend
+
+    def shortest_input(frames_out: int) -> int:
+        frames = frames_out
+        for stride in reversed(SUBSAMPLING_STRIDES[cfg.subsampling_factor]):
+            frames = (frames - 1) * stride + 3  # kernel-3 convolutions, no padding
+        return (frames - 1) * front.hop_length + front.n_fft
+
+    step = shortest_input(2) - shortest_input(1)
+    return step, shortest_input(1) - step
+
+
 def _subsampled_lengths(frame_lengths: torch.Tensor, factor: int) -> torch.Tensor:
     """Frames after the subsampling stack's kernel-3 convolutions (no padding)."""
     for stride in SUBSAMPLING_STRIDES[factor]:
@@ -269,6 +285,11 @@ class ConformerSupernet(nn.Module):
     def frame_shift_s(self) -> float:
         return self.cfg.frame_shift_s
 
+    @property
+    def input_length_step(self) -> tuple[int, int]:
+        """(step, offset) of the input lengths the exported program takes (`input_length_step`)."""
+        return input_length_step(self.cfg)
+
     def _linear_for(self, block: _Block, spec: SubnetSpec):
         """name -> callable running that elastic linear at the spec's width and precision."""
         d, f, a = self.cfg.d_model, spec.ffn_dim, spec.heads * self.cfg.head_dim
@@ -364,9 +385,12 @@ class ConformerSubnet(nn.Module):
         self.output = supernet.output.extract()
 
     def forward(self, waveform: torch.Tensor, lengths: torch.Tensor | None = None):
+        # The frame count from the input's length, not from an intermediate's shape: exported, the position
+        # table is then computed before the network, which stays one XNNPACK partition.
+        frames = _subsampled_lengths(num_frames(waveform.shape[1], self.frontend_cfg), self.subsampling_factor)
         feats = self.frontend(waveform)  # (B, T, F)
         x = self.input_proj(self.subsampling(feats))  # (B, T', D)
-        x = x + _sinusoidal_positions(x.shape[1], x.shape[2], x)
+        x = x + _sinusoidal_positions(frames, x.shape[2], x)
         if lengths is None:
             out_lengths = torch.full((x.shape[0],), x.shape[1], dtype=torch.long, device=x.device)
             pad_mask = attn_mask = None
