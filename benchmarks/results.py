@@ -19,6 +19,14 @@ All-in-one Neural Model", Interspeech 2024, claim: nested systems as good as ind
     .venv/bin/python benchmarks/results.py --corpus corpus/synth --work runs/results \\
         --baselines d12-f512-h4-w32,d8-f384-h3-w4,d6-f256-h2-w8,d4-f128-h2-w4 --jobs 2
 
+With --allinone CKPT the all-in-one run is that already trained checkpoint (e.g. a shipped one trained over
+several sessions) instead of one trained here; with --baselines none no system is trained alone, and the
+report says the first claim was not measured. For conformer_medium (docs/results_medium.md):
+
+    .venv/bin/python benchmarks/results.py --recipe recipes/conformer_medium.yaml \\
+        --allinone checkpoints/conformer_medium --checkpoint checkpoints/conformer_medium --baselines none \\
+        --corpus ~/.cache/allinone/corpus/v1 --cost-corpus ~/.cache/allinone/corpus/v2 --out docs/results_medium.md
+
 An interrupted run of this script is resumed by running the same command again.
 """
 
@@ -67,7 +75,7 @@ def _train_command(args, run: Path, only: str | None) -> list[str]:
 
 def train_all(args, recipe: Recipe, work: Path) -> None:
     """Run the missing trainings, `args.jobs` at a time, one thread each; record each run's CPU seconds."""
-    runs = [(work / "allinone", None)] + [(work / f"only-{b}", b) for b in args.baselines]
+    runs = ([] if args.allinone else [(work / "allinone", None)]) + [(work / f"only-{b}", b) for b in args.baselines]
     todo = [(run, only) for run, only in runs if not _finished(run, recipe)]
     cpu_path = work / CPU_SECONDS
     cpu = json.loads(cpu_path.read_text()) if cpu_path.is_file() else {}
@@ -88,6 +96,17 @@ def train_all(args, recipe: Recipe, work: Path) -> None:
             raise SystemExit(f"training {run} failed (exit {os.waitstatus_to_exitcode(status)}); see {work / run.name}.log")
         cpu[run.name] = cpu.get(run.name, 0.0) + usage.ru_utime + usage.ru_stime
         atomic_write_text(cpu_path, json.dumps(cpu, indent=2) + "\n")
+
+
+def _trained(checkpoint: Path) -> str:
+    """How far a given all-in-one checkpoint was trained, from the last line of its metrics.jsonl."""
+    metrics = checkpoint / "metrics.jsonl"
+    lines = metrics.read_text().splitlines() if metrics.is_file() else []
+    if not lines:
+        return "training log not shipped"
+    last = json.loads(lines[-1])
+    return (f"step {last['step']:,}, {last['audio_h']:.1f} h of audio seen, {last['cpu_s']:,.0f} CPU-s"
+            if {"step", "audio_h", "cpu_s"} <= last.keys() else f"step {last.get('step', '?')}")
 
 
 # ---- 2. evaluation ----------------------------------------------------------------------------------------------
@@ -126,9 +145,10 @@ def step_costs(recipe: Recipe, manifest: Path, steps: int) -> dict[str, float]:
     settings = {"all-in-one": recipe}
     for target in recipe.targets:
         settings[target] = Recipe(**{**base, "targets": (target,), "systems_per_step": None, "kl_weight": 0.0})
-    loops = {name: _loop(r) for name, r in settings.items()}
+    batches, vocab_size = _batches(str(manifest), recipe, recipe.max_batch_seconds, steps + 1)
+    loops = {name: _loop(r, vocab_size, share_front=True) for name, r in settings.items()}  # as the trainer runs
     totals = dict.fromkeys(loops, 0.0)
-    for i, batch in enumerate(_batches(str(manifest), recipe.max_batch_seconds, steps + 1)):
+    for i, batch in enumerate(batches):
         for name, one in loops.items():
             start = time.process_time()
             one.step(batch, i)
@@ -199,14 +219,18 @@ def write_report(args, recipe: Recipe, work: Path, aio: dict, twins: dict, costs
         f"{os.cpu_count()} CPUs). Command:",
         "",
         "```",
+        "nice .venv/bin/python benchmarks/results.py " + " ".join(args.command) if args.allinone else
         "nice .venv/bin/python benchmarks/results.py --corpus " + args.corpus + " --work " + args.work_arg +
         " --baselines " + ",".join(args.baselines) + f" --jobs {args.jobs}",
         "```",
         "",
         f"Recipe `{args.recipe}`: {len(recipe.targets)} targets, {recipe.max_steps} steps, sandwich of "
         f"{recipe.systems_per_step} systems per step, KL weight {recipe.kl_weight}, batches of <= "
-        f"{recipe.max_batch_seconds:g} s. Baselines: the same code, data, schedule and seed with one system "
-        "(`allinone train --only ID`). Test set: " + f"{aio[full_id].n_utterances} utterances, "
+        f"{recipe.max_batch_seconds:g} s. "
+        + (f"The all-in-one system is `{args.allinone}` ({args.allinone_trained}). " if args.allinone else "")
+        + ("Baselines: the same code, data, schedule and seed with one system (`allinone train --only ID`). "
+           if args.baselines else "No system was trained alone (`--baselines none`). ")
+        + "Test set: " + f"{aio[full_id].n_utterances} utterances, "
         f"{aio[full_id].ref_words} words (held-out sentences; see docs/data.md). WER is greedy CTC, corpus level; "
         "significance is the MAPSSWE test at p < 0.05 (`allinone compare`).",
         "",
@@ -262,7 +286,8 @@ def write_report(args, recipe: Recipe, work: Path, aio: dict, twins: dict, costs
               "all-in-one run."]
     lines += ["", "## The paper's targets", "",
               f"- **No target worse than its individually trained twin**: "
-              + ("met" if not worse else f"NOT met ({', '.join(worse)} significantly worse)")
+              + ("not measured: no target was trained alone" if not compared else
+                 "met" if not worse else f"NOT met ({', '.join(worse)} significantly worse)")
               + f" — {len(compared)} targets compared; "
               + ", ".join(f"{t}: {_pct(aio[t].wer)} vs {_pct(twins[t].wer)} ({_verdict(v)})" for t, v in compared) + ".",
               "- **A system >= 12.8x smaller than the float full system with no significant WER increase**: "
@@ -282,7 +307,7 @@ def write_report(args, recipe: Recipe, work: Path, aio: dict, twins: dict, costs
                   + "; ".join(f"{t} ({c:.1f}x) {_pct(aio[t].wer)}, {_verdict(mapsswe(aio[t], own))}" for t, c, _ in small)
                   + ". Read the compression target as met only against the individually trained baseline.", ""]
     catalog = Path(args.checkpoint) / "catalog.json"
-    plot = ROOT / "docs" / "results_wer_vs_size.png"
+    plot = Path(args.out).with_name(Path(args.out).stem + "_wer_vs_size.png")
     if catalog.is_file():
         n = plot_wer_vs_size(catalog, list(recipe.targets), full_bytes, plot)
         entries = [e for e in json.loads(catalog.read_text())["entries"] if e.get("wer") is not None]
@@ -321,8 +346,13 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2, help="trainings run side by side (one thread each)")
     parser.add_argument("--cost-steps", type=int, default=10, help="timed steps per setting for the cost table")
     parser.add_argument("--out", default=str(ROOT / "docs" / "results.md"))
+    parser.add_argument("--allinone", help="an all-in-one checkpoint already trained with --recipe: evaluate it "
+                        "instead of training one under --work")
+    parser.add_argument("--cost-corpus", help="directory whose train.jsonl the step costs are timed on (default: "
+                        "--corpus)")
     args = parser.parse_args()
-    args.baselines = [b.strip() for b in args.baselines.split(",") if b.strip()]
+    args.command = sys.argv[1:]
+    args.baselines = [] if args.baselines == "none" else [b.strip() for b in args.baselines.split(",") if b.strip()]
     args.work_arg = args.work
     recipe = load_recipe(args.recipe)
     unknown = [b for b in args.baselines if b not in recipe.targets]
@@ -331,12 +361,15 @@ def main() -> None:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
+    if args.allinone:
+        args.allinone_trained = _trained(Path(args.allinone))
     train_all(args, recipe, work)
     test = Path(args.corpus) / "test.jsonl"
-    aio = _evaluated(work / "allinone", list(recipe.targets), test, work / "eval" / "allinone")
+    aio = _evaluated(Path(args.allinone) if args.allinone else work / "allinone", list(recipe.targets), test,
+                     work / "eval" / "allinone")
     twins = {b: _evaluated(work / f"only-{b}", [b], test, work / "eval" / f"only-{b}")[b] for b in args.baselines}
     print("timing training steps", flush=True)
-    costs = step_costs(recipe, Path(args.corpus) / "train.jsonl", args.cost_steps)
+    costs = step_costs(recipe, Path(args.cost_corpus or args.corpus) / "train.jsonl", args.cost_steps)
     atomic_write_text(Path(args.out), write_report(args, recipe, work, aio, twins, costs) + _kept_sections(Path(args.out)))
     print(f"wrote {args.out} in {time.monotonic() - start:.0f} s")
 

@@ -22,8 +22,8 @@ from allinone.models.conformer import MIN_SAMPLES
 from allinone.quantize import quantize_subnet_
 from allinone.spec import SubnetSpec
 
-__all__ = ["MAX_SAMPLES", "ExportedProgram", "InputLengths", "WaveformToLogProbs", "export_subnet", "input_lengths",
-           "lower_to_pte"]
+__all__ = ["MAX_SAMPLES", "ExportedProgram", "InputLengths", "WaveformToLogProbs", "example_input", "export_subnet",
+           "input_lengths", "lower_to_pte"]
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +62,13 @@ def input_lengths(model: nn.Module) -> InputLengths:
     step, offset = rule
     return InputLengths(offset + math.ceil((MIN_SAMPLES - offset) / step) * step,
                         offset + (MAX_SAMPLES - offset) // step * step, step)
+
+
+def example_input(model: nn.Module, seconds: float) -> tuple[torch.Tensor, InputLengths]:
+    """The silent waveform torch.export traces programs of `model` with (about `seconds` long, on the model's
+    length grid), and the input lengths those programs take."""
+    lengths = input_lengths(model)
+    return torch.zeros(1, lengths.fit(int(seconds * model.cfg.frontend.sample_rate))), lengths
 
 
 class WaveformToLogProbs(nn.Module):
@@ -170,8 +177,7 @@ def export_subnet(model: nn.Module, spec: SubnetSpec, example_seconds: float = 2
     float_layers = quantize_subnet_(subnet, spec.quant_scheme)
     program = WaveformToLogProbs(subnet).eval()
     extract_seconds = time.perf_counter() - start
-    lengths = input_lengths(model)
-    example = torch.zeros(1, lengths.fit(int(example_seconds * model.cfg.frontend.sample_rate)))
+    example, lengths = example_input(model, example_seconds)
     with torch.no_grad():
         pte, delegated, portable, partitions, seconds = lower_to_pte(program, example, on_step, lengths=lengths)
     seconds = {"extract_quantize": extract_seconds, **seconds}

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from allinone.errors import AllinoneError, BadInputError
-from allinone.export import ExportedProgram, WaveformToLogProbs, input_lengths, lower_to_pte
+from allinone.export import ExportedProgram, WaveformToLogProbs, example_input, input_lengths, lower_to_pte
 from allinone.lowering_cache import LoweringCache, program_key
 from allinone.quantize import quantize_subnet_
 from allinone.spec import SubnetSpec
@@ -94,8 +94,7 @@ def _prepare(model: nn.Module, spec: SubnetSpec, *, weights: bool = True) -> _Pr
 def _lower(model: nn.Module, prepared: _Prepared,
            on_step: Callable[[str], None] | None = None) -> tuple[bytes, dict[str, Any]]:
     """The .pte of a prepared system and what lowering reported (as entry.json keeps it)."""
-    lengths = input_lengths(model)
-    example = torch.zeros(1, lengths.fit(int(EXAMPLE_SECONDS * model.cfg.frontend.sample_rate)))
+    example, lengths = example_input(model, EXAMPLE_SECONDS)
     with torch.no_grad():
         pte, delegated, portable, partitions, seconds = lower_to_pte(prepared.program, example, on_step,
                                                                      lengths=lengths)
@@ -246,7 +245,10 @@ def _lower_in_workers(todo: list[tuple[_Prepared, float]], cache: LoweringCache,
 
     log.info("lowering %d systems in %d processes", len(todo), workers)
     threads = max(1, _cores() // workers)
-    queue, running = list(todo), {}
+    # Longest first, so the last one to start is a short one: lowering time grows with the exported nodes,
+    # about depth x (2 for a quantized system: each dynamically quantized linear is several nodes).
+    queue = sorted(todo, key=lambda item: item[0].spec.depth * (2 if item[0].spec.is_quantized else 1), reverse=True)
+    running = {}
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         def submit() -> None:
             prepared, _ = queue.pop(0)
