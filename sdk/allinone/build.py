@@ -260,12 +260,11 @@ def build_bundles(checkpoint: str | Path, profiles: list[str], out: str | Path, 
     lowered = {spec: got[spec].program for spec in systems if spec in got}  # in the order selected
 
     # verify: each program once, on speech
-    tokenizer = ckpt.tokenizer()
+    tokenizer, lengths = ckpt.tokenizer(), input_lengths(ckpt.model)  # the same for every system
     verified = {}
     for spec, program in lowered.items():
         try:
-            check = verify_program(program.pte, program.module, tokenizer, spec.weight_bits, audio,
-                                   lengths=input_lengths(ckpt.model))
+            check = verify_program(program.pte, program.module, tokenizer, spec.weight_bits, audio, lengths=lengths)
         except AllinoneError as err:
             for profile in systems[spec]:
                 fail(profile, err)
