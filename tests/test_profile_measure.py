@@ -3,6 +3,7 @@ the tiny checkpoint timed here into a profile that validates."""
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -82,12 +83,15 @@ def _float_base(tmp_path: Path) -> Path:
 
 
 @pytest.mark.skipif(not Path("/proc/cpuinfo").is_file(), reason="the device probe reads /proc/cpuinfo")
-def test_measure_tiny_checkpoint_writes_a_valid_profile_and_reruns_from_cache(tmp_path, monkeypatch):
-    """Two real lowered float systems of the tiny checkpoint, timed here: the profile validates, records the
-    machine, its CPU features and the fit; a rerun lowers and times nothing."""
+def test_measure_tiny_checkpoint_writes_a_valid_profile_and_reruns_from_cache(tmp_path, monkeypatch, caplog):
+    """Two real lowered float systems of the tiny checkpoint (lowered at once, in two processes), timed here:
+    the profile validates, records the machine, its CPU features and the fit; a rerun lowers and times
+    nothing."""
     specs = [SubnetSpec.from_id("d1-f64-h1-w32"), SubnetSpec.from_id("d2-f128-h2-w32")]
     out = tmp_path / "my-host.yaml"
-    result = measure_profile(TINY, out, threads=1, runs=3, base=_float_base(tmp_path), specs=specs)
+    with caplog.at_level(logging.INFO, logger="allinone.lowering"):
+        result = measure_profile(TINY, out, threads=1, runs=3, base=_float_base(tmp_path), specs=specs, jobs=2)
+    assert "lowering 2 systems in 2 processes" in caplog.text
     profile = validate_profile_file(out)
     assert profile == result.profile and profile.name == "my-host" and profile.threads == 1
     model = profile.latency_model
@@ -113,7 +117,8 @@ def test_measure_tiny_checkpoint_writes_a_valid_profile_and_reruns_from_cache(tm
 
 
 def test_interrupted_measure_leaves_no_profile(tmp_path, monkeypatch):
-    monkeypatch.setattr(host_timing, "lowered_program", lambda *a, **k: b"not lowered: interrupted first")
+    monkeypatch.setattr(host_timing, "lowered_programs",
+                        lambda model, specs, *a, **k: {s.id: b"not lowered: interrupted first" for s in specs})
     monkeypatch.setattr(host_timing, "time_programs", _fake_timer([], fail_on_round=1))
     out = tmp_path / "my-host.yaml"
     with pytest.raises(KeyboardInterrupt):
@@ -126,6 +131,7 @@ def test_interrupted_measure_leaves_no_profile(tmp_path, monkeypatch):
     (["--out", "Host.yaml"], "--name Host: name: expected lower-case letters, digits"),
     (["--out", "h.yaml", "--runs", "1"], "--runs: expected at least 3 timed calls per system (a median), got 1"),
     (["--out", "h.yaml", "--threads", "0"], "--threads: expected 1-256, got 0"),
+    (["--out", "h.yaml", "--jobs", "0"], "--jobs 0: expected a number of lowering processes >= 1"),
     (["--out", "h.yaml", "--base", "pixel-8"], "--base pixel-8: device.machine"),
 ])
 def test_cli_measure_bad_input_is_one_line(tmp_path, args, message):

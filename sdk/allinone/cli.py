@@ -89,6 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--base", metavar="NAME_OR_PATH", help="profile whose budgets and reference length to keep "
                    "(default: the shipped profile of this machine's target, e.g. host-x86_64)")
     q.add_argument("--name", help="profile name (default: the --out file name without .yaml)")
+    q.add_argument("--jobs", type=int, default=None, metavar="N", help="systems lowered at once, each in its own "
+                   "process (default: one per core, as memory allows); timing runs after, alone")
     q.set_defaults(func=_cmd_profiles_measure)
 
     p = sub.add_parser("select", help="the lowest-WER nested system that fits a device profile")
@@ -655,7 +657,7 @@ def _cmd_profiles_measure(args: argparse.Namespace) -> int:
     from allinone.profile_measure import measure_profile
 
     result = measure_profile(args.checkpoint, args.out, threads=args.threads, runs=args.runs, base=args.base,
-                             name=args.name)
+                             name=args.name, jobs=args.jobs)
     model = result.profile.latency_model
     print(f"{result.path}: {result.profile.name}, {result.profile.threads} threads, isa "
           f"{', '.join(result.profile.isa) or 'none'}; fit max error {model.fit.max_error_pct:g}%, leave-one-out "

@@ -410,7 +410,7 @@ def run_demo(checkpoint: str | Path = DEFAULT_CHECKPOINT, out: str | Path = DEFA
     """Build every profile's bundle into OUT, transcribe and time the clip with this machine's bundle, and
     write OUT/demo.md, OUT/demo.json and OUT/report/. Returns what the table shows. `allinone` is how the
     "what next" commands call the CLI (default: `allinone_command()`); `cache` and `jobs` go to the build
-    (`allinone.build.build_bundles`)."""
+    (`allinone.build.build_bundles`), `jobs` also to the host profile's lowerings."""
     from allinone.build import build_bundles
     from allinone.lowering import check_jobs
     from allinone.profiles import list_profiles, load_profile
@@ -433,7 +433,7 @@ def run_demo(checkpoint: str | Path = DEFAULT_CHECKPOINT, out: str | Path = DEFA
 
         i = loaded.index(host)
         log.info("this machine is %s's device: measuring a profile for it (once; cached)", host.name)
-        loaded[i], path, fresh = cached_host_profile(checkpoint, host, threads or host.threads)
+        loaded[i], path, fresh = cached_host_profile(checkpoint, host, threads or host.threads, jobs)
         names[i] = str(path)
         fit = loaded[i].latency_model.fit
         host_note = (f"{host.name}: this machine's row uses a profile measured here ({path}, "

@@ -13,14 +13,15 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from allinone.errors import BadInputError
 from allinone.latency_fit import LatencyFit, LatencyPoint, fitted_latency_model
 from allinone.memory import planned_activation_bytes
 from allinone.profiles import MIB, DeviceProfile, profile_from_dict
 
-__all__ = ["Timing", "time_program", "time_programs", "runtime_overhead_bytes", "lowered_program", "HostSystem", "measure_host", "tiny_program", "measured_profile"]
+__all__ = ["Timing", "time_program", "time_programs", "runtime_overhead_bytes", "lowered_program", "lowered_programs",
+           "HostSystem", "measure_host", "tiny_program", "measured_profile"]
 
 @dataclass(frozen=True)
 class Timing:
@@ -138,6 +139,22 @@ def lowered_program(model, spec, work_dir: str | Path | None = None) -> bytes:
     from allinone.lowering_cache import LoweringCache
 
     return lower_cached(model, spec, LoweringCache(work_dir), weights=False).program.pte
+
+
+def lowered_programs(model, specs: Sequence[Any], work_dir: str | Path, *, checkpoint: str | Path | None = None,
+                     jobs: int | None = None, on_done: Callable[[Any], None] | None = None) -> dict[str, bytes]:
+    """`lowered_program` for several systems at once: with `checkpoint` (the directory `model` was loaded
+    from), the ones not cached are lowered in parallel processes (`allinone.lowering.lower_systems`).
+    Returns the .pte bytes by subnet id; the first lowering that failed is raised."""
+    from allinone.lowering import lower_systems
+    from allinone.lowering_cache import LoweringCache
+
+    lowered, failed = lower_systems(model, specs, LoweringCache(work_dir), checkpoint=checkpoint, jobs=jobs,
+                                    on_done=on_done, weights=False)
+    for spec in specs:
+        if spec in failed:
+            raise failed[spec]
+    return {spec.id: lowered[spec].program.pte for spec in specs}
 
 
 @dataclass(frozen=True)

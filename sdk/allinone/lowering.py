@@ -180,14 +180,15 @@ def worker_count(jobs: int | None, systems: int, worker_bytes: int, *, available
     return max(1, min(wanted, systems, by_memory))
 
 
-def _worker_lower(checkpoint: str, spec_id: str, key: str, threads: int) -> tuple[bytes, dict[str, Any]]:
+def _worker_lower(checkpoint: str, spec_id: str, key: str, threads: int,
+                  weights: bool = True) -> tuple[bytes, dict[str, Any]]:
     """Body of a lowering process: load the checkpoint, prepare `spec_id`, check its key, lower it."""
     from allinone.checkpoint import load_checkpoint
 
     logging.getLogger("torchao").setLevel(logging.ERROR)  # its import-time notices, once per worker
     torch.set_num_threads(threads)
     model = load_checkpoint(checkpoint).model
-    prepared = _prepare(model, SubnetSpec.from_id(spec_id))
+    prepared = _prepare(model, SubnetSpec.from_id(spec_id), weights=weights)
     if prepared.key != key:  # the cache entry must hold what the build's key promises
         raise BadInputError(f"{checkpoint}: changed while building (the weights of {spec_id} differ); "
                             f"expected the checkpoint to stay as it was")
@@ -197,11 +198,12 @@ def _worker_lower(checkpoint: str, spec_id: str, key: str, threads: int) -> tupl
 def lower_systems(model: nn.Module, specs: Sequence[SubnetSpec], cache: LoweringCache, *,
                   checkpoint: str | Path | None = None, jobs: int | None = None,
                   on_step: Callable[[SubnetSpec, str], None] | None = None,
-                  on_done: Callable[[SubnetSpec], None] | None = None,
+                  on_done: Callable[[SubnetSpec], None] | None = None, weights: bool = True,
                   ) -> tuple[dict[SubnetSpec, LoweredSystem], dict[SubnetSpec, AllinoneError]]:
     """Each of `specs` read back from `cache` or lowered: with more than one to lower and `checkpoint` (the
     directory `model` was loaded from), in `worker_count` processes. Logs one line when each lowering starts
     and one when it ends (with seconds); `on_step` hears the steps of lowerings run here, `on_done` each system.
+    `weights` False keys the programs by architecture alone (timing programs, as `lower_cached`).
     Returns (programs, errors a user can cause), by spec."""
     check_jobs(jobs)
     lowered: dict[SubnetSpec, LoweredSystem] = {}
@@ -209,7 +211,7 @@ def lower_systems(model: nn.Module, specs: Sequence[SubnetSpec], cache: Lowering
     todo: list[tuple[_Prepared, float]] = []
     for spec in specs:
         start = time.perf_counter()
-        prepared = _prepare(model, spec)
+        prepared = _prepare(model, spec, weights=weights)
         found = _from_cache(cache, prepared, start)
         if found is None:
             todo.append((prepared, start))
@@ -219,6 +221,7 @@ def lower_systems(model: nn.Module, specs: Sequence[SubnetSpec], cache: Lowering
             on_done(spec)
     worker_bytes = WORKER_BASE_BYTES + WORKER_BYTES_PER_WEIGHT_BYTE * max((p.float_bytes for p, _ in todo), default=0)
     workers = worker_count(jobs, len(todo), worker_bytes) if checkpoint is not None else 1
+    inputs = "weights" if weights else "architecture"
     if workers <= 1:
         for prepared, _ in todo:
             spec, start = prepared.spec, time.perf_counter()
@@ -228,16 +231,17 @@ def lower_systems(model: nn.Module, specs: Sequence[SubnetSpec], cache: Lowering
             except AllinoneError as err:
                 failed[spec] = err
             else:
-                lowered[spec] = _stored(cache, prepared, pte, report, start, "weights")
+                lowered[spec] = _stored(cache, prepared, pte, report, start, inputs)
             if on_done:
                 on_done(spec)
         return lowered, failed
-    _lower_in_workers(todo, cache, str(checkpoint), workers, lowered, failed, on_done)
+    _lower_in_workers(todo, cache, str(checkpoint), workers, lowered, failed, on_done, weights)
     return lowered, failed
 
 
 def _lower_in_workers(todo: list[tuple[_Prepared, float]], cache: LoweringCache, checkpoint: str, workers: int,
-                      lowered: dict, failed: dict, on_done: Callable[[SubnetSpec], None] | None) -> None:
+                      lowered: dict, failed: dict, on_done: Callable[[SubnetSpec], None] | None,
+                      weights: bool = True) -> None:
     """Lower `todo` in `workers` spawned processes, starting one when another ends, so each start line is
     logged when its lowering really begins."""
     import multiprocessing
@@ -253,7 +257,7 @@ def _lower_in_workers(todo: list[tuple[_Prepared, float]], cache: LoweringCache,
         def submit() -> None:
             prepared, _ = queue.pop(0)
             log.info("lowering %s ...", prepared.spec.id)
-            future = pool.submit(_worker_lower, checkpoint, prepared.spec.id, prepared.key, threads)
+            future = pool.submit(_worker_lower, checkpoint, prepared.spec.id, prepared.key, threads, weights)
             running[future] = (prepared, time.perf_counter())
 
         for _ in range(min(workers, len(queue))):
@@ -267,7 +271,8 @@ def _lower_in_workers(todo: list[tuple[_Prepared, float]], cache: LoweringCache,
                 except AllinoneError as err:
                     failed[prepared.spec] = err
                 else:
-                    lowered[prepared.spec] = _stored(cache, prepared, pte, report, start, "weights")
+                    lowered[prepared.spec] = _stored(cache, prepared, pte, report, start,
+                                                     "weights" if weights else "architecture")
                 if on_done:
                     on_done(prepared.spec)
                 if queue:

@@ -183,15 +183,16 @@ def _best_fit(points: Sequence, prior_overhead_ms: float) -> tuple[Any, list[flo
 def measure_profile(checkpoint: str | Path, out: str | Path, *, threads: int | None = None, runs: int = 10,
                     base: str | Path | None = None, name: str | None = None, audio_s: float | None = None,
                     specs: Sequence | None = None, today: datetime.date | None = None,
-                    progress: Callable[[str], None] | None = None) -> MeasuredProfile:
+                    progress: Callable[[str], None] | None = None, jobs: int | None = None) -> MeasuredProfile:
     """Measure a profile for this machine from `checkpoint`'s systems and write it to `out` (YAML, atomically).
 
     `threads` defaults to every CPU this process may use; `base` (a profile name or path, default
     `default_base`) gives the budgets, backend and reference length; `name` defaults to `out`'s stem;
-    `specs` replaces the design (tests)."""
+    `specs` replaces the design (tests); `jobs` lowering processes (default: one per core, as `build`)."""
     from allinone.calibration import save_profile, target_mismatch
     from allinone.checkpoint import load_checkpoint
-    from allinone.host_timing import lowered_program
+    from allinone.host_timing import lowered_programs
+    from allinone.lowering import check_jobs
     from allinone.latency_fit import MIN_UNCERTAINTY_PCT, LatencyPoint, fitted_latency_model
     from allinone.profiles import (FORMAT_VERSION, PRECISION_OF_BITS, FitQuality, MeasuredDevice, load_profile,
                                    profile_from_dict)
@@ -208,6 +209,7 @@ def measure_profile(checkpoint: str | Path, out: str | Path, *, threads: int | N
     threads = available if threads is None else threads
     if not 1 <= threads <= 256:
         raise BadInputError(f"--threads: expected 1-256, got {threads}")
+    check_jobs(jobs)
     device = device_info()
     if base is None:
         base_profile = default_base(device)
@@ -223,11 +225,13 @@ def measure_profile(checkpoint: str | Path, out: str | Path, *, threads: int | N
 
     model = load_checkpoint(checkpoint).model
     specs = list(specs) if specs is not None else design(model.search_space)
-    programs, points_meta = [], []
-    for spec in specs:
-        say(f"lowering {spec.id} (cached in {cache_root() / 'programs'})")
-        programs.append((spec.id, lowered_program(model, spec, cache_root() / "programs")))
-        points_meta.append((spec, subnet_size(model, spec).macs_per_second))
+    say(f"lowering {len(specs)} systems to time ({', '.join(s.id for s in specs)}; cached in "
+        f"{cache_root() / 'programs'})")
+    done = iter(range(1, len(specs) + 1))
+    ptes = lowered_programs(model, specs, cache_root() / "programs", checkpoint=checkpoint, jobs=jobs,
+                            on_done=lambda spec: say(f"lowered {spec.id} ({next(done)}/{len(specs)})"))
+    programs = [(spec.id, ptes[spec.id]) for spec in specs]
+    points_meta = [(spec, subnet_size(model, spec).macs_per_second) for spec in specs]
     cache = timing_cache_path(device, threads, audio_s)
     times = _time_with_cache(programs, threads=threads, audio_s=audio_s, runs=runs, cache=cache)
     points = [LatencyPoint(spec.id, spec.weight_bits, float(macs), audio_s, _median(times[spec.id]), spec.depth)
@@ -287,7 +291,7 @@ def host_profile_path(checkpoint: str | Path, base, threads: int) -> Path:
     return cache_root() / "profiles" / f"{base.name}-{hashlib.sha256(key.encode()).hexdigest()[:12]}.yaml"
 
 
-def cached_host_profile(checkpoint: str | Path, base, threads: int):
+def cached_host_profile(checkpoint: str | Path, base, threads: int, jobs: int | None = None):
     """(profile, path, measured now?): the profile measured for this machine (`host_profile_path`), measured
     now (keeping `base`'s name and budgets) when the cache has none or an unreadable one."""
     from allinone.profiles import validate_profile_file
@@ -298,5 +302,5 @@ def cached_host_profile(checkpoint: str | Path, base, threads: int):
             return validate_profile_file(path), path, False
         except BadInputError as err:  # written by an older allinone: measure again
             log.info("%s: %s; measuring again", path, err)
-    result = measure_profile(checkpoint, path, threads=threads, base=base, name=base.name)
+    result = measure_profile(checkpoint, path, threads=threads, base=base, name=base.name, jobs=jobs)
     return result.profile, path, True
