@@ -254,3 +254,15 @@ def test_kill_9_leaves_no_tts_scratch_files_after_a_rerun(tmp_path: Path) -> Non
     assert done.returncode == 0, err
     assert not (out / ".tts-tmp").exists()
     assert not [p for p in out.rglob("*") if p.name.startswith("allinone-tts-") or p.name.endswith(".tmp")]
+
+
+def test_tts_calls_are_limited_by_cpu_time_not_wall_time() -> None:
+    """A paused or busy machine passes wall time without the engine computing (the corpus v2 rerun found two
+    utterances lost that way); only an engine that computes past its limit is stopped, with one clear line."""
+    from allinone.data._voices import _run
+
+    started = time.monotonic()
+    _run(["sleep", "2"], cpu_seconds=1)  # 2 s of wall time, no CPU: finishes
+    assert time.monotonic() - started >= 2
+    with pytest.raises(RuntimeError, match=r"computed for more than 1 CPU-seconds and was stopped$"):
+        _run([sys.executable, "-c", "while True: pass"], cpu_seconds=1)

@@ -12,7 +12,9 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
+import resource
 import shutil
+import signal
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -160,8 +162,21 @@ def _model_bytes(path: Path) -> bytes:
     return _MODEL_BYTES[path]
 
 
-def _run(cmd: list[str], stdin: str | None = None) -> None:
-    proc = subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=120)
+# A TTS call is stopped by the CPU time it spends, not the wall time it takes: a paused (SIGSTOP) or busy
+# machine passes wall time without the engine computing, and that must not fail a synthesis. The wall-clock
+# limit only catches an engine blocked forever.
+TTS_CPU_SECONDS = 120
+TTS_WALL_SECONDS = 3600
+
+
+def _run(cmd: list[str], stdin: str | None = None, cpu_seconds: int = TTS_CPU_SECONDS) -> None:
+    def limit_cpu() -> None:  # in the child, before exec: SIGXCPU at the soft limit, SIGKILL at the hard one
+        resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds + 5))
+
+    proc = subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=TTS_WALL_SECONDS,
+                          preexec_fn=limit_cpu)
+    if proc.returncode in (-signal.SIGXCPU, -signal.SIGKILL):
+        raise RuntimeError(f"{cmd[0]} computed for more than {cpu_seconds} CPU-seconds and was stopped")
     if proc.returncode != 0:
         raise RuntimeError(f"{cmd[0]} exited with {proc.returncode}: {proc.stderr.strip()[:300]}")
 
