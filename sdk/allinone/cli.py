@@ -833,16 +833,10 @@ def _configure_logging() -> None:
     """The CLI is an application, so it sets up logging (the library never does)."""
     import logging
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    # torchao warns at import about optional GPU kernels a CPU build lacks; torch's pytree warns about
-    # an enum torchao registers. Neither concerns a user of this CLI.
-    logging.getLogger("torchao").setLevel(logging.ERROR)
-    logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
-    logging.getLogger("matplotlib").setLevel(logging.WARNING)  # "generated new fontManager" on a first plot
-    import warnings
+    from allinone.notices import quiet_library_notices
 
-    # torch.export's pytree deprecation notice, raised from inside torch during every export.
-    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=FutureWarning)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    quiet_library_notices()
 
 
 def _one_line(err: BaseException) -> str:

@@ -27,6 +27,7 @@ from torch import nn
 from allinone.errors import AllinoneError, BadInputError
 from allinone.export import ExportedProgram, WaveformToLogProbs, example_input, input_lengths, lower_to_pte
 from allinone.lowering_cache import LoweringCache, program_key
+from allinone.notices import quiet_library_notices
 from allinone.quantize import quantize_subnet_
 from allinone.spec import SubnetSpec
 
@@ -185,7 +186,6 @@ def _worker_lower(checkpoint: str, spec_id: str, key: str, threads: int,
     """Body of a lowering process: load the checkpoint, prepare `spec_id`, check its key, lower it."""
     from allinone.checkpoint import load_checkpoint
 
-    logging.getLogger("torchao").setLevel(logging.ERROR)  # its import-time notices, once per worker
     torch.set_num_threads(threads)
     model = load_checkpoint(checkpoint).model
     prepared = _prepare(model, SubnetSpec.from_id(spec_id), weights=weights)
@@ -253,7 +253,8 @@ def _lower_in_workers(todo: list[tuple[_Prepared, float]], cache: LoweringCache,
     # about depth x (2 for a quantized system: each dynamically quantized linear is several nodes).
     queue = sorted(todo, key=lambda item: item[0].spec.depth * (2 if item[0].spec.is_quantized else 1), reverse=True)
     running = {}
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=quiet_library_notices) as pool:
         def submit() -> None:
             prepared, _ = queue.pop(0)
             log.info("lowering %s ...", prepared.spec.id)
