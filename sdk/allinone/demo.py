@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CHECKPOINT = "checkpoints/conformer_small"
+DEFAULT_CHECKPOINT = "checkpoints/conformer_medium"
 DEFAULT_OUT = "dist/demo"
 DEMO_MARKER = ".allinone-demo"  # present in every directory the demo made; its absence protects user data
 DEMO_FORMAT_VERSION = 1
