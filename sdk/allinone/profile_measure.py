@@ -192,8 +192,8 @@ def measure_profile(checkpoint: str | Path, out: str | Path, *, threads: int | N
     from allinone.calibration import save_profile, target_mismatch
     from allinone.checkpoint import load_checkpoint
     from allinone.host_timing import lowered_programs
-    from allinone.lowering import check_jobs
     from allinone.latency_fit import MIN_UNCERTAINTY_PCT, LatencyPoint, fitted_latency_model
+    from allinone.lowering import check_jobs
     from allinone.profiles import (FORMAT_VERSION, PRECISION_OF_BITS, FitQuality, MeasuredDevice, load_profile,
                                    profile_from_dict)
     from allinone.size import subnet_size
