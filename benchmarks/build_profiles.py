@@ -18,7 +18,6 @@ to the cold ones, and the cold/warm ratio (issue 16 targets: cold <= 8 min, warm
 from __future__ import annotations
 
 import argparse
-import logging
 import shutil
 import tempfile
 import time
@@ -27,6 +26,7 @@ from pathlib import Path
 from allinone.build import build_bundles
 from allinone.catalog import load_catalog
 from allinone.lowering_cache import LoweringCache
+from allinone.notices import quiet_library_notices
 from allinone.package import read_bundle_manifest
 from allinone.profiles import list_profiles
 
@@ -41,7 +41,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=None, help="lowering processes for --cold-warm (default: "
                         "as many as cores and memory allow)")
     args = parser.parse_args()
-    logging.getLogger("torchao").setLevel(logging.ERROR)
+    quiet_library_notices()  # torchao's and torch's import-time notices, as the CLI
     profiles = args.profiles.split(",") if args.profiles else list_profiles()
     if args.cold_warm:
         cold_warm(args.checkpoint, profiles, Path(args.out), args.jobs)

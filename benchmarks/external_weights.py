@@ -31,7 +31,6 @@ import argparse
 import copy
 import ctypes
 import hashlib
-import logging
 import math
 import time
 from pathlib import Path
@@ -42,6 +41,7 @@ import torch.fx.experimental._config  # noqa: F401  (size-oblivious switch used 
 from allinone.checkpoint import load_checkpoint
 from allinone.export import MAX_SAMPLES, WaveformToLogProbs, lower_to_pte
 from allinone.models.conformer import MIN_SAMPLES
+from allinone.notices import quiet_library_notices
 from allinone.quantize import quantize_subnet_
 from allinone.spec import SubnetSpec
 
@@ -285,7 +285,7 @@ def main() -> None:
     parser.add_argument("--noise", type=float, default=0.2, help="perturbation of the second weights, x std")
     parser.add_argument("--out", type=Path, default=Path("/tmp/external_weights"))
     args = parser.parse_args()
-    logging.getLogger("torchao").setLevel(logging.ERROR)
+    quiet_library_notices()  # torchao's and torch's import-time notices, as the CLI
     model_a = load_checkpoint(FIXTURE).model
     model_b = perturbed(model_a, args.noise, seed=0)
     example = torch.zeros(1, 32000)

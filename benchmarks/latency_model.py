@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import logging
 import math
 import os
 import sys
@@ -87,11 +86,12 @@ def main(argv: list[str] | None = None) -> int:
                                   runtime_overhead_bytes, save_profile, tiny_program)
     from allinone_runtime.device import device_info
     from allinone.models.conformer import conformer_small
+    from allinone.notices import quiet_library_notices
     from allinone.profiles import load_profile
     from allinone.spec import SubnetSpec
 
     args = _parse_args(argv)
-    logging.getLogger("torchao").setLevel(logging.ERROR)
+    quiet_library_notices()  # torchao's and torch's import-time notices, as the CLI
     profile = load_profile(args.profile)
     audio_s, threads = profile.latency.reference_audio_s, profile.threads
 

@@ -14,12 +14,12 @@ To compare two versions of the code on a busy machine, run this script under bot
 from __future__ import annotations
 
 import argparse
-import logging
 
 import torch
 
 from allinone.export import export_subnet
 from allinone.models.conformer import conformer_small
+from allinone.notices import quiet_library_notices
 from allinone.size import subnet_size
 from allinone.spec import SubnetSpec
 
@@ -28,7 +28,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--systems", default="d12-f512-h4-w32,d12-f512-h4-w8,d12-f512-h4-w4,d4-f128-h2-w4")
     args = parser.parse_args()
-    logging.getLogger("torchao").setLevel(logging.ERROR)
+    quiet_library_notices()  # torchao's and torch's import-time notices, as the CLI
     torch.manual_seed(0)
     model = conformer_small(29).eval()
     full = subnet_size(model, model.search_space.largest())

@@ -34,6 +34,7 @@ import torch
 from allinone.data.tokenizer import CharTokenizer
 from allinone.export import MAX_SAMPLES, WaveformToLogProbs, export_subnet
 from allinone.models.conformer import MIN_SAMPLES, conformer_small
+from allinone.notices import quiet_library_notices
 from allinone.package import BundleSizes, bundle_manifest, versions, write_bundle
 from allinone.quantize import quantize_subnet_
 from allinone.size import subnet_size, subnet_weight_bytes
@@ -142,7 +143,7 @@ def main() -> None:
                         help="reuse bundles and the float ONNX file an earlier run left in --out (same seed)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("torchao").setLevel(logging.ERROR)
+    quiet_library_notices()  # torchao's and torch's import-time notices, as the CLI
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 

@@ -67,6 +67,7 @@ class _Prepared:
     float_layers: list[str]
     float_bytes: int  # the extracted weights before quantization (sizes a lowering's memory)
     seconds: float  # extract + quantize
+    weights: bool  # the key hashes the weights (else the architecture alone: a timing program)
 
 
 def _inputs_digest(model: nn.Module, subnet: nn.Module | None) -> str:
@@ -89,7 +90,7 @@ def _prepare(model: nn.Module, spec: SubnetSpec, *, weights: bool = True) -> _Pr
                       {**EXPORT_OPTIONS, **input_lengths(model).to_dict()})
     float_layers = quantize_subnet_(subnet, spec.quant_scheme)
     return _Prepared(spec, key, WaveformToLogProbs(subnet).eval(), float_layers, float_bytes,
-                     time.perf_counter() - start)
+                     time.perf_counter() - start, weights)
 
 
 def _lower(model: nn.Module, prepared: _Prepared,
@@ -119,10 +120,11 @@ def _from_cache(cache: LoweringCache, prepared: _Prepared, start: float) -> Lowe
     return LoweredSystem(_exported(prepared, pte, meta["lowering"]), "hit", time.perf_counter() - start, path)
 
 
-def _stored(cache: LoweringCache, prepared: _Prepared, pte: bytes, report: dict[str, Any], start: float,
-            inputs: str) -> LoweredSystem:
+def _stored(cache: LoweringCache, prepared: _Prepared, pte: bytes, report: dict[str, Any],
+            start: float) -> LoweredSystem:
     path = cache.store(prepared.key, pte, {"subnet": prepared.spec.id, "scheme": prepared.spec.quant_scheme.name,
-                                           "inputs": inputs, "lowering": report})
+                                           "inputs": "weights" if prepared.weights else "architecture",
+                                           "lowering": report})
     seconds = time.perf_counter() - start
     log.info("lowered %s in %.1f s (%d bytes)%s", prepared.spec.id, seconds, len(pte),
              f"; cached in {path}" if path is not None else "")
@@ -140,7 +142,7 @@ def lower_cached(model: nn.Module, spec: SubnetSpec, cache: LoweringCache, *, we
         return found
     log.info("lowering %s ...", spec.id)
     pte, report = _lower(model, prepared, on_step)
-    return _stored(cache, prepared, pte, report, start, "weights" if weights else "architecture")
+    return _stored(cache, prepared, pte, report, start)
 
 
 # ---- several systems at once -----------------------------------------------------------------------------------
@@ -221,7 +223,6 @@ def lower_systems(model: nn.Module, specs: Sequence[SubnetSpec], cache: Lowering
             on_done(spec)
     worker_bytes = WORKER_BASE_BYTES + WORKER_BYTES_PER_WEIGHT_BYTE * max((p.float_bytes for p, _ in todo), default=0)
     workers = worker_count(jobs, len(todo), worker_bytes) if checkpoint is not None else 1
-    inputs = "weights" if weights else "architecture"
     if workers <= 1:
         for prepared, _ in todo:
             spec, start = prepared.spec, time.perf_counter()
@@ -231,17 +232,16 @@ def lower_systems(model: nn.Module, specs: Sequence[SubnetSpec], cache: Lowering
             except AllinoneError as err:
                 failed[spec] = err
             else:
-                lowered[spec] = _stored(cache, prepared, pte, report, start, inputs)
+                lowered[spec] = _stored(cache, prepared, pte, report, start)
             if on_done:
                 on_done(spec)
         return lowered, failed
-    _lower_in_workers(todo, cache, str(checkpoint), workers, lowered, failed, on_done, weights)
+    _lower_in_workers(todo, cache, str(checkpoint), workers, lowered, failed, on_done)
     return lowered, failed
 
 
 def _lower_in_workers(todo: list[tuple[_Prepared, float]], cache: LoweringCache, checkpoint: str, workers: int,
-                      lowered: dict, failed: dict, on_done: Callable[[SubnetSpec], None] | None,
-                      weights: bool = True) -> None:
+                      lowered: dict, failed: dict, on_done: Callable[[SubnetSpec], None] | None) -> None:
     """Lower `todo` in `workers` spawned processes, starting one when another ends, so each start line is
     logged when its lowering really begins."""
     import multiprocessing
@@ -258,7 +258,8 @@ def _lower_in_workers(todo: list[tuple[_Prepared, float]], cache: LoweringCache,
         def submit() -> None:
             prepared, _ = queue.pop(0)
             log.info("lowering %s ...", prepared.spec.id)
-            future = pool.submit(_worker_lower, checkpoint, prepared.spec.id, prepared.key, threads, weights)
+            future = pool.submit(_worker_lower, checkpoint, prepared.spec.id, prepared.key, threads,
+                                 prepared.weights)
             running[future] = (prepared, time.perf_counter())
 
         for _ in range(min(workers, len(queue))):
@@ -272,8 +273,7 @@ def _lower_in_workers(todo: list[tuple[_Prepared, float]], cache: LoweringCache,
                 except AllinoneError as err:
                     failed[prepared.spec] = err
                 else:
-                    lowered[prepared.spec] = _stored(cache, prepared, pte, report, start,
-                                                     "weights" if weights else "architecture")
+                    lowered[prepared.spec] = _stored(cache, prepared, pte, report, start)
                 if on_done:
                     on_done(prepared.spec)
                 if queue:
