@@ -16,6 +16,7 @@ from allinone.checkpoint import load_checkpoint
 from allinone.data.tokenizer import SentencePieceTokenizer
 from allinone.errors import BadInputError
 from allinone.eval_run import evaluate_checkpoint
+from allinone.pack import pack_checkpoint
 from allinone.spec import SubnetSpec
 from allinone.train.recipe import load_recipe, recipe_from_dict
 from allinone.train.averaging import WeightAverage
@@ -72,6 +73,15 @@ def test_train_save_resume_and_baseline(synth_corpus, tmp_path):
     # A save made after a resume vouches for its own files, so a run can be resumed again and again.
     train(recipe, train_m, dev_m, out, max_steps=12, resume=True, progress=False)
     assert [m["step"] for m in _metrics(out)] == list(range(1, 13))
+
+    # A continuation records where it started, keeps that record across resumes, and a pack carries it on.
+    cont = tmp_path / "continued"
+    train(recipe, train_m, dev_m, cont, max_steps=1, init=out, progress=False)
+    train(recipe, train_m, dev_m, cont, max_steps=2, resume=True, progress=False)
+    start = {"path": str(out), "weights_sha256": load_checkpoint(out).config["weights_sha256"], "trained_steps": 12}
+    assert load_checkpoint(cont).config["init"] == start
+    pack_checkpoint(cont, tmp_path / "packed")
+    assert load_checkpoint(tmp_path / "packed").config["init"] == start
 
     results = evaluate_checkpoint(out, dev_m, progress=False)
     assert [r.subnet for r in results] == list(recipe.targets)

@@ -29,6 +29,8 @@ __all__ = ["CHECKPOINT_FORMAT_VERSION", "Checkpoint", "save_checkpoint", "checkp
 
 CHECKPOINT_FORMAT_VERSION = 1
 WEIGHTS, CONFIG = "model.safetensors", "config.json"
+# Where a checkpoint's weights started (`train --init`, an import); training, resuming and packing carry them.
+PROVENANCE_KEYS = ("init", "hf_import")
 _CONFIG_KEYS = ("family", "architecture", "targets", "vocabulary", "weights_sha256")  # what loading reads
 
 

@@ -48,7 +48,7 @@ def pack_checkpoint(run: str | Path, out: str | Path, *, dtype: str = "float16",
 
     Returns what was checked: {"subnet", "dev_wer_before", "dev_wer_after"} (WERs None without `dev`).
     `out` is assembled in a temporary sibling directory and renamed into place."""
-    from allinone.checkpoint import checkpoint_files, load_checkpoint
+    from allinone.checkpoint import PROVENANCE_KEYS, checkpoint_files, load_checkpoint
     from allinone.files import write_files_atomically
 
     if dtype not in DTYPES:
@@ -64,6 +64,7 @@ def pack_checkpoint(run: str | Path, out: str | Path, *, dtype: str = "float16",
     files = checkpoint_files(ckpt.model, targets=ckpt.targets, vocabulary=config["vocabulary"],
                              recipe=config.get("recipe"), data=config.get("data"),
                              extra={"trained_steps": config.get("trained_steps"),
+                                    **{k: config[k] for k in PROVENANCE_KEYS if k in config},
                                     "packed_from": {"weights_sha256": config["weights_sha256"],
                                                     "weights_dtype": config.get("weights_dtype", "float32")}},
                              dtype=DTYPES[dtype])

@@ -30,7 +30,7 @@ import torch
 import torch.distributed as dist
 from torch.nn import functional as F
 
-from allinone.checkpoint import CONFIG, checkpoint_files, load_checkpoint
+from allinone.checkpoint import CONFIG, PROVENANCE_KEYS, checkpoint_files, load_checkpoint
 from allinone.files import sha256_file, write_files_atomically
 from allinone.errors import BadInputError
 from allinone.spec import SubnetSpec
@@ -145,9 +145,12 @@ def _model_for(recipe: Recipe, vocab_size: int, start, init: Path | None):
 
 
 def _init_provenance(init: Path, config: dict) -> dict:
-    """What a checkpoint trained from --init records about where it started: the start's path and weights,
-    and the start's own import record (an imported wav2vec2's `hf_import`: source and HF vocabulary order)."""
-    out = {"init": {"path": str(init), "weights_sha256": config.get("weights_sha256")}}
+    """What a checkpoint trained from --init records about where it started: the start's path, weights and
+    steps (with the start's own `init`, so a chain of continuations adds up), and the start's import record
+    (an imported wav2vec2's `hf_import`: source and HF vocabulary order)."""
+    start = {"path": str(init), "weights_sha256": config.get("weights_sha256")}
+    start.update({k: config[k] for k in ("trained_steps", "init") if config.get(k) is not None})
+    out = {"init": start}
     if "hf_import" in config:
         out["hf_import"] = config["hf_import"]
     return out
@@ -211,6 +214,9 @@ def train(recipe: Recipe, train_manifest, dev_manifest, out, *, max_steps: int |
 
     data_info = {"train": _fingerprint(train_manifest), "dev": _fingerprint(dev_manifest)}
     init_provenance = _init_provenance(Path(init), start.config) if start else {}
+    if resume:  # a resumed run keeps the record its first session wrote
+        saved = json.loads((out / CONFIG).read_text())
+        init_provenance = {k: saved[k] for k in PROVENANCE_KEYS if k in saved}
     progress_state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "seconds": 0.0, "audio_seconds": 0.0,
                       "cpu_seconds": 0.0, "skipped_nonfinite": 0}
     if resume:
