@@ -105,8 +105,12 @@ def _trained(checkpoint: Path) -> str:
     if not lines:
         return "training log not shipped"
     last = json.loads(lines[-1])
-    return (f"step {last['step']:,}, {last['audio_h']:.1f} h of audio seen, {last['cpu_s']:,.0f} CPU-s"
-            if {"step", "audio_h", "cpu_s"} <= last.keys() else f"step {last.get('step', '?')}")
+    trained = (f"step {last['step']:,}, {last['audio_h']:.1f} h of audio seen, {last['cpu_s']:,.0f} CPU-s"
+               if {"step", "audio_h", "cpu_s"} <= last.keys() else f"step {last.get('step', '?')}")
+    start = json.loads((checkpoint / "config.json").read_text()).get("init", {})
+    if start.get("trained_steps"):  # a continuation: its log counts from its start (config.json `init`)
+        trained += f", continuing {start['path']} trained {start['trained_steps']:,} steps"
+    return trained
 
 
 # ---- 2. evaluation ----------------------------------------------------------------------------------------------
