@@ -81,8 +81,11 @@ def test_pack_refuses_existing_out_and_bad_input(run, tmp_path):
 def test_pack_force_replaces_and_leaves_no_staging(run, tmp_path):
     out = tmp_path / "shipped"
     pack_checkpoint(run, out, dtype="float32")
+    (out / "MODEL_CARD.md").write_text("# notes written by hand\n")
+    (out / "catalog.json").write_text("{}")  # describes the old weights
     pack_checkpoint(run, out, dtype="float16", force=True)
     assert load_checkpoint(out).config["weights_dtype"] == "float16"
+    assert (out / "MODEL_CARD.md").read_text() == "# notes written by hand\n" and not (out / "catalog.json").exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 

@@ -313,7 +313,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default="float16", help="weight storage: float16 (default), bfloat16 or float32")
     p.add_argument("--dev", metavar="M", help="dev manifest: check the float full system's WER is unchanged")
     p.add_argument("--log-every", type=int, default=10, help="keep every Nth step of metrics.jsonl (default 10)")
-    p.add_argument("--force", action="store_true", help="replace an existing --out")
+    p.add_argument("--force", action="store_true", help="replace an existing --out (its *.md notes are kept; "
+                   "catalog.json and eval/ go with the old weights)")
     p.set_defaults(func=_cmd_pack)
 
     # --- wav2vec2 import (issue 8) ---

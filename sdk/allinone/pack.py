@@ -91,6 +91,10 @@ def pack_checkpoint(run: str | Path, out: str | Path, *, dtype: str = "float16",
     staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
     try:
         write_files_atomically(staging, files)
+        # Hand-written notes (MODEL_CARD.md) survive a re-pack; catalog.json and eval/ describe the old
+        # weights, so they go with them and are remade (`allinone catalog`, `allinone eval`).
+        for note in sorted(out.glob("*.md")) if out.is_dir() else []:
+            shutil.copy2(note, staging / note.name)
         os.chmod(staging, 0o755)
         if out.exists():
             shutil.rmtree(out)
