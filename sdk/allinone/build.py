@@ -32,8 +32,10 @@ def sample_audio() -> torch.Tensor:
 
 
 # Frames whose greedy choice may differ between the .pte and eager: only near-ties flip (a flip needs an
-# eager margin within twice the measured log-prob difference), and a broken lowering changes far more.
-MAX_FLIPPED_FRAMES = 0.01  # share of frames
+# eager margin within twice the measured log-prob difference), and a broken lowering changes far more (a
+# program of another depth: most frames). 5 %, not 1 %: on the 100-frame sample clip 1 % allowed a single
+# flip, and a faithful 8-bit program (log-probs within 0.075 of eager, limit 0.25) flipped two.
+MAX_FLIPPED_FRAMES = 0.05  # share of frames
 
 
 @dataclass
@@ -57,7 +59,7 @@ def verify_program(pte: bytes, eager: torch.nn.Module, tokenizer, weight_bits: i
                    audio: torch.Tensor | None = None, audio_name: str = "sample.wav", *,
                    lengths=None) -> Verification:
     """Run the .pte in the ExecuTorch runtime on real speech; its log-probs must match the eager program's
-    within tolerance and its greedy choice must agree on at least 99 % of frames, else VerificationError.
+    within tolerance and its greedy choice must agree on at least 95 % of frames, else VerificationError.
 
     Quantized kernels sum in a different order than PyTorch's (and PyTorch's order depends on its thread
     count), so a frame where two tokens nearly tie can flip and change one character of the transcript; both
