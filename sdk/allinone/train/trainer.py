@@ -214,13 +214,12 @@ def train(recipe: Recipe, train_manifest, dev_manifest, out, *, max_steps: int |
 
     data_info = {"train": _fingerprint(train_manifest), "dev": _fingerprint(dev_manifest)}
     init_provenance = _init_provenance(Path(init), start.config) if start else {}
-    if resume:  # a resumed run keeps the record its first session wrote
-        saved = json.loads((out / CONFIG).read_text())
-        init_provenance = {k: saved[k] for k in PROVENANCE_KEYS if k in saved}
     progress_state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "seconds": 0.0, "audio_seconds": 0.0,
                       "cpu_seconds": 0.0, "skipped_nonfinite": 0}
     if resume:
         _check_resumable(out, model, recipe, data_info)
+        saved = json.loads((out / CONFIG).read_text())  # a resumed run keeps the record its first session wrote
+        init_provenance = {k: saved[k] for k in PROVENANCE_KEYS if k in saved}
         model.load_state_dict(load_checkpoint(out, verify=True).model.state_dict())
         progress_state.update(load_trainer_state(out, optimizer))
         log.info("resuming %s at step %d", out, progress_state["step"])
