@@ -256,12 +256,26 @@ def test_catalog_measures_activations_on_one_system_per_precision(checkpoint, sy
             if e is not probe:
                 assert e.provenance["activation_bytes"] == f"predicted from {probe.subnet}" and e.pte_bytes is None
     assert "smallest system of each weight precision" in run.catalog.meta["activation_rule"]
+    by_id = {e.subnet: e for e in run.catalog.entries}
 
     def no_lowering(*args, **kwargs):
         raise AssertionError("lowered again")
     monkeypatch.setattr(allinone.export, "export_subnet", no_lowering)
     again = compute_catalog(checkpoint, dev, progress=False)
     assert again.lowered == () and again.catalog.entries == run.catalog.entries
+
+    # New weights of the same supernet (a fresh pack: no catalog yet) measure again from the cached programs,
+    # which are keyed by architecture, so nothing is lowered.
+    from allinone.train.recipe import load_recipe
+    from allinone.train.trainer import train
+
+    retrained = checkpoint.parent / "retrained"
+    train(load_recipe("tiny"), synth_corpus / "train.jsonl", dev, retrained, max_steps=3, progress=False)
+    repacked = compute_catalog(retrained, dev, progress=False)
+    assert repacked.catalog.meta["weights_sha256"] != run.catalog.meta["weights_sha256"]
+    assert sorted(repacked.lowered) == sorted(run.lowered)  # measured, from the cache
+    for e in repacked.catalog.entries:
+        assert (e.activation_bytes, e.pte_bytes) == (by_id[e.subnet].activation_bytes, by_id[e.subnet].pte_bytes)
 
 
 def test_report_of_an_exported_bundle_names_no_device_for_the_catalog(tmp_path):

@@ -97,7 +97,9 @@ def _with_activations(entries: list[CatalogEntry], model) -> tuple[list[CatalogE
                for e in entries):
             continue  # this precision already has a measurement
         log.info("lowering %s to measure its planned activation memory", probe.subnet)
-        pte = lower_cached(model, SubnetSpec.from_id(probe.subnet), LoweringCache.default()).program.pte
+        # Keyed by architecture (weights=False): the program's size and activation plan do not depend on weight
+        # values, so a new pack of the same supernet reuses the lowering instead of spending minutes on it.
+        pte = lower_cached(model, SubnetSpec.from_id(probe.subnet), LoweringCache.default(), weights=False).program.pte
         by_id[probe.subnet] = dataclasses.replace(
             probe, pte_bytes=len(pte), activation_bytes=planned_activation_bytes(pte),
             provenance={**probe.provenance, "activation_bytes": "measured", "pte_bytes": "measured"})
