@@ -18,16 +18,19 @@ from allinone.errors import BadInputError
 CLI = Path(sys.executable).with_name("allinone")
 
 
-@pytest.fixture(scope="module")
-def tiny_checkpoint(synth_corpus, tmp_path_factory) -> Path:
-    """The tiny recipe trained for 2 steps: untrained-quality WERs, real sizes."""
+def _train_tiny(synth_corpus: Path, out: Path, steps: int) -> Path:
+    """The tiny recipe trained for `steps` steps: untrained-quality WERs, real sizes."""
     from allinone.train.recipe import load_recipe
     from allinone.train.trainer import train
 
-    out = tmp_path_factory.mktemp("ckpt") / "tiny"
-    train(load_recipe("tiny"), synth_corpus / "train.jsonl", synth_corpus / "dev.jsonl", out, max_steps=2,
+    train(load_recipe("tiny"), synth_corpus / "train.jsonl", synth_corpus / "dev.jsonl", out, max_steps=steps,
           progress=False)
     return out
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(synth_corpus, tmp_path_factory) -> Path:
+    return _train_tiny(synth_corpus, tmp_path_factory.mktemp("ckpt") / "tiny", steps=2)
 
 
 @pytest.fixture()
@@ -266,11 +269,7 @@ def test_catalog_measures_activations_on_one_system_per_precision(checkpoint, sy
 
     # New weights of the same supernet (a fresh pack: no catalog yet) measure again from the cached programs,
     # which are keyed by architecture, so nothing is lowered.
-    from allinone.train.recipe import load_recipe
-    from allinone.train.trainer import train
-
-    retrained = checkpoint.parent / "retrained"
-    train(load_recipe("tiny"), synth_corpus / "train.jsonl", dev, retrained, max_steps=3, progress=False)
+    retrained = _train_tiny(synth_corpus, checkpoint.parent / "retrained", steps=3)
     repacked = compute_catalog(retrained, dev, progress=False)
     assert repacked.catalog.meta["weights_sha256"] != run.catalog.meta["weights_sha256"]
     assert sorted(repacked.lowered) == sorted(run.lowered)  # measured, from the cache
