@@ -210,7 +210,7 @@ def test_cli_catalog_then_select_by_checkpoint(checkpoint, synth_corpus, tmp_pat
     result = _cli("catalog", "--checkpoint", str(checkpoint), "--manifest", str(synth_corpus / "dev.jsonl"),
                   "--no-activations", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "evaluated 6, reused 0, lowered 0" in result.stdout and "d2-f128-h2-w32" in result.stdout
+    assert "evaluated 6, reused 0, activations measured on 0" in result.stdout and "d2-f128-h2-w32" in result.stdout
     catalog = load_catalog(checkpoint / "catalog.json")
     best = min((e for e in catalog.entries), key=lambda e: (e.wer, e.model_bytes, e.subnet))
 
@@ -249,10 +249,10 @@ def test_catalog_measures_activations_on_one_system_per_precision(checkpoint, sy
     by_bits: dict[int, list[CatalogEntry]] = {}
     for e in run.catalog.entries:
         by_bits.setdefault(e.weight_bits, []).append(e)
-    assert len(run.lowered) == len(by_bits) == 3
+    assert len(run.measured) == len(by_bits) == 3
     for bits, entries in by_bits.items():
         probe = min(entries, key=lambda e: (e.macs_per_second, e.weight_bytes, e.subnet))
-        assert probe.subnet in run.lowered and probe.provenance["activation_bytes"] == "measured"
+        assert probe.subnet in run.measured and probe.provenance["activation_bytes"] == "measured"
         assert probe.pte_bytes > probe.weight_bytes  # the program carries its weights plus its graph
         for e in entries:
             assert e.activation_bytes == probe.activation_bytes > 0
@@ -265,14 +265,14 @@ def test_catalog_measures_activations_on_one_system_per_precision(checkpoint, sy
         raise AssertionError("lowered again")
     monkeypatch.setattr(allinone.export, "export_subnet", no_lowering)
     again = compute_catalog(checkpoint, dev, progress=False)
-    assert again.lowered == () and again.catalog.entries == run.catalog.entries
+    assert again.measured == () and again.catalog.entries == run.catalog.entries
 
     # New weights of the same supernet (a fresh pack: no catalog yet) measure again from the cached programs,
     # which are keyed by architecture, so nothing is lowered.
     retrained = _train_tiny(synth_corpus, checkpoint.parent / "retrained", steps=3)
     repacked = compute_catalog(retrained, dev, progress=False)
     assert repacked.catalog.meta["weights_sha256"] != run.catalog.meta["weights_sha256"]
-    assert sorted(repacked.lowered) == sorted(run.lowered)  # measured, from the cache
+    assert sorted(repacked.measured) == sorted(repacked.from_cache) == sorted(run.measured)  # from the cache
     for e in repacked.catalog.entries:
         assert (e.activation_bytes, e.pte_bytes) == (by_id[e.subnet].activation_bytes, by_id[e.subnet].pte_bytes)
 

@@ -59,13 +59,14 @@ def _executorch_version() -> str:
 
 @dataclass(frozen=True)
 class CatalogRun:
-    """What `compute_catalog` did: the catalog it saved and which systems it evaluated, reused and lowered."""
+    """What `compute_catalog` did: the catalog it saved and which systems it evaluated, reused and measured."""
 
     catalog: Catalog
     path: Path
     evaluated: tuple[str, ...]
     reused: tuple[str, ...]
-    lowered: tuple[str, ...]  # systems lowered to measure planned activations and .pte size
+    measured: tuple[str, ...]  # systems whose planned activations and .pte size were measured on their program
+    from_cache: tuple[str, ...]  # of those, the ones whose program was read back from the lowering cache
     dropped: tuple[str, ...]  # WERs discarded because the weights or the dev set changed
 
 
@@ -83,15 +84,16 @@ def _activation_probes(entries: Sequence[CatalogEntry]) -> list[CatalogEntry]:
     return [probes[b] for b in sorted(probes, reverse=True)]
 
 
-def _with_activations(entries: list[CatalogEntry], model) -> tuple[list[CatalogEntry], list[str]]:
-    """Measure planned activations on the probes not yet measured and predict the rest (ACTIVATION_RULE)."""
+def _with_activations(entries: list[CatalogEntry], model) -> tuple[list[CatalogEntry], list[str], list[str]]:
+    """Measure planned activations on the probes not yet measured and predict the rest (ACTIVATION_RULE).
+    Also returns which systems were measured and which of their programs came from the lowering cache."""
     from allinone.lowering import lower_cached
     from allinone.lowering_cache import LoweringCache
     from allinone.memory import planned_activation_bytes
     from allinone.spec import SubnetSpec
 
     by_id = {e.subnet: e for e in entries}
-    lowered = []
+    measured_ids, from_cache = [], []
     for probe in _activation_probes(entries):
         if any(e.provenance.get("activation_bytes") == "measured" and e.weight_bits == probe.weight_bits
                for e in entries):
@@ -99,11 +101,14 @@ def _with_activations(entries: list[CatalogEntry], model) -> tuple[list[CatalogE
         log.info("lowering %s to measure its planned activation memory", probe.subnet)
         # Keyed by architecture (weights=False): the program's size and activation plan do not depend on weight
         # values, so a new pack of the same supernet reuses the lowering instead of spending minutes on it.
-        pte = lower_cached(model, SubnetSpec.from_id(probe.subnet), LoweringCache.default(), weights=False).program.pte
+        lowering = lower_cached(model, SubnetSpec.from_id(probe.subnet), LoweringCache.default(), weights=False)
+        pte = lowering.program.pte
         by_id[probe.subnet] = dataclasses.replace(
             probe, pte_bytes=len(pte), activation_bytes=planned_activation_bytes(pte),
             provenance={**probe.provenance, "activation_bytes": "measured", "pte_bytes": "measured"})
-        lowered.append(probe.subnet)
+        measured_ids.append(probe.subnet)
+        if lowering.cache == "hit":
+            from_cache.append(probe.subnet)
     measured: dict[int, list[CatalogEntry]] = {}
     for e in by_id.values():
         if e.provenance.get("activation_bytes") == "measured":
@@ -116,7 +121,7 @@ def _with_activations(entries: list[CatalogEntry], model) -> tuple[list[CatalogE
             e = dataclasses.replace(e, activation_bytes=worst.activation_bytes,
                                     provenance={**e.provenance, "activation_bytes": f"predicted from {worst.subnet}"})
         out.append(e)
-    return out, lowered
+    return out, measured_ids, from_cache
 
 
 def add_reports(catalog: Catalog, reports: Sequence[Any], *, force: bool = False) -> Catalog:
@@ -230,11 +235,13 @@ def compute_catalog(checkpoint: str | Path, manifest: str | Path, *, all_systems
             partial = [known[s] for s in order] + [e for s, e in known.items() if s not in order]
             save_catalog(Catalog(tuple(partial), meta={**old.meta, **meta} if same_program else meta), path)
     entries = [known.pop(e.subnet) for e in entries] + list(known.values())
-    lowered: list[str] = []
+    measured: list[str] = []
+    from_cache: list[str] = []
     if activations:
-        entries, lowered = _with_activations(entries, ckpt.model)
+        entries, measured, from_cache = _with_activations(entries, ckpt.model)
         meta["activation_rule"] = ACTIVATION_RULE
     meta["updated"] = now
     catalog = add_reports(Catalog(tuple(entries), meta=meta), reports, force=force)
     save_catalog(catalog, path)
-    return CatalogRun(catalog, path, tuple(s.id for s in todo), reused, tuple(lowered), tuple(dropped))
+    return CatalogRun(catalog, path, tuple(s.id for s in todo), reused, tuple(measured), tuple(from_cache),
+                      tuple(dropped))

@@ -730,7 +730,8 @@ def _cmd_catalog(args: argparse.Namespace) -> int:
         return 0
     print(format_catalog(run.catalog))
     print(f"{run.path}: {len(run.catalog.entries)} systems; evaluated {len(run.evaluated)}, reused "
-          f"{len(run.reused)}, lowered {len(run.lowered)}" + (f" ({', '.join(run.lowered)})" if run.lowered else "")
+          f"{len(run.reused)}, activations measured on {len(run.measured)}"
+          + (f" ({', '.join(run.measured)}; {len(run.from_cache)} read from the lowering cache)" if run.measured else "")
           + (f"; {len(run.dropped)} WERs from other weights or another dev set discarded" if run.dropped else ""))
     return 0
 
