@@ -92,3 +92,24 @@ def test_pack_force_replaces_and_leaves_no_staging(run, tmp_path):
 def test_thin_log_keeps_every_nth_and_last():
     text = "".join(json.dumps({"step": s}) + "\n" for s in range(1, 8))
     assert [json.loads(x)["step"] for x in thin_log(text, 3).splitlines()] == [3, 6, 7]
+
+
+def test_pack_refuses_a_dev_wer_change_beyond_the_accepted_one(run, dev, tmp_path, monkeypatch):
+    """The float16 copy of a large model can move a near-tie (conformer_medium: 2 of 2,311 dev words); the
+    change is refused unless accepted explicitly, and then only up to the amount given."""
+    import allinone.pack
+    from allinone.errors import BadInputError, VerificationError
+
+    wers = iter([0.5037, 0.5045] * 3)  # the dev WER of the float32 run, then of the stored copy
+    monkeypatch.setattr(allinone.pack, "_dev_wer", lambda *args: next(wers))
+    with pytest.raises(VerificationError, match="changes from 0.5037 to 0.5045 in float16, more than 0; .*--max-wer-change"):
+        pack_checkpoint(run, tmp_path / "strict", dev=dev)
+    assert not (tmp_path / "strict").exists()
+    checked = pack_checkpoint(run, tmp_path / "accepted", dev=dev, max_wer_change=0.001)
+    assert (checked["dev_wer_before"], checked["dev_wer_after"]) == (0.5037, 0.5045)
+    assert load_checkpoint(tmp_path / "accepted").config["weights_dtype"] == "float16"
+    with pytest.raises(VerificationError, match="more than 0.0005"):
+        pack_checkpoint(run, tmp_path / "tight", dev=dev, max_wer_change=0.0005)
+    assert not (tmp_path / "tight").exists()
+    with pytest.raises(BadInputError, match="--max-wer-change 1.5"):
+        pack_checkpoint(run, tmp_path / "bad", dev=dev, max_wer_change=1.5)

@@ -311,6 +311,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True, metavar="RUN", help="training run directory (allinone train --out)")
     p.add_argument("--out", required=True, metavar="DIR", help="checkpoint directory to write")
     p.add_argument("--dtype", default="float16", help="weight storage: float16 (default), bfloat16 or float32")
+    p.add_argument("--max-wer-change", type=float, default=0.0, metavar="W",
+                   help="accept a --dev WER change of up to W from the storage dtype (absolute, 0.001 = 0.1 "
+                        "points; default 0: unchanged)")
     p.add_argument("--dev", metavar="M", help="dev manifest: check the float full system's WER is unchanged")
     p.add_argument("--log-every", type=int, default=10, help="keep every Nth step of metrics.jsonl (default 10)")
     p.add_argument("--force", action="store_true", help="replace an existing --out (its *.md notes are kept; "
@@ -611,7 +614,7 @@ def _cmd_pack(args: argparse.Namespace) -> int:
     from allinone.pack import pack_checkpoint
 
     checked = pack_checkpoint(args.checkpoint, args.out, dtype=args.dtype, dev=args.dev, log_every=args.log_every,
-                              force=args.force)
+                              force=args.force, max_wer_change=args.max_wer_change)
     if checked["dev_wer_before"] is not None:
         print(f"{checked['subnet']} dev WER {checked['dev_wer_before']:.2%} in float32, "
               f"{checked['dev_wer_after']:.2%} as stored ({args.dtype})")
