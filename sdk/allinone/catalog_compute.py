@@ -98,7 +98,7 @@ def _with_activations(entries: list[CatalogEntry], model) -> tuple[list[CatalogE
         if any(e.provenance.get("activation_bytes") == "measured" and e.weight_bits == probe.weight_bits
                for e in entries):
             continue  # this precision already has a measurement
-        log.info("lowering %s to measure its planned activation memory", probe.subnet)
+        log.info("measuring the planned activation memory of %s (lowered, or read from the cache)", probe.subnet)
         # Keyed by architecture (weights=False): the program's size and activation plan do not depend on weight
         # values, so a new pack of the same supernet reuses the lowering instead of spending minutes on it.
         lowering = lower_cached(model, SubnetSpec.from_id(probe.subnet), LoweringCache.default(), weights=False)
@@ -235,8 +235,7 @@ def compute_catalog(checkpoint: str | Path, manifest: str | Path, *, all_systems
             partial = [known[s] for s in order] + [e for s, e in known.items() if s not in order]
             save_catalog(Catalog(tuple(partial), meta={**old.meta, **meta} if same_program else meta), path)
     entries = [known.pop(e.subnet) for e in entries] + list(known.values())
-    measured: list[str] = []
-    from_cache: list[str] = []
+    measured, from_cache = [], []
     if activations:
         entries, measured, from_cache = _with_activations(entries, ckpt.model)
         meta["activation_rule"] = ACTIVATION_RULE

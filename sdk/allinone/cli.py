@@ -314,7 +314,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-wer-change", type=float, default=0.0, metavar="W",
                    help="accept a --dev WER change of up to W from the storage dtype (absolute, 0.001 = 0.1 "
                         "points; default 0: unchanged)")
-    p.add_argument("--dev", metavar="M", help="dev manifest: check the float full system's WER is unchanged")
+    p.add_argument("--dev", metavar="M", help="dev manifest: check the float full system's WER is unchanged "
+                   "(or within --max-wer-change)")
     p.add_argument("--log-every", type=int, default=10, help="keep every Nth step of metrics.jsonl (default 10)")
     p.add_argument("--force", action="store_true", help="replace an existing --out (its *.md notes are kept; "
                    "catalog.json and eval/ go with the old weights)")
