@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -191,13 +192,68 @@ def test_sigkill_then_resume_continues_as_if_never_stopped(synth_corpus, tmp_pat
     saved_step = json.loads(state.read_text())["step"]
     assert 6 <= saved_step < 12, saved_step
 
-    subprocess.run([ALLINONE, *args, "--out", str(killed), "--resume"], check=True, capture_output=True)
+    done = subprocess.run([ALLINONE, *args, "--out", str(killed), "--resume"], capture_output=True, text=True)
+    assert done.returncode == 0, (saved_step, done.stderr[-2000:])
     resumed, reference = _metrics(killed), _metrics(straight)
     assert [m["step"] for m in resumed] == list(range(1, 13))  # no step lost or repeated in the log
     # Same data order, same sampled systems, same dropout: the loss curve continues exactly.
     for a, b in zip(resumed, reference):
         assert a["ctc"].keys() == b["ctc"].keys()
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-4, abs=1e-4), (a["step"], a["loss"], b["loss"])
+
+
+SAVE_FILES = ("trainer_state.safetensors", "model.safetensors", "config.json", "trainer_state.json")  # rename order
+
+
+def _run_at_steps_3_and_6(synth_corpus, tmp_path):
+    """A run saved at step 3, and the same run continued to step 6 (what its next save holds)."""
+    recipe = load_recipe(_recipe_file(tmp_path))
+    data = (synth_corpus / "train.jsonl", synth_corpus / "dev.jsonl")
+    at3, at6 = tmp_path / "at3", tmp_path / "at6"
+    train(recipe, *data, at3, max_steps=3, progress=False)
+    shutil.copytree(at3, at6)
+    train(recipe, *data, at6, max_steps=6, resume=True, progress=False)
+    return recipe, data, at3, at6
+
+
+def test_a_save_killed_between_its_renames_is_finished_on_resume(synth_corpus, tmp_path):
+    """SIGKILL after the step-6 save staged all its files and renamed two: resume completes the renames
+    instead of refusing a mixed set (the window formats.md 'Saving' describes)."""
+    recipe, data, at3, at6 = _run_at_steps_3_and_6(synth_corpus, tmp_path)
+    killed = tmp_path / "killed"
+    shutil.copytree(at3, killed)
+    shutil.copy(at6 / "metrics.jsonl", killed / "metrics.jsonl")  # the log runs ahead of the saves
+    for name in SAVE_FILES:
+        (killed / f".{name}.k1ll3d.tmp").write_bytes((at6 / name).read_bytes())
+    for name in SAVE_FILES[:2]:
+        os.replace(killed / f".{name}.k1ll3d.tmp", killed / name)
+
+    result = train(recipe, *data, killed, max_steps=6, resume=True, progress=False)
+    assert result.steps == 6  # step 6 was saved after all: nothing to redo
+    for name in SAVE_FILES:
+        assert (killed / name).read_bytes() == (at6 / name).read_bytes(), name
+    assert not list(killed.glob(".*.tmp"))
+    train(recipe, *data, killed, max_steps=7, resume=True, progress=False)
+    assert [m["step"] for m in _metrics(killed)] == list(range(1, 8))
+
+
+def test_a_save_killed_while_staging_resumes_from_the_previous_save(synth_corpus, tmp_path):
+    """SIGKILL while the step-6 save was still writing its temporary files: the renamed set is step 3's,
+    whole; resume continues from it and removes the half-written files."""
+    recipe, data, at3, at6 = _run_at_steps_3_and_6(synth_corpus, tmp_path)
+    killed = tmp_path / "killed"
+    shutil.copytree(at3, killed)
+    shutil.copy(at6 / "metrics.jsonl", killed / "metrics.jsonl")
+    for name in SAVE_FILES[:-1]:
+        (killed / f".{name}.k1ll3d.tmp").write_bytes((at6 / name).read_bytes())
+    state = (at6 / SAVE_FILES[-1]).read_bytes()
+    (killed / f".{SAVE_FILES[-1]}.k1ll3d.tmp").write_bytes(state[: len(state) // 2])  # cut mid-write
+
+    result = train(recipe, *data, killed, max_steps=6, resume=True, progress=False)
+    assert result.steps == 6 and not list(killed.glob(".*.tmp"))
+    resumed, reference = _metrics(killed), _metrics(at6)
+    assert [m["step"] for m in resumed] == list(range(1, 7))
+    assert [m["loss"] for m in resumed] == pytest.approx([m["loss"] for m in reference], rel=1e-4, abs=1e-4)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -11,7 +12,8 @@ import torch
 from allinone.files import read_json, sha256_file
 from allinone.errors import BadInputError
 
-__all__ = ["trainer_state_files", "load_trainer_state", "load_raw_weights", "STATE_TENSORS", "STATE_JSON"]
+__all__ = ["trainer_state_files", "load_trainer_state", "load_raw_weights", "finish_interrupted_save",
+           "STATE_TENSORS", "STATE_JSON"]
 
 STATE_TENSORS, STATE_JSON = "trainer_state.safetensors", "trainer_state.json"
 STATE_FORMAT_VERSION = 1
@@ -39,6 +41,42 @@ def trainer_state_files(optimizer: torch.optim.Optimizer, progress: dict, checkp
     meta = {"format_version": STATE_FORMAT_VERSION, "param_groups": state["param_groups"], **progress,
             "sha256": hashes}
     return files + [(STATE_JSON, (json.dumps(meta, indent=2, allow_nan=False) + "\n").encode())]
+
+
+def finish_interrupted_save(directory: Path) -> int | None:
+    """Make a run folder whole again after a save that was killed (SIGKILL, power loss) part-way.
+
+    A save stages every file under a temporary name (`files.write_files_atomically`: `.NAME.*.tmp`, fsynced),
+    then renames them with trainer_state.json last. A staged trainer_state.json that parses is therefore
+    complete, and so is every file it vouches for: the renames are finished (rolled forward) and the step it
+    records is returned. Otherwise the kill came while staging and the renamed set is still the previous,
+    consistent save. Either way the leftover temporary files are removed."""
+    staged_states = sorted(directory.glob(f".{STATE_JSON}.*.tmp"), key=lambda p: p.stat().st_mtime, reverse=True)
+    finished = None
+    for staged in staged_states:
+        try:
+            meta = json.loads(staged.read_text())
+            hashes = dict(meta["sha256"])
+        except (ValueError, KeyError, TypeError, OSError):
+            continue  # killed while this file was being written: the save never reached its renames
+        moves, complete = [], True
+        for name, digest in hashes.items():
+            if (directory / name).is_file() and sha256_file(directory / name) == digest:
+                continue
+            match = [t for t in directory.glob(f".{name}.*.tmp") if sha256_file(t) == digest]
+            if not match:
+                complete = False
+                break
+            moves.append((match[0], directory / name))
+        if complete:
+            for tmp, final in moves:
+                os.replace(tmp, final)
+            os.replace(staged, directory / STATE_JSON)
+            finished = int(meta.get("step", 0))
+            break
+    for leftover in directory.glob(".*.tmp"):
+        leftover.unlink(missing_ok=True)
+    return finished
 
 
 def load_trainer_state(directory: Path, optimizer: torch.optim.Optimizer) -> dict:

@@ -37,7 +37,8 @@ from allinone.spec import SubnetSpec
 from allinone.train.stop import StopRequest, ignore_stop_signals
 from allinone.train.recipe import Recipe
 from allinone.train.averaging import WeightAverage
-from allinone.train.state import STATE_JSON, load_raw_weights, load_trainer_state, trainer_state_files
+from allinone.train.state import (STATE_JSON, finish_interrupted_save, load_raw_weights, load_trainer_state,
+                                  trainer_state_files)
 
 __all__ = ["train", "TrainResult", "choose_systems", "learning_rate"]
 
@@ -179,6 +180,19 @@ def _check_resumable(out: Path, model, recipe: Recipe, data_info: dict) -> None:
                                 f"({saved_data[split].get('path')}); expected the same data")
 
 
+def _finish_interrupted_save(out: Path) -> None:
+    """Rank 0 completes or discards a save that a kill cut short (see `finish_interrupted_save`); other DDP
+    ranks wait until it has, so none reads a mixed set."""
+    if int(os.environ.get("RANK", "0")) == 0:
+        finished = finish_interrupted_save(out)
+        if finished is not None:
+            log.info("%s: finished the save of step %d that was interrupted between its renames", out, finished)
+        return
+    deadline = time.monotonic() + 120
+    while any(out.glob(f".{STATE_JSON}.*.tmp")) and time.monotonic() < deadline:
+        time.sleep(0.5)
+
+
 def train(recipe: Recipe, train_manifest, dev_manifest, out, *, max_steps: int | None = None, resume: bool = False,
           only: str | None = None, init: str | Path | None = None, progress: bool = True,
           skip_nonfinite: int = 0) -> TrainResult:
@@ -195,6 +209,8 @@ def train(recipe: Recipe, train_manifest, dev_manifest, out, *, max_steps: int |
                            "loss_weights": {}})
     if max_steps is not None:
         recipe = Recipe(**{**recipe.to_dict(), "targets": tuple(recipe.targets), "max_steps": max_steps})
+    if resume and out.is_dir():
+        _finish_interrupted_save(out)
     has_state = (out / STATE_JSON).is_file()
     if resume and not has_state:
         raise BadInputError(f"--resume {out}: no {STATE_JSON} to resume from")
