@@ -12,6 +12,7 @@ import torch
 
 from allinone.checkpoint import load_checkpoint
 from allinone.evaluate import evaluate
+from allinone.files import sha256_file
 from allinone.pack import pack_checkpoint, thin_log
 
 ROOT = Path(__file__).parents[1]
@@ -51,6 +52,8 @@ def test_pack_keeps_weights_and_accuracy_drops_trainer_state(run, dev, tmp_path)
     assert packed.config["weights_dtype"] == "float16"
     assert packed.config["packed_from"]["weights_sha256"] == load_checkpoint(run).config["weights_sha256"]
     assert packed.config["trained_steps"] == 25
+    assert packed.config["packed_from"]["dev_check"] == {"manifest": str(dev), "manifest_sha256": sha256_file(dev),
+                                                         **checked, "max_wer_change": 0.0}
     assert [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [10, 20, 25]
     # The packed float16 weights transcribe the clip exactly as the float32 run does, every target.
     original = load_checkpoint(run)
@@ -107,7 +110,9 @@ def test_pack_refuses_a_dev_wer_change_beyond_the_accepted_one(run, dev, tmp_pat
     assert not (tmp_path / "strict").exists()
     checked = pack_checkpoint(run, tmp_path / "accepted", dev=dev, max_wer_change=0.001)
     assert (checked["dev_wer_before"], checked["dev_wer_after"]) == (0.5037, 0.5045)
-    assert load_checkpoint(tmp_path / "accepted").config["weights_dtype"] == "float16"
+    accepted = load_checkpoint(tmp_path / "accepted").config
+    assert accepted["weights_dtype"] == "float16"
+    assert (accepted["packed_from"]["dev_check"]["dev_wer_after"], accepted["packed_from"]["dev_check"]["max_wer_change"]) == (0.5045, 0.001)
     with pytest.raises(VerificationError, match="more than 0.0005"):
         pack_checkpoint(run, tmp_path / "tight", dev=dev, max_wer_change=0.0005)
     assert not (tmp_path / "tight").exists()

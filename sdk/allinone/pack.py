@@ -51,7 +51,7 @@ def pack_checkpoint(run: str | Path, out: str | Path, *, dtype: str = "float16",
     stored dtype may move that WER by at most `max_wer_change` (absolute: 0.001 is 0.1 points) either way.
     `out` is assembled in a temporary sibling directory and renamed into place."""
     from allinone.checkpoint import PROVENANCE_KEYS, checkpoint_files, load_checkpoint
-    from allinone.files import write_files_atomically
+    from allinone.files import sha256_file, write_files_atomically
 
     if dtype not in DTYPES:
         raise BadInputError(f"--dtype {dtype}: expected one of {', '.join(DTYPES)}")
@@ -90,6 +90,11 @@ def pack_checkpoint(run: str | Path, out: str | Path, *, dtype: str = "float16",
             raise VerificationError(f"{run}: {spec.id} dev WER changes from {checked['dev_wer_before']:.4f} to "
                                     f"{checked['dev_wer_after']:.4f} in {dtype}, more than {max_wer_change:g}; keep "
                                     "float32 (--dtype float32) or accept it (--max-wer-change)")
+        # The check travels with the weights: which manifest, what it measured, what change was accepted.
+        config_out = json.loads(files[1][1])
+        config_out["packed_from"]["dev_check"] = {"manifest": str(dev), "manifest_sha256": sha256_file(dev),
+                                                  **checked, "max_wer_change": max_wer_change}
+        files[1] = (files[1][0], (json.dumps(config_out, indent=2, allow_nan=False) + "\n").encode())
     if (run / METRICS).is_file():
         files.append((METRICS, thin_log((run / METRICS).read_text(), log_every).encode()))
     out.parent.mkdir(parents=True, exist_ok=True)
