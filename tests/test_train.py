@@ -256,6 +256,18 @@ def test_a_save_killed_while_staging_resumes_from_the_previous_save(synth_corpus
     assert [m["loss"] for m in resumed] == pytest.approx([m["loss"] for m in reference], rel=1e-4, abs=1e-4)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (the trainer uses it when present)")
+def test_resume_on_cuda_puts_the_optimizer_state_beside_its_parameters(synth_corpus, tmp_path):
+    """The saved Adam moments were loaded before the model moved to the GPU, so the first resumed step failed
+    with 'Expected all tensors to be on the same device' (seen on an H200, fixed by loading them after)."""
+    recipe = load_recipe(_recipe_file(tmp_path))
+    data = (synth_corpus / "train.jsonl", synth_corpus / "dev.jsonl")
+    out = tmp_path / "run"
+    train(recipe, *data, out, max_steps=2, progress=False)
+    train(recipe, *data, out, max_steps=4, resume=True, progress=False)
+    assert [m["step"] for m in _metrics(out)] == [1, 2, 3, 4]
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_ctrl_c_or_sigterm_saves_the_last_step_and_resume_continues(synth_corpus, tmp_path, sig):
     """No timed or periodic save would come before the signal: the step in hand is finished and saved, with a

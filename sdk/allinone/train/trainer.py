@@ -237,8 +237,6 @@ def train(recipe: Recipe, train_manifest, dev_manifest, out, *, max_steps: int |
         saved = json.loads((out / CONFIG).read_text())  # a resumed run keeps the record its first session wrote
         init_provenance = {k: saved[k] for k in PROVENANCE_KEYS if k in saved}
         model.load_state_dict(load_checkpoint(out, verify=True).model.state_dict())
-        progress_state.update(load_trainer_state(out, optimizer))
-        log.info("resuming %s at step %d", out, progress_state["step"])
     elif init is None and model.family == "conformer":  # wav2vec2 normalises each utterance in-graph instead
         _feature_statistics(model, train_utts)
         if recipe.zero_init_residual:
@@ -248,6 +246,9 @@ def train(recipe: Recipe, train_manifest, dev_manifest, out, *, max_steps: int |
     # continues from the raw weights the trainer state carries beside it.
     average = WeightAverage(model, recipe.ema_decay) if recipe.ema_decay else None
     if resume:
+        # After model.to(device): the optimizer's saved moments follow their parameters onto the GPU.
+        progress_state.update(load_trainer_state(out, optimizer))
+        log.info("resuming %s at step %d", out, progress_state["step"])
         raw = load_raw_weights(out)
         if raw:
             model.load_state_dict(raw)
