@@ -447,10 +447,10 @@ class TrainingStep:
             ctc = F.ctc_loss(log_probs.transpose(0, 1), targets, out_lengths, target_lengths, blank=0,
                              reduction="mean", zero_infinity=True)
             loss = recipe.loss_weights.get(spec.id, 1.0) * ctc
-            losses[spec.id] = float(ctc.detach())
+            losses[spec.id] = ctc.detach()  # read once after the loop: a float() here would stall a GPU per system
             if teacher_log_probs is not None:
                 kl = _frame_kl(teacher_log_probs, log_probs, out_lengths)
-                kls[spec.id] = float(kl.detach())
+                kls[spec.id] = kl.detach()
                 loss = loss + recipe.kl_weight * kl
             loss.backward()
             if spec == teacher:
@@ -464,6 +464,9 @@ class TrainingStep:
                 dist.all_reduce(p.grad)
                 p.grad /= self.world
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
+        values = torch.stack([*losses.values(), *kls.values()]).tolist()  # one device-to-host copy per step
+        losses = dict(zip(losses, values[:len(losses)]))
+        kls = dict(zip(kls, values[len(losses):]))
         total = sum(recipe.loss_weights.get(k, 1.0) * v for k, v in losses.items())
         total += recipe.kl_weight * sum(kls.values())
         nonfinite = self._nonfinite(losses, kls, grad_norm)
@@ -471,7 +474,7 @@ class TrainingStep:
             self.optimizer.zero_grad(set_to_none=True)
             return {"nonfinite": nonfinite}
         self.optimizer.step()
-        audio = float(lengths.sum()) / model.cfg.frontend.sample_rate * self.world
+        audio = float(batch.lengths.sum()) / model.cfg.frontend.sample_rate * self.world  # host copy: no sync
         return {"loss": round(total, 5), "ctc": {k: round(v, 5) for k, v in losses.items()},
                 "kl": {k: round(v, 5) for k, v in kls.items()}, "lr": self.optimizer.param_groups[0]["lr"],
                 "grad_norm": round(float(grad_norm), 4), "audio_seconds": round(audio, 3)}
