@@ -7,7 +7,7 @@
 #   dev.sh more SECS STEPS  resume it for SECS seconds at most (STEPS may change), weights -> $OUT
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-export PYTHONPATH=/tmp/site:$PWD/sdk:$PWD/runtime PYTHONUNBUFFERED=1 TQDM_MININTERVAL=20
+export PYTHONPATH=/tmp/site:$PWD/sdk:$PWD/runtime PYTHONUNBUFFERED=1
 D=/tmp/gpu
 T0=$(date +%s)
 say() { echo "[dev.sh +$(( $(date +%s) - T0 ))s] $*"; }

@@ -23,7 +23,8 @@ import soundfile as sf
 SR = 16000
 
 
-def _write_part(wavs: list[Path], out: Path, index: int, level: float) -> None:
+def _write_part(wavs: list[Path], out: Path, index: int, level: float) -> float:
+    """Write part `index` from `wavs`; returns its seconds of audio."""
     chunks, table, pos = [], [], 0
     for w in wavs:
         a, sr = sf.read(str(w), dtype="float32")
@@ -37,6 +38,7 @@ def _write_part(wavs: list[Path], out: Path, index: int, level: float) -> None:
         f.write(audio)
     (out / f"part-{index:03d}.json").write_text(json.dumps(table))
     os.replace(tmp, out / f"part-{index:03d}.opus")
+    return pos / SR
 
 
 def pack(corpus: Path, out: Path, parts: list[int], per_part: int, level: float, follow: bool) -> None:
@@ -52,8 +54,7 @@ def pack(corpus: Path, out: Path, parts: list[int], per_part: int, level: float,
         present = [w for w in wavs if w.exists()]
         if len(present) == len(wavs) or (finished and present):
             t0 = time.perf_counter()
-            _write_part(present, out, i, level)
-            secs = sum(sf.info(str(w)).frames for w in present) / SR
+            secs = _write_part(present, out, i, level)
             print(f"part {i}: {len(present)} utterances, {secs / 3600:.2f} h, "
                   f"{(out / f'part-{i:03d}.opus').stat().st_size / 2**20:.1f} MiB, "
                   f"{time.perf_counter() - t0:.0f} s", flush=True)
