@@ -24,11 +24,11 @@ import time
 from pathlib import Path
 
 from allinone.build import build_bundles
-from allinone.catalog import load_catalog
 from allinone.lowering_cache import LoweringCache
 from allinone.notices import quiet_library_notices
 from allinone.package import read_bundle_manifest
 from allinone.profiles import list_profiles
+from allinone.select import checkpoint_catalog
 
 
 def main() -> None:
@@ -46,7 +46,7 @@ def main() -> None:
     if args.cold_warm:
         cold_warm(args.checkpoint, profiles, Path(args.out), args.jobs)
         return
-    catalog = load_catalog(Path(args.checkpoint) / "catalog.json")
+    catalog = checkpoint_catalog(args.checkpoint)
     full = max((e for e in catalog.entries if e.weight_bits == 32), key=lambda e: e.params)
     out = Path(args.out)
     shutil.rmtree(out, ignore_errors=True)

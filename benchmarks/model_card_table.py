@@ -14,13 +14,13 @@ import argparse
 import json
 from pathlib import Path
 
-from allinone.catalog import load_catalog
+from allinone.select import checkpoint_catalog
 
 MIB = 1024 * 1024
 
 
 def table(checkpoint: Path) -> str:
-    catalog = load_catalog(checkpoint / "catalog.json")
+    catalog = checkpoint_catalog(checkpoint)
     test_path = checkpoint / "eval" / "test" / "results.json"
     test = {r["subnet"]: r for r in json.loads(test_path.read_text())} if test_path.exists() else {}
     full = max(catalog.entries, key=lambda e: e.weight_bytes)

@@ -173,7 +173,7 @@ def test_demo_refuses_a_directory_it_did_not_make(checkpoint, tmp_path):
 
 @pytest.mark.parametrize("case, message", [
     ("no checkpoint", "no such directory"),
-    ("no catalog", "missing catalog.json; make it with `allinone catalog"),
+    ("no catalog", "catalog.json: no catalog yet; expected one made by `allinone catalog"),
     ("bad audio", "unreadable audio"),
 ])
 def test_demo_bad_input_is_one_line(checkpoint, tmp_path, case, message):

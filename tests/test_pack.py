@@ -85,11 +85,36 @@ def test_pack_force_replaces_and_leaves_no_staging(run, tmp_path):
     out = tmp_path / "shipped"
     pack_checkpoint(run, out, dtype="float32")
     (out / "MODEL_CARD.md").write_text("# notes written by hand\n")
-    (out / "catalog.json").write_text("{}")  # describes the old weights
+    (out / "eval").mkdir()
+    (out / "eval" / "old.hyps.jsonl").write_text("{}\n")  # the old weights' hypotheses
     pack_checkpoint(run, out, dtype="float16", force=True)
     assert load_checkpoint(out).config["weights_dtype"] == "float16"
-    assert (out / "MODEL_CARD.md").read_text() == "# notes written by hand\n" and not (out / "catalog.json").exists()
+    assert (out / "MODEL_CARD.md").read_text() == "# notes written by hand\n" and not (out / "eval").exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_a_repacked_catalog_is_refused_until_measured_again(run, dev, tmp_path):
+    """pack --force keeps catalog.json (its lowered memory facts cost minutes); select refuses its WERs, which
+    belong to the old weights, until `allinone catalog` has measured the new ones."""
+    from allinone.catalog_compute import compute_catalog
+    from allinone.errors import BadInputError
+    from allinone.select import checkpoint_catalog
+
+    out = tmp_path / "shipped"
+    pack_checkpoint(run, out, dtype="float32")
+    before = compute_catalog(out, dev, activations=False, progress=False).catalog
+    assert checkpoint_catalog(out) == before
+    pack_checkpoint(run, out, dtype="float16", force=True)
+    assert json.loads((out / "catalog.json").read_text()) == before.to_dict()
+    with pytest.raises(BadInputError, match=r"catalog\.json: measured on other weights .*run `allinone catalog "
+                                            r"--checkpoint .* --manifest DEV` again$"):
+        checkpoint_catalog(out)
+    cli = subprocess.run([ALLINONE, "select", "--checkpoint", str(out), "--profile", "pixel-8"],
+                         capture_output=True, text=True)
+    assert cli.returncode == 2 and "measured on other weights" in cli.stderr and len(cli.stderr.splitlines()) == 1
+    again = compute_catalog(out, dev, activations=False, progress=False)
+    assert again.evaluated == tuple(e.subnet for e in before.entries)  # every WER measured anew
+    assert checkpoint_catalog(out).meta["weights_sha256"] == load_checkpoint(out).config["weights_sha256"]
 
 
 def test_thin_log_keeps_every_nth_and_last():

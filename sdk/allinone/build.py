@@ -199,24 +199,20 @@ def build_bundles(checkpoint: str | Path, profiles: list[str], out: str | Path, 
     from tqdm import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    from allinone.catalog import load_catalog
     from allinone.checkpoint import load_checkpoint
     from allinone.errors import AllinoneError, BadInputError
     from allinone.lowering import check_jobs, lower_systems
     from allinone.lowering_cache import LoweringCache
     from allinone.package import BundleSizes
     from allinone.profiles import load_profile
-    from allinone.select import select
+    from allinone.select import checkpoint_catalog, select
     from allinone.size import subnet_weight_bytes
 
     check_jobs(jobs)
     out = Path(out)
     cache = cache if cache is not None else LoweringCache.default()
     ckpt = load_checkpoint(checkpoint)
-    catalog_path = Path(checkpoint) / "catalog.json"
-    if not catalog_path.is_file():
-        raise BadInputError(f"{catalog_path}: missing; run `allinone catalog --checkpoint {checkpoint} --manifest DEV` first")
-    catalog = load_catalog(catalog_path)
+    catalog = checkpoint_catalog(checkpoint)
     loaded = [load_profile(p) for p in profiles]  # every profile checked before any lowering
     for profile in loaded:
         if (out / profile.name).exists() and not force:

@@ -317,8 +317,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dev", metavar="M", help="dev manifest: check the float full system's WER is unchanged "
                    "(or within --max-wer-change)")
     p.add_argument("--log-every", type=int, default=10, help="keep every Nth step of metrics.jsonl (default 10)")
-    p.add_argument("--force", action="store_true", help="replace an existing --out (its *.md notes are kept; "
-                   "catalog.json and eval/ go with the old weights)")
+    p.add_argument("--force", action="store_true", help="replace an existing --out (its *.md notes and catalog.json "
+                   "are kept, eval/ goes with the old weights; rerun `allinone catalog` before selecting)")
     p.set_defaults(func=_cmd_pack)
 
     # --- wav2vec2 import (issue 8) ---

@@ -65,6 +65,8 @@ def check_inputs(checkpoint: str | Path, audio: str | Path) -> None:
     from allinone_runtime.audio import read_audio
     from allinone_runtime.errors import RuntimeInputError
 
+    from allinone.select import checkpoint_catalog
+
     checkpoint = Path(checkpoint)
     if not checkpoint.is_dir():
         raise BadInputError(f"--checkpoint {checkpoint}: no such directory; expected an all-in-one checkpoint "
@@ -74,9 +76,7 @@ def check_inputs(checkpoint: str | Path, audio: str | Path) -> None:
         if not (checkpoint / name).is_file():
             raise BadInputError(f"--checkpoint {checkpoint}: missing {name}; expected an all-in-one checkpoint "
                                 f"directory (config.json + model.safetensors + catalog.json)")
-    if not (checkpoint / "catalog.json").is_file():
-        raise BadInputError(f"--checkpoint {checkpoint}: missing catalog.json; make it with `allinone catalog "
-                            f"--checkpoint {checkpoint} --manifest DEV` (DEV: a dev set manifest)")
+    checkpoint_catalog(checkpoint)  # present, and measured on these weights
     try:
         read_audio(audio, SAMPLE_RATE)
     except RuntimeInputError as err:

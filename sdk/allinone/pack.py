@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from allinone.catalog import CATALOG_FILE
 from allinone.errors import BadInputError, VerificationError
 
 __all__ = ["pack_checkpoint", "thin_log"]
@@ -101,10 +102,14 @@ def pack_checkpoint(run: str | Path, out: str | Path, *, dtype: str = "float16",
     staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
     try:
         write_files_atomically(staging, files)
-        # Hand-written notes (MODEL_CARD.md) survive a re-pack; catalog.json and eval/ describe the old
-        # weights, so they go with them and are remade (`allinone catalog`, `allinone eval`).
-        for note in sorted(out.glob("*.md")) if out.is_dir() else []:
-            shutil.copy2(note, staging / note.name)
+        # Hand-written notes (MODEL_CARD.md) survive a re-pack. So does catalog.json: `select` refuses it until
+        # `allinone catalog` has measured the new weights, which re-measures its WERs and keeps its sizes and
+        # lowered memory facts (they depend on the architecture, not the weights; without a warm lowering cache
+        # they cost minutes of lowering).
+        # eval/ holds the old weights' hypotheses only, so it goes (`allinone eval` remakes it).
+        kept = sorted(out.glob("*.md")) + [out / CATALOG_FILE] if out.is_dir() else []
+        for path in (p for p in kept if p.is_file()):
+            shutil.copy2(path, staging / path.name)
         os.chmod(staging, 0o755)
         if out.exists():
             shutil.rmtree(out)

@@ -369,14 +369,23 @@ def selection_to_json(selection: Selection) -> str:
 
 
 def checkpoint_catalog(checkpoint: str | Path) -> Catalog:
-    """CHECKPOINT/catalog.json; BadInputError telling the user how to make it when it is missing."""
+    """CHECKPOINT/catalog.json, refused when it is missing or was measured on other weights (its WERs would
+    be another model's: a re-pack or retraining keeps the file until `allinone catalog` runs again)."""
+    from allinone.checkpoint import read_config
+
     path = Path(checkpoint) / CATALOG_FILE
     if not Path(checkpoint).is_dir():
         raise BadInputError(f"checkpoint {checkpoint}: not a directory; expected a checkpoint directory")
+    remake = f"`allinone catalog --checkpoint {checkpoint} --manifest DEV`"
     if not path.is_file():
-        raise BadInputError(f"{path}: no catalog yet; expected one made by `allinone catalog --checkpoint "
-                            f"{checkpoint} --manifest DEV` (it measures every system's size and dev-set WER)")
-    return load_catalog(path)
+        raise BadInputError(f"{path}: no catalog yet; expected one made by {remake} (it measures every system's "
+                            f"size and dev-set WER)")
+    catalog = load_catalog(path)
+    measured_on, holds = catalog.meta.get("weights_sha256"), read_config(checkpoint)["weights_sha256"]
+    if measured_on is not None and measured_on != holds:  # a hand-written catalog has no meta: taken as it is
+        raise BadInputError(f"{path}: measured on other weights (sha256 {measured_on[:12]}..., the checkpoint "
+                            f"holds {holds[:12]}...); expected its own catalog: run {remake} again")
+    return catalog
 
 
 def select_for_checkpoint(checkpoint: str | Path, profile: DeviceProfile,
