@@ -105,11 +105,23 @@ def _trained(checkpoint: Path) -> str:
     if not lines:
         return "training log not shipped"
     last = json.loads(lines[-1])
-    trained = (f"step {last['step']:,}, {last['audio_h']:.1f} h of audio seen, {last['cpu_s']:,.0f} CPU-s"
-               if {"step", "audio_h", "cpu_s"} <= last.keys() else f"step {last.get('step', '?')}")
-    start = json.loads((checkpoint / "config.json").read_text()).get("init", {})
+    config = json.loads((checkpoint / "config.json").read_text())
+    where = config.get("trained_on", {"device": "cpu"})
+    if not {"step", "audio_h", "cpu_s"} <= last.keys():
+        trained = f"step {last.get('step', '?')}"
+    elif where["device"] == "cpu":
+        trained = f"step {last['step']:,}, {last['audio_h']:.1f} h of audio seen, {last['cpu_s']:,.0f} CPU-s"
+    else:  # the host's CPU seconds only fed the accelerator: its wall time is the cost
+        trained = (f"step {last['step']:,}, {last['audio_h']:.1f} h of audio seen in {last['elapsed_s']:,.0f} s on "
+                   f"{where['processes']} {where['device']} device(s) ({where['name']}; {last['cpu_s']:,.0f} host "
+                   "CPU-s, not comparable with CPU training)")
+    start = config.get("init", {})
     if start.get("trained_steps"):  # a continuation: its log counts from its start (config.json `init`)
         trained += f", continuing {start['path']} trained {start['trained_steps']:,} steps"
+        total, segment = last.get("step", 0), start
+        while segment.get("trained_steps"):
+            total, segment = total + segment["trained_steps"], segment.get("init", {})
+        trained += f" ({total:,} steps in all)"
     return trained
 
 

@@ -2,6 +2,7 @@
 
 import json
 import os
+import platform
 import shutil
 import signal
 import subprocess
@@ -66,6 +67,8 @@ def test_train_save_resume_and_baseline(synth_corpus, tmp_path):
     ckpt = load_checkpoint(out)
     assert [s.id for s in ckpt.targets] == list(recipe.targets)
     assert ckpt.config["trained_steps"] == 6 and ckpt.config["data"]["train"]["sha256"]
+    on_this_cpu = {"device": "cpu", "name": platform.processor() or platform.machine(), "processes": 1}
+    assert ckpt.config["trained_on"] == on_this_cpu  # so a reader can tell CPU-seconds of training from a GPU's host
     assert ckpt.model.frontend.feature_std.min() > 0 and ckpt.model.frontend.feature_mean.abs().sum() > 0
 
     result = train(recipe, train_m, dev_m, out, max_steps=10, resume=True, progress=False)
@@ -79,10 +82,12 @@ def test_train_save_resume_and_baseline(synth_corpus, tmp_path):
     cont = tmp_path / "continued"
     train(recipe, train_m, dev_m, cont, max_steps=1, init=out, progress=False)
     train(recipe, train_m, dev_m, cont, max_steps=2, resume=True, progress=False)
-    start = {"path": str(out), "weights_sha256": load_checkpoint(out).config["weights_sha256"], "trained_steps": 12}
+    start = {"path": str(out), "weights_sha256": load_checkpoint(out).config["weights_sha256"], "trained_steps": 12,
+             "trained_on": on_this_cpu}
     assert load_checkpoint(cont).config["init"] == start
     pack_checkpoint(cont, tmp_path / "packed")
-    assert load_checkpoint(tmp_path / "packed").config["init"] == start
+    packed = load_checkpoint(tmp_path / "packed").config
+    assert packed["init"] == start and packed["trained_on"] == on_this_cpu
 
     results = evaluate_checkpoint(out, dev_m, progress=False)
     assert [r.subnet for r in results] == list(recipe.targets)

@@ -69,7 +69,7 @@ def pack_checkpoint(run: str | Path, out: str | Path, *, dtype: str = "float16",
     files = checkpoint_files(ckpt.model, targets=ckpt.targets, vocabulary=config["vocabulary"],
                              recipe=config.get("recipe"), data=config.get("data"),
                              extra={"trained_steps": config.get("trained_steps"),
-                                    **{k: config[k] for k in PROVENANCE_KEYS if k in config},
+                                    **{k: config[k] for k in (*PROVENANCE_KEYS, "trained_on") if k in config},
                                     "packed_from": {"weights_sha256": config["weights_sha256"],
                                                     "weights_dtype": config.get("weights_dtype", "float32")}},
                              dtype=DTYPES[dtype])

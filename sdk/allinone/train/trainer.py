@@ -19,6 +19,7 @@ import json
 import logging
 import math
 import os
+import platform
 import random
 import resource
 import time
@@ -150,11 +151,18 @@ def _init_provenance(init: Path, config: dict) -> dict:
     steps (with the start's own `init`, so a chain of continuations adds up), and the start's import record
     (an imported wav2vec2's `hf_import`: source and HF vocabulary order)."""
     start = {"path": str(init), "weights_sha256": config.get("weights_sha256")}
-    start.update({k: config[k] for k in ("trained_steps", "init") if config.get(k) is not None})
+    start.update({k: config[k] for k in ("trained_steps", "trained_on", "init") if config.get(k) is not None})
     out = {"init": start}
     if "hf_import" in config:
         out["hf_import"] = config["hf_import"]
     return out
+
+
+def _trained_on(device: torch.device, world: int) -> dict:
+    """Where the run's steps ran (config.json `trained_on`): a GPU run's logged CPU seconds are its host's
+    data loading and dispatch, not its training cost, so a reader must be able to tell the two apart."""
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+    return {"device": device.type, "name": name, "processes": world}
 
 
 def _check_resumable(out: Path, model, recipe: Recipe, data_info: dict) -> None:
@@ -261,6 +269,7 @@ def train(recipe: Recipe, train_manifest, dev_manifest, out, *, max_steps: int |
     sampler = DurationBatchSampler([u.duration for u in train_utts], recipe.max_batch_seconds, seed=recipe.seed,
                                    num_replicas=world, rank=rank)
     trainer = TrainingStep(recipe, model, optimizer, targets, device, rank, world)
+    trained_on = _trained_on(device, world)
     if rank == 0:
         log.info("training %s (%s units, %d symbols) with bf16 autocast %s%s", recipe.model, recipe.units,
                  len(tokenizer), "on" if trainer.bf16 else "off",
@@ -273,7 +282,8 @@ def train(recipe: Recipe, train_manifest, dev_manifest, out, *, max_steps: int |
         # With an average, the checkpoint holds it (config.recipe.ema_decay says so) and `raw` the raw weights.
         with average.swapped_in(model) if average is not None else nullcontext() as raw:
             ckpt = checkpoint_files(model, targets=targets, vocabulary=tokenizer.to_dict(), recipe=recipe.to_dict(),
-                                    data=data_info, extra={"trained_steps": progress_state["step"], **init_provenance})
+                                    data=data_info, extra={"trained_steps": progress_state["step"], "trained_on": trained_on,
+                                           **init_provenance})
         write_files_atomically(out, trainer_state_files(optimizer, dict(progress_state), ckpt, raw))
 
     metrics_path = out / METRICS
