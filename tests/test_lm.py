@@ -78,6 +78,25 @@ def test_pruning_fits_the_budget():
     assert small.counts[0] == info.counts[0]  # unigrams are never pruned: the lexicon stays whole
 
 
+def test_rare_words_leave_the_lexicon_and_count_as_unk(lm_dir, tmp_path):
+    text = tmp_path / "t.txt"
+    text.write_text(TEXT)
+    rare = build_lm([text], 3, tmp_path / "lm", min_word_count=2)
+    lm, whole = load_lm(rare.out), load_lm(lm_dir)
+    counts = {w: TEXT.split().count(w) for w in set(TEXT.split())}
+    assert sorted(lm.vocabulary) == sorted(w for w, c in counts.items() if c >= 2) and "runs" not in lm.vocabulary
+    assert rare.words == len(lm.vocabulary) and json.loads((rare.out / "lm.json").read_text())["pruning"][
+        "min_word_count"] == 2
+    dog = lm.word_id("dog")
+    for context in [(), (lm.BOS,), (dog,), (dog, lm.UNK)]:
+        total = sum(math.exp(lm.score(context, w)) for w in range(len(lm.words)) if w != lm.BOS)
+        assert total == pytest.approx(1.0, abs=1e-4), context
+    # "dog runs" was seen: <unk> after "dog" is now an observed bigram, not the uniform floor's share
+    assert lm.score((lm.BOS, dog), lm.UNK) > whole.score((lm.BOS, whole.word_id("dog")), whole.UNK) + 1.0
+    with pytest.raises(BadInputError, match="--min-word-count: expected a count >= 1, got 0"):
+        estimate_arpa(TEXT.splitlines(), 3, min_word_count=0)
+
+
 def test_lm_build_cli_and_bad_text(tmp_path):
     text = tmp_path / "t.txt"
     text.write_text(TEXT)

@@ -172,6 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-bytes", type=int, default=None, metavar="B",
                    help="size budget of lm.arpa: a count cutoff prunes n-grams of order >= 2 until it fits "
                         "(default: 16 MiB)")
+    p.add_argument("--min-word-count", type=int, default=1, metavar="K",
+                   help="words seen fewer than K times count as <unk> and leave the lexicon (default: 1, keep all)")
     p.add_argument("--out", required=True, metavar="LM_DIR", help="directory to write")
     p.set_defaults(func=_cmd_lm_build)
     p = lm.add_parser("attach", help="a copy of a bundle with an LM and decoder defaults (or new defaults)",
@@ -459,7 +461,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 def _cmd_lm_build(args: argparse.Namespace) -> int:
     from allinone.lm import DEFAULT_MAX_BYTES, build_lm
 
-    built = build_lm(args.text, args.order, args.out, max_bytes=args.max_bytes or DEFAULT_MAX_BYTES)
+    built = build_lm(args.text, args.order, args.out, max_bytes=args.max_bytes or DEFAULT_MAX_BYTES,
+                     min_word_count=args.min_word_count)
     pruned = f", n-grams seen fewer than {built.min_count} times pruned" if built.min_count > 1 else ""
     print(f"{built.out}: {built.order}-gram LM of {built.words:,} words from {built.sentences:,} sentences, "
           f"n-grams {'/'.join(f'{c:,}' for c in built.counts)}, lm.arpa {built.arpa_bytes:,} bytes{pruned}")

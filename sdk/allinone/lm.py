@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +38,7 @@ from allinone.files import sha256_file, write_files_atomically
 
 __all__ = ["LmBuild", "build_lm", "read_sentences", "estimate_arpa", "DEFAULT_MAX_BYTES"]
 
+UNK = "<unk>"
 DEFAULT_MAX_BYTES = 16 * 2**20  # ARPA text budget; the v1 training text's trigram model is ~1.3 MB unpruned
 _FALLBACK_DISCOUNTS = (0.5, 1.0, 1.5)
 
@@ -104,14 +105,22 @@ def _discount(d: tuple[float, float, float], a: int) -> float:
     return min(d[min(a, 3) - 1], a - 1e-3)  # never discount a count to zero or below
 
 
-def estimate_arpa(sentences: Iterable[str], order: int, max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[str, LmBuild]:
-    """ARPA text of an interpolated modified Kneser-Ney model of `order`, pruned to `max_bytes`."""
+def estimate_arpa(sentences: Iterable[str], order: int, max_bytes: int = DEFAULT_MAX_BYTES,
+                  min_word_count: int = 1) -> tuple[str, LmBuild]:
+    """ARPA text of an interpolated modified Kneser-Ney model of `order`, pruned to `max_bytes`; words seen
+    fewer than `min_word_count` times are counted as `<unk>` and left out of the vocabulary (the lexicon)."""
     if not 1 <= order <= 6:
         raise BadInputError(f"--order: expected 1 to 6, got {order}")
+    if min_word_count < 1:
+        raise BadInputError(f"--min-word-count: expected a count >= 1, got {min_word_count}")
+    sentences = [s.split() for s in sentences]
+    if min_word_count > 1:  # rare words (typos, names seen once) would be the lexicon's spelling traps
+        seen = Counter(w for words in sentences for w in words)
+        sentences = [[w if seen[w] >= min_word_count else UNK for w in words] for words in sentences]
     raw: list[dict[tuple, int]] = [defaultdict(int) for _ in range(order + 1)]  # raw[n][ngram]
     n_sentences = 0
     for sentence in sentences:
-        words = ["<s>"] + sentence.split() + ["</s>"]
+        words = ["<s>"] + sentence + ["</s>"]
         n_sentences += 1
         for n in range(1, order + 1):
             for i in range(len(words) - n + 1):
@@ -130,7 +139,7 @@ def estimate_arpa(sentences: Iterable[str], order: int, max_bytes: int = DEFAULT
     adjusted[1].pop(("<s>",), None)  # never predicted: log10 p = -99 in the ARPA, a context only
     discounts = [(0.0, 0.0, 0.0)] + [_discounts({g: a for g, a in adjusted[n].items() if a > 0})
                                      for n in range(1, order + 1)]
-    vocab = sorted(w for (w,) in adjusted[1] if w not in ("<s>", "</s>"))
+    vocab = sorted(w for (w,) in adjusted[1] if w not in ("<s>", "</s>", UNK))
     # history totals and the N1/N2/N3+ counts of what follows each history, per order
     prob: list[dict[tuple, float]] = [{} for _ in range(order + 1)]
     backoff: list[dict[tuple, float]] = [{} for _ in range(order + 1)]
@@ -156,10 +165,10 @@ def estimate_arpa(sentences: Iterable[str], order: int, max_bytes: int = DEFAULT
                 prob[0][()] = value  # mass of the uniform floor: <unk>'s probability is value / size
             else:
                 backoff[n - 1][h] = value
-    unk = prob[0][()] / size
+    unk = prob[1].get((UNK,), prob[0][()] / size)  # counted when rare words became <unk>, else the floor's share
     # pruning: raise the count cutoff until the text fits
     for min_count in range(1, 1 << 20):
-        kept = [None, set(prob[1]) | {("<s>",)}] + [{g for g in prob[n] if raw[n][g] >= min_count} for n in range(2, order + 1)]
+        kept = [None, (set(prob[1]) | {("<s>",)}) - {(UNK,)}] + [{g for g in prob[n] if raw[n][g] >= min_count} for n in range(2, order + 1)]
         bow = [dict(b) for b in backoff]
         moved: dict[tuple, list[float]] = defaultdict(lambda: [0.0, 0.0])  # history -> [mass, lower-order mass]
         for n in range(2, order + 1):
@@ -205,14 +214,14 @@ def _log10(p: float) -> str:
 def _arpa_text(order: int, kept: list, prob: list[dict[tuple, float]], bow: list[dict[tuple, float]],
                unk: float) -> str:
     lines = ["\\data\\"]
-    unigrams = sorted(kept[1]) + [("<unk>",)]
+    unigrams = sorted(kept[1]) + [(UNK,)]
     sections = [unigrams] + [sorted(kept[n]) for n in range(2, order + 1)]
     for n, entries in enumerate(sections, 1):
         lines.append(f"ngram {n}={len(entries)}")
     for n, entries in enumerate(sections, 1):
         lines += ["", f"\\{n}-grams:"]
         for g in entries:
-            p = unk if g == ("<unk>",) else (0.0 if g == ("<s>",) else prob[n][g])
+            p = unk if g == (UNK,) else (0.0 if g == ("<s>",) else prob[n][g])
             line = f"{_log10(p)}\t{' '.join(g)}"
             if n < order and g in bow[n]:
                 # kept n-grams are the only contexts a query can reach at this order
@@ -223,7 +232,7 @@ def _arpa_text(order: int, kept: list, prob: list[dict[tuple, float]], bow: list
 
 
 def build_lm(texts: Sequence[str | Path], order: int, out: str | Path, *,
-             max_bytes: int = DEFAULT_MAX_BYTES) -> LmBuild:
+             max_bytes: int = DEFAULT_MAX_BYTES, min_word_count: int = 1) -> LmBuild:
     """Estimate a word n-gram model from `texts` and write LM_DIR `out` (lm.arpa + lm.json), atomically per
     file with lm.json (which vouches for lm.arpa by sha256) renamed last. Verified by loading it back with
     the runtime's reader before returning."""
@@ -237,7 +246,7 @@ def build_lm(texts: Sequence[str | Path], order: int, out: str | Path, *,
         read = read_sentences(path)
         sentences += read
         sources.append({"path": str(path), "sha256": sha256_file(Path(path)), "sentences": len(read)})
-    text, info = estimate_arpa(sentences, order, max_bytes)
+    text, info = estimate_arpa(sentences, order, max_bytes, min_word_count)
     arpa = text.encode("utf-8")
     import hashlib
 
@@ -245,7 +254,7 @@ def build_lm(texts: Sequence[str | Path], order: int, out: str | Path, *,
             "arpa": {"file": "lm.arpa", "sha256": hashlib.sha256(arpa).hexdigest(), "bytes": len(arpa)},
             "counts": list(info.counts), "words": info.words,
             "estimator": "interpolated modified Kneser-Ney",
-            "pruning": {"max_bytes": max_bytes, "min_count": info.min_count},
+            "pruning": {"max_bytes": max_bytes, "min_count": info.min_count, "min_word_count": min_word_count},
             "sentences": info.sentences, "texts": sources, "allinone_version": __version__}
     out = Path(out)
     if out.exists() and not out.is_dir():
