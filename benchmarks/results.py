@@ -45,8 +45,10 @@ from pathlib import Path
 import torch
 
 from allinone.checkpoint import load_checkpoint
+from allinone.errors import BadInputError
 from allinone.evaluate import evaluate, load_hypotheses, mapsswe, save_hypotheses
 from allinone.files import atomic_write_bytes, atomic_write_text
+from allinone.select import checkpoint_catalog
 from allinone.spec import SubnetSpec
 from allinone.train.recipe import Recipe, load_recipe
 
@@ -109,7 +111,7 @@ def _trained(checkpoint: Path) -> str:
     where = config.get("trained_on", {"device": "cpu"})
     if not {"step", "audio_h", "cpu_s"} <= last.keys():
         trained = f"step {last.get('step', '?')}"
-    elif where["device"] == "cpu":
+    elif where["device"] == "cpu" or "elapsed_s" not in last:
         trained = f"step {last['step']:,}, {last['audio_h']:.1f} h of audio seen, {last['cpu_s']:,.0f} CPU-s"
     else:  # the host's CPU seconds only fed the accelerator: its wall time is the cost
         trained = (f"step {last['step']:,}, {last['audio_h']:.1f} h of audio seen in {last['elapsed_s']:,.0f} s on "
@@ -118,7 +120,7 @@ def _trained(checkpoint: Path) -> str:
     start = config.get("init", {})
     if start.get("trained_steps"):  # a continuation: its log counts from its start (config.json `init`)
         trained += f", continuing {start['path']} trained {start['trained_steps']:,} steps"
-        total, segment = last.get("step", 0), start
+        total, segment = config.get("trained_steps", last.get("step", 0)), start
         while segment.get("trained_steps"):
             total, segment = total + segment["trained_steps"], segment.get("init", {})
         trained += f" ({total:,} steps in all)"
@@ -327,6 +329,12 @@ def write_report(args, recipe: Recipe, work: Path, aio: dict, twins: dict, costs
     catalog = Path(args.checkpoint) / "catalog.json"
     plot = Path(args.out).with_name(Path(args.out).stem + "_wer_vs_size.png")
     if catalog.is_file():
+        try:
+            checkpoint_catalog(args.checkpoint)  # its WERs must be these weights'
+        except BadInputError as err:
+            lines += ["## WER vs size of the nested systems", "", f"Not shown: {err}", ""]
+            catalog = None
+    if catalog is not None and catalog.is_file():
         n = plot_wer_vs_size(catalog, list(recipe.targets), full_bytes, plot)
         entries = [e for e in json.loads(catalog.read_text())["entries"] if e.get("wer") is not None]
         small = sorted((e for e in entries if full_bytes / e["weight_bytes"] >= 12.8), key=lambda e: e["wer"])

@@ -69,13 +69,27 @@ def test_lm_is_normalised_and_reads_back(lm_dir):
     assert lm.score((lm.BOS, the), lm.word_id("quick")) > lm.score((lm.BOS, the), lm.word_id("river"))
 
 
-def test_pruning_fits_the_budget():
+def _assert_normalised(arpa: str, order: int) -> None:
+    """Every history the model can be asked about (<s> and each written n-gram below the top order) sums to 1."""
+    from allinone_runtime.ngram import parse_arpa
+
+    lm = parse_arpa(arpa.encode(), "lm.arpa", order)
+    histories = {(lm.BOS,)} | {g for g in lm.prob if 1 <= len(g) < order and lm.BOS not in g[1:]}
+    for context in sorted(histories):
+        total = sum(math.exp(lm.score(context, w)) for w in range(len(lm.words)) if w != lm.BOS)
+        assert total == pytest.approx(1.0, abs=1e-4), [lm.words[i] for i in context]
+
+
+@pytest.mark.parametrize("min_word_count", [1, 2])
+def test_pruning_fits_the_budget_and_keeps_the_model_normalised(min_word_count):
     sentences = TEXT.splitlines() * 3 + ["one two three four five six seven", "eight nine ten eleven twelve"]
-    full, info = estimate_arpa(sentences, 3)
-    pruned, small = estimate_arpa(sentences, 3, max_bytes=len(full.encode()) * 2 // 3)
+    full, info = estimate_arpa(sentences, 3, min_word_count=min_word_count)
+    pruned, small = estimate_arpa(sentences, 3, max_bytes=len(full.encode()) * 2 // 3, min_word_count=min_word_count)
     assert info.min_count == 1 and small.min_count > 1
     assert len(pruned.encode()) <= len(full.encode()) * 2 // 3 and small.counts[2] < info.counts[2]
     assert small.counts[0] == info.counts[0]  # unigrams are never pruned: the lexicon stays whole
+    _assert_normalised(full, 3)
+    _assert_normalised(pruned, 3)  # the dropped n-grams' mass is given back through the back-off weights
 
 
 def test_rare_words_leave_the_lexicon_and_count_as_unk(lm_dir, tmp_path):
@@ -95,6 +109,9 @@ def test_rare_words_leave_the_lexicon_and_count_as_unk(lm_dir, tmp_path):
     assert lm.score((lm.BOS, dog), lm.UNK) > whole.score((lm.BOS, whole.word_id("dog")), whole.UNK) + 1.0
     with pytest.raises(BadInputError, match="--min-word-count: expected a count >= 1, got 0"):
         estimate_arpa(TEXT.splitlines(), 3, min_word_count=0)
+    with pytest.raises(BadInputError, match="--min-word-count 99: no word of the text is seen that often .*'the', 9 "
+                                            "times"):
+        estimate_arpa(TEXT.splitlines(), 3, min_word_count=99)
 
 
 def test_lm_build_cli_and_bad_text(tmp_path):

@@ -87,9 +87,13 @@ def test_pack_force_replaces_and_leaves_no_staging(run, tmp_path):
     (out / "MODEL_CARD.md").write_text("# notes written by hand\n")
     (out / "eval").mkdir()
     (out / "eval" / "old.hyps.jsonl").write_text("{}\n")  # the old weights' hypotheses
+    hand_written = {"format_version": 1, "entries": [{"subnet": "d2-f128-h2-w32", "weight_bits": 32, "params": 1,
+                                                      "weight_bytes": 4, "macs_per_second": 1.0, "wer": 0.1}]}
+    (out / "catalog.json").write_text(json.dumps(hand_written))  # names no weights: select would trust it
     pack_checkpoint(run, out, dtype="float16", force=True)
     assert load_checkpoint(out).config["weights_dtype"] == "float16"
     assert (out / "MODEL_CARD.md").read_text() == "# notes written by hand\n" and not (out / "eval").exists()
+    assert not (out / "catalog.json").exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 

@@ -97,9 +97,7 @@ def save_checkpoint(directory: Path, model: nn.Module, **kwargs) -> Path:
     return Path(directory)
 
 
-def read_config(directory: str | Path) -> dict:
-    """CHECKPOINT/config.json, checked for its version and required keys; the weights are not read."""
-    directory = Path(directory)
+def _read_config(directory: Path) -> dict:
     config_path = directory / CONFIG
     if not directory.is_dir():
         raise BadInputError(f"checkpoint {directory}: not a directory (expected one holding {CONFIG} and {WEIGHTS})")
@@ -124,7 +122,7 @@ def load_checkpoint(directory: str | Path, *, verify: bool = True) -> Checkpoint
     from safetensors.torch import load_file
 
     directory = Path(directory)
-    config = read_config(directory)
+    config = _read_config(directory)
     weights_path = directory / WEIGHTS
     if verify and sha256_file(weights_path) != config["weights_sha256"]:
         raise BadInputError(f"checkpoint {weights_path}: sha256 does not match config.json "

@@ -16,9 +16,12 @@ SRILM or any ARPA reader can check it.
   / a(h.); unigrams interpolate with the uniform distribution over the vocabulary plus `<unk>`. Each
   written entry is that interpolated probability and gamma(h) is its back-off weight, as ARPA expects.
 - Pruning to `max_bytes`: a count cutoff k on every order >= 2 (n-grams seen fewer than k times are dropped),
-  raised from 1 until the ARPA text fits. A dropped n-gram's discounted mass moves to its history's back-off
-  weight, so the model stays normalised. One cutoff for every order keeps the ARPA closed under prefixes and
+  raised from 1 until the ARPA text fits. The back-off weights are then recomputed for the model as written
+  (lowest order first), so that it stays normalised: bow(h) = (1 - sum of the kept p(w | h)) / (1 - sum of the
+  lower order's p(w | h') over the same words). One cutoff for every order keeps the ARPA closed under prefixes and
   suffixes (a kept n-gram's parts were seen at least as often).
+- Rare words (`min_word_count` K > 1): words seen fewer than K times are replaced by `<unk>` before counting,
+  so they leave the vocabulary (the decoder's lexicon) and `<unk>` is estimated like any word.
 
 LM_DIR holds `lm.arpa` and `lm.json` (format version, order, counts, sha256 and bytes of the ARPA, the texts
 it was estimated from); docs/formats.md describes both. The decoder's lexicon is the model's unigrams.
@@ -116,6 +119,10 @@ def estimate_arpa(sentences: Iterable[str], order: int, max_bytes: int = DEFAULT
     sentences = [s.split() for s in sentences]
     if min_word_count > 1:  # rare words (typos, names seen once) would be the lexicon's spelling traps
         seen = Counter(w for words in sentences for w in words)
+        if max(seen.values(), default=0) < min_word_count:
+            raise BadInputError(f"--min-word-count {min_word_count}: no word of the text is seen that often (the most "
+                                f"frequent, {seen.most_common(1)[0][0] if seen else '-'!r}, {max(seen.values(), default=0)} "
+                                f"times); expected a smaller K")
         sentences = [[w if seen[w] >= min_word_count else UNK for w in words] for words in sentences]
     raw: list[dict[tuple, int]] = [defaultdict(int) for _ in range(order + 1)]  # raw[n][ngram]
     n_sentences = 0
@@ -162,29 +169,15 @@ def estimate_arpa(sentences: Iterable[str], order: int, max_bytes: int = DEFAULT
             prob[n][g] = (a - _discount(d, a)) / totals[h] + gamma[h] * lower
         for h, value in gamma.items():
             if n == 1:
-                prob[0][()] = value  # mass of the uniform floor: <unk>'s probability is value / size
+                prob[0][()] = value  # mass of the uniform floor (<unk>'s probability when <unk> was never counted)
             else:
                 backoff[n - 1][h] = value
     unk = prob[1].get((UNK,), prob[0][()] / size)  # counted when rare words became <unk>, else the floor's share
     # pruning: raise the count cutoff until the text fits
     for min_count in range(1, 1 << 20):
         kept = [None, (set(prob[1]) | {("<s>",)}) - {(UNK,)}] + [{g for g in prob[n] if raw[n][g] >= min_count} for n in range(2, order + 1)]
-        bow = [dict(b) for b in backoff]
-        moved: dict[tuple, list[float]] = defaultdict(lambda: [0.0, 0.0])  # history -> [mass, lower-order mass]
-        for n in range(2, order + 1):
-            d = discounts[n]
-            totals: dict[tuple, int] = defaultdict(int)
-            for g, a in adjusted[n].items():
-                if a > 0:
-                    totals[g[:-1]] += a
-            for g in prob[n]:
-                if g not in kept[n]:
-                    a = adjusted[n][g]
-                    moved[g[:-1]][0] += (a - _discount(d, a)) / totals[g[:-1]]
-                    moved[g[:-1]][1] += _interpolated(prob, backoff, g[1:])
-        for h, (mass, lower) in moved.items():
-            if h in bow[len(h)]:
-                bow[len(h)][h] += mass / lower
+        # unpruned, the estimator's back-off weights are exact; pruned, they are recomputed for the model as written
+        bow = [dict(b) for b in backoff] if min_count == 1 else _renormalised_backoffs(order, kept, prob, backoff, unk)
         text = _arpa_text(order, kept, prob, bow, unk)
         if len(text.encode()) <= max_bytes or order == 1:
             break
@@ -195,6 +188,33 @@ def estimate_arpa(sentences: Iterable[str], order: int, max_bytes: int = DEFAULT
                             f"budget of at least that, or less text")
     counts = tuple(len(kept[n]) + (1 if n == 1 else 0) for n in range(1, order + 1))  # <unk> is a unigram too
     return text, LmBuild(Path(), order, counts, len(vocab), n_sentences, len(text.encode()), min_count)
+
+
+def _renormalised_backoffs(order: int, kept: list, prob: list[dict[tuple, float]],
+                           backoff: list[dict[tuple, float]], unk: float) -> list[dict[tuple, float]]:
+    """Back-off weights that make the pruned model, as written, sum to 1 after every history h:
+    bow(h) = (1 - sum of p(w | h) over the kept n-grams hw) / (1 - sum of p'(w | h[1:]) over the same w), with p'
+    the written lower-order model (its own weights already recomputed: orders are done lowest first)."""
+    bow: list[dict[tuple, float]] = [{} for _ in range(order + 1)]
+
+    def written(context: tuple, w: str) -> float:
+        if not context:
+            return unk if w == UNK else prob[1][(w,)]
+        g = context + (w,)
+        if g in kept[len(g)]:
+            return prob[len(g)][g]
+        return bow[len(context)].get(context, 1.0) * written(context[1:], w)
+
+    for n in range(2, order + 1):
+        seen: dict[tuple, list[float]] = defaultdict(lambda: [0.0, 0.0])  # history -> [kept mass, its lower mass]
+        for g in kept[n]:
+            seen[g[:-1]][0] += prob[n][g]
+            seen[g[:-1]][1] += written(g[1:-1], g[-1])
+        for h in backoff[n - 1]:
+            if h in kept[n - 1] or h == (UNK,):  # only a written history can carry a weight (<unk> is written too)
+                mass, lower = seen.get(h, (0.0, 0.0))
+                bow[n - 1][h] = max(1.0 - mass, 0.0) / (1.0 - lower) if lower < 1.0 - 1e-12 else 1.0
+    return bow
 
 
 def _interpolated(prob: list[dict[tuple, float]], backoff: list[dict[tuple, float]], g: tuple) -> float:

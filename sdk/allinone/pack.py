@@ -103,12 +103,15 @@ def pack_checkpoint(run: str | Path, out: str | Path, *, dtype: str = "float16",
     try:
         write_files_atomically(staging, files)
         # Hand-written notes (MODEL_CARD.md) survive a re-pack. So does catalog.json: `select` refuses it until
-        # `allinone catalog` has measured the new weights, which re-measures its WERs and keeps its sizes and
-        # lowered memory facts (they depend on the architecture, not the weights; without a warm lowering cache
-        # they cost minutes of lowering).
-        # eval/ holds the old weights' hypotheses only, so it goes (`allinone eval` remakes it).
-        kept = sorted(out.glob("*.md")) + [out / CATALOG_FILE] if out.is_dir() else []
-        for path in (p for p in kept if p.is_file()):
+        # `allinone catalog` (with `--all` again for an --all catalog) has measured the new weights; that run
+        # keeps its lowered memory facts (they depend on the architecture, not the weights; without a warm
+        # lowering cache they cost minutes of lowering). eval/ holds the old weights' hypotheses only: it goes.
+        kept = []
+        if out.is_dir():
+            kept = sorted(out.glob("*.md"))
+            if _names_its_weights(out / CATALOG_FILE):
+                kept.append(out / CATALOG_FILE)
+        for path in kept:
             shutil.copy2(path, staging / path.name)
         os.chmod(staging, 0o755)
         if out.exists():
@@ -117,3 +120,12 @@ def pack_checkpoint(run: str | Path, out: str | Path, *, dtype: str = "float16",
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return checked
+
+
+def _names_its_weights(catalog: Path) -> bool:
+    """A catalog whose meta names the weights it measured: `select` can tell it is stale. One without (written
+    by hand) would be taken as it is, so it goes with the old weights instead."""
+    try:
+        return bool(json.loads(catalog.read_text()).get("meta", {}).get("weights_sha256"))
+    except (OSError, ValueError, AttributeError):
+        return False

@@ -22,6 +22,7 @@ from typing import Any
 
 from allinone.catalog import CATALOG_FILE, Catalog, CatalogEntry, MeasuredLatency, load_catalog
 from allinone.errors import BadInputError, NoFitError
+from allinone.files import read_json
 from allinone.memory import DecoderCost, predict_peak_bytes
 from allinone.profiles import MIB, DeviceProfile
 
@@ -371,8 +372,6 @@ def selection_to_json(selection: Selection) -> str:
 def checkpoint_catalog(checkpoint: str | Path) -> Catalog:
     """CHECKPOINT/catalog.json, refused when it is missing or was measured on other weights (its WERs would
     be another model's: a re-pack or retraining keeps the file until `allinone catalog` runs again)."""
-    from allinone.checkpoint import read_config
-
     path = Path(checkpoint) / CATALOG_FILE
     if not Path(checkpoint).is_dir():
         raise BadInputError(f"checkpoint {checkpoint}: not a directory; expected a checkpoint directory")
@@ -381,7 +380,10 @@ def checkpoint_catalog(checkpoint: str | Path) -> Catalog:
         raise BadInputError(f"{path}: no catalog yet; expected one made by {remake} (it measures every system's "
                             f"size and dev-set WER)")
     catalog = load_catalog(path)
-    measured_on, holds = catalog.meta.get("weights_sha256"), read_config(checkpoint)["weights_sha256"]
+    # config.json read as plain JSON: selecting must not import torch (allinone.checkpoint does)
+    config = read_json(Path(checkpoint) / "config.json", "a checkpoint config (config.json)")
+    holds = config.get("weights_sha256") if isinstance(config, dict) else None
+    measured_on = catalog.meta.get("weights_sha256")
     if measured_on is not None and measured_on != holds:  # a hand-written catalog has no meta: taken as it is
         raise BadInputError(f"{path}: measured on other weights (sha256 {measured_on[:12]}..., the checkpoint "
                             f"holds {holds[:12]}...); expected its own catalog: run {remake} again")
