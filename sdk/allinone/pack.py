@@ -124,8 +124,10 @@ def pack_checkpoint(run: str | Path, out: str | Path, *, dtype: str = "float16",
 
 def _names_its_weights(catalog: Path) -> bool:
     """A catalog whose meta names the weights it measured: `select` can tell it is stale. One without (written
-    by hand) would be taken as it is, so it goes with the old weights instead."""
+    by hand) would be taken as it is, so it goes with the old weights instead; so does an unreadable one."""
+    from allinone.catalog import load_catalog
+
     try:
-        return bool(json.loads(catalog.read_text()).get("meta", {}).get("weights_sha256"))
-    except (OSError, ValueError, AttributeError):
+        return bool(load_catalog(catalog).meta.get("weights_sha256"))
+    except BadInputError:  # missing, not JSON, or not a catalog
         return False
