@@ -74,7 +74,8 @@ def _assert_normalised(arpa: str, order: int) -> None:
     from allinone_runtime.ngram import parse_arpa
 
     lm = parse_arpa(arpa.encode(), "lm.arpa", order)
-    histories = {(lm.BOS,)} | {g for g in lm.prob if 1 <= len(g) < order and lm.BOS not in g[1:]}
+    written = [g for n in range(1, order) for g in lm.ngrams(n)]
+    histories = {(lm.BOS,)} | {g for g in written if lm.BOS not in g[1:]}
     for context in sorted(histories):
         total = sum(math.exp(lm.score(context, w)) for w in range(len(lm.words)) if w != lm.BOS)
         assert total == pytest.approx(1.0, abs=1e-4), [lm.words[i] for i in context]
@@ -125,6 +126,59 @@ def test_lm_build_cli_and_bad_text(tmp_path):
     done = _cli("lm", "build", "--text", str(empty), "--out", str(tmp_path / "lm2"))
     assert done.returncode == 2 and str(empty) in done.stderr and len(done.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "lm2").exists()
+
+
+_TINY_ARPA = """\\data\\
+ngram 1=5
+ngram 2=3
+ngram 3=1
+
+\\1-grams:
+-1.0\t<unk>
+-99\t<s>\t-0.5
+-0.5\t</s>
+-0.3\ta\t-0.2
+-0.6\tb\t-0.4
+
+\\2-grams:
+-0.2\t<s> a\t-0.1
+-0.7\ta b\t-0.3
+-0.05\tb </s>
+
+\\3-grams:
+-0.15\t<s> a b
+
+\\end\\
+"""
+
+
+def test_scores_follow_the_arpa_back_off_rule():
+    """Hand-written ARPA: each query's ln score is the sum the back-off rule gives, from the file's numbers."""
+    from allinone_runtime.ngram import LN10, parse_arpa
+
+    lm = parse_arpa(_TINY_ARPA.encode(), "tiny.arpa", 3)
+    bos, eos, a, b = lm.BOS, lm.EOS, lm.word_id("a"), lm.word_id("b")
+    assert lm.score((bos, a), b) == -0.15 * LN10  # the trigram itself
+    assert lm.score((bos, a), eos) == pytest.approx((-0.1 - 0.2 - 0.5) * LN10)  # bow(<s> a) + bow(a) + p(</s>)
+    assert lm.score((a, b), eos) == pytest.approx((-0.3 - 0.05) * LN10)  # bow(a b) + p(</s> | b)
+    assert lm.score((b, b), a) == pytest.approx((-0.4 - 0.3) * LN10)  # "b b" unseen: no weight; bow(b) + p(a)
+    assert lm.score((), lm.word_id("zebra")) == -1.0 * LN10  # outside the lexicon: <unk>
+    assert lm.ngrams(3) == [(bos, a, b)] and sorted(lm.ngrams(2)) == sorted([(bos, a), (a, b), (b, eos)])
+
+
+@pytest.mark.parametrize("damage", ["open prefix", "repeated"])
+def test_an_arpa_outside_the_back_off_rules_is_refused_with_one_line(damage):
+    from allinone_runtime.ngram import parse_arpa
+
+    if damage == "open prefix":  # "<s> a b" without "<s> a": the trigram's back-off context is missing
+        text, match = _TINY_ARPA.replace("ngram 2=3", "ngram 2=2").replace("-0.2\t<s> a\t-0.1\n", ""), \
+            "tiny.arpa:1[0-9]: the 3-gram's first 2 words are not an n-gram of the model"
+    else:
+        text, match = _TINY_ARPA.replace("ngram 2=3", "ngram 2=4").replace("-0.05\tb </s>", "-0.05\tb </s>\n-0.2\t<s> a"), \
+            "tiny.arpa: a 2-gram is written twice"
+    with pytest.raises(RuntimeInputError, match=match) as err:
+        parse_arpa(text.encode(), "tiny.arpa", 3)
+    assert "\n" not in str(err.value)
 
 
 @pytest.mark.parametrize("damage", ["truncate", "flip", "foreign", "version"])

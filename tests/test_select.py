@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import random
 import subprocess
 import sys
@@ -351,14 +352,20 @@ def lm_dir(tmp_path_factory) -> Path:
 
 
 def test_decoder_cost_counts_the_lm_files_and_the_decoder_memory(lm_dir):
-    from allinone.memory import (DECODER_BYTES_PER_HYPOTHESIS, DECODER_BYTES_PER_LM_BYTE, DECODER_WORKING_BYTES,
-                                 decoder_cost)
+    from allinone.memory import (DECODER_BYTES_PER_HYPOTHESIS, DECODER_BYTES_PER_LM_BYTE, DECODER_BYTES_PER_WORD,
+                                 DECODER_WORKING_BYTES, decoder_cost, decoder_peak_bytes)
+    from allinone_runtime.ngram import load_lm
 
     files = (lm_dir / "lm.json").stat().st_size + (lm_dir / "lm.arpa").stat().st_size
     cost = decoder_cost(lm_dir, beam=8)
     assert cost.lm_bytes == files and cost.beam == 8
-    assert cost.peak_bytes == DECODER_BYTES_PER_LM_BYTE * files + DECODER_WORKING_BYTES + 8 * DECODER_BYTES_PER_HYPOTHESIS
+    assert cost.words == len(load_lm(lm_dir).words)  # the unigrams, <s> </s> <unk> included
+    # decoding dominates for a small LM of many words; loading (3.7 bytes per file byte) for a large one
+    decoding = (DECODER_BYTES_PER_LM_BYTE * files + DECODER_BYTES_PER_WORD * cost.words + DECODER_WORKING_BYTES
+                + 8 * DECODER_BYTES_PER_HYPOTHESIS)
+    assert cost.peak_bytes == math.ceil(decoding)
     assert decoder_cost(lm_dir, beam=16).peak_bytes - cost.peak_bytes == 8 * DECODER_BYTES_PER_HYPOTHESIS
+    assert decoder_peak_bytes(100 * MIB, 10_000, 8) == math.ceil(3.7 * 100 * MIB + 200 * 10_000)
 
 
 def test_the_lm_and_decoder_count_in_the_budgets(lm_dir):
@@ -381,7 +388,8 @@ def test_the_lm_and_decoder_count_in_the_budgets(lm_dir):
     assert with_lm.chosen.lm_bytes == cost.lm_bytes and with_lm.chosen.decoder_bytes == cost.peak_bytes
 
     data = json.loads(selection_to_json(with_lm))
-    assert data["decoder"] == {"lm": str(lm_dir), "lm_bytes": cost.lm_bytes, "beam": 8, "peak_bytes": cost.peak_bytes}
+    assert data["decoder"] == {"lm": str(lm_dir), "lm_bytes": cost.lm_bytes, "words": cost.words, "beam": 8,
+                               "peak_bytes": cost.peak_bytes}
     assert data["peak_bytes"] == with_lm.chosen.peak_bytes
     assert "decoder" not in json.loads(selection_to_json(without))  # without an LM, the JSON is as before
     table = explain_table(with_lm)

@@ -5,23 +5,47 @@ version; lm.arpa missing, of another size or sha256 than lm.json records (trunca
 that does not parse (a foreign or damaged file). Scores are natural-log probabilities: ARPA's log10 values
 times LN10, the same double arithmetic as the native runner's reader (runtime/cpp/src/ngram.cpp), so both
 runtimes rank hypotheses identically.
+
+In memory the model is a sorted-array trie, as in runtime/cpp/src/ngram.cpp: unigrams are indexed by word id;
+an n-gram of order n >= 2 is the key `index of its (n-1)-word prefix * len(words) + last word id` in a sorted
+array of its order, with its ln probability and back-off weight at the same position. That is 24 bytes per
+n-gram (16 at the top order) where dicts of id tuples took about 80, and a lookup is one binary search per
+order. ARPA files are closed under prefixes (every n-gram's first n-1 words are an n-gram of the model: KenLM
+and SRILM write them so); a file that is not is refused.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from array import array
+from bisect import bisect_left
+from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 from allinone_runtime.errors import RuntimeInputError
 
-__all__ = ["LM_FORMAT_VERSION", "LM_KIND", "LN10", "NgramLM", "load_lm", "check_lm_files"]
+__all__ = ["LM_FORMAT_VERSION", "LM_KIND", "LN10", "NgramLM", "load_lm", "check_lm_files", "parse_arpa"]
 
 LM_FORMAT_VERSION = 1
 LM_KIND = "allinone-lm"
 LN10 = 2.302585092994046  # ln(10) as a double literal, written the same in ngram.cpp
 MAX_LM_BYTES = 1 << 30
+
+
+@dataclass
+class _Order:
+    """The n-grams of one order >= 2, sorted by key (prefix index * vocabulary size + last word id)."""
+
+    keys: array = field(default_factory=lambda: array("q"))
+    prob: array = field(default_factory=lambda: array("d"))  # ln p
+    backoff: array = field(default_factory=lambda: array("d"))  # ln back-off weight; 0.0 where none is written
+
+    def find(self, key: int) -> int:
+        j = bisect_left(self.keys, key)
+        return j if j < len(self.keys) and self.keys[j] == key else -1
 
 
 @dataclass
@@ -32,8 +56,9 @@ class NgramLM:
     order: int
     words: list[str]
     ids: dict[str, int]
-    prob: dict[tuple[int, ...], float]  # n-gram -> ln p
-    backoff: dict[tuple[int, ...], float]  # context -> ln back-off weight
+    unigram_prob: array  # ln p(word), indexed by word id
+    unigram_backoff: array  # ln back-off weight of the one-word history, indexed by word id
+    higher: list[_Order]  # orders 2..order
     arpa_bytes: int
     arpa_sha256: str
 
@@ -47,20 +72,41 @@ class NgramLM:
     def word_id(self, word: str) -> int:
         return self.ids.get(word, self.UNK)
 
+    def _index(self, gram: tuple[int, ...]) -> int:
+        """Position of a non-empty n-gram in its order's arrays, or -1 if the model does not hold it."""
+        index = gram[0]
+        for level, word in enumerate(gram[1:]):
+            index = self.higher[level].find(index * len(self.words) + word)
+            if index < 0:
+                return -1
+        return index
+
     def score(self, context: tuple[int, ...], word: int) -> float:
         """ln p(word | context), backing off; `context` holds at most order-1 ids, oldest first."""
         total = 0.0
-        for start in range(len(context) + 1):
+        for start in range(max(0, len(context) - self.order + 1), len(context)):
             history = context[start:]
-            p = self.prob.get(history + (word,))
-            if p is not None:
-                return total + p
-            total += self.backoff.get(history, 0.0)
-        return total + self.prob[(self.UNK,)]  # unreachable: every id has a unigram
+            h = self._index(history)
+            if h < 0:  # an unseen history has no n-grams and no back-off weight (ln 1 = 0)
+                continue
+            level = self.higher[len(history) - 1]
+            p = level.find(h * len(self.words) + word)
+            if p >= 0:
+                return total + level.prob[p]
+            total += self.unigram_backoff[h] if len(history) == 1 else self.higher[len(history) - 2].backoff[h]
+        return total + self.unigram_prob[word]
 
     def next_context(self, context: tuple[int, ...], word: int) -> tuple[int, ...]:
         keep = self.order - 1
         return (context + (word,))[-keep:] if keep else ()
+
+    def ngrams(self, n: int) -> list[tuple[int, ...]]:
+        """Every n-gram of order n the model holds, as word-id tuples (for tests and inspection)."""
+        if n == 1:
+            return [(w,) for w in range(len(self.words))]
+        prefixes = self.ngrams(n - 1)
+        size = len(self.words)
+        return [prefixes[key // size] + (key % size,) for key in self.higher[n - 2].keys]
 
 
 def _sha256(data: bytes) -> str:
@@ -111,76 +157,135 @@ def check_lm_files(directory: str | Path) -> tuple[dict, Path, bytes]:
     return meta, arpa_path, data
 
 
-def parse_arpa(data: bytes, where: str, order: int) -> NgramLM:
-    """Parse ARPA text; every n-gram's words must be unigrams of the model."""
-    try:
-        lines = data.decode("utf-8").split("\n")
-    except UnicodeDecodeError:
-        raise RuntimeInputError(f"{where}: not UTF-8 text; expected an ARPA language model") from None
-    i = 0
-    while i < len(lines) and not lines[i].strip():
-        i += 1
-    if i == len(lines) or lines[i].strip() != "\\data\\":
-        raise RuntimeInputError(f"{where}: expected an ARPA language model starting with \\data\\")
-    i += 1
-    declared: list[int] = []
-    while i < len(lines) and lines[i].startswith("ngram "):
+class _Lines:
+    """The lines of ARPA bytes one at a time (no list of every line: that would cost several times the file)."""
+
+    def __init__(self, data: bytes, where: str):
+        self.data, self.where, self.pos, self.number = data, where, 0, 0
+
+    def peek_blank(self) -> None:
+        """Skip blank lines."""
+        while self.pos < len(self.data):
+            end = self.data.find(b"\n", self.pos)
+            end = len(self.data) if end < 0 else end
+            if self.data[self.pos:end].strip():
+                return
+            self.pos, self.number = end + 1, self.number + 1
+
+    def next(self) -> str | None:
+        """The next line without its newline, or None at the end of the data."""
+        if self.pos >= len(self.data):
+            return None
+        end = self.data.find(b"\n", self.pos)
+        end = len(self.data) if end < 0 else end
+        raw, self.pos = self.data[self.pos:end], end + 1
+        self.number += 1
         try:
-            n, count = lines[i][6:].split("=")
-            declared.append(int(count))
-            if int(n) != len(declared):
-                raise ValueError
-        except ValueError:
-            raise RuntimeInputError(f"{where}:{i + 1}: expected 'ngram N=COUNT'") from None
-        i += 1
-    if len(declared) != order:
-        raise RuntimeInputError(f"{where}: {len(declared)} orders declared, lm.json says {order}")
-    words = ["<unk>", "<s>", "</s>"]
-    ids = {w: k for k, w in enumerate(words)}
-    prob: dict[tuple[int, ...], float] = {}
-    backoff: dict[tuple[int, ...], float] = {}
-    for n in range(1, order + 1):
-        while i < len(lines) and not lines[i].strip():
-            i += 1
-        if i == len(lines) or lines[i].strip() != f"\\{n}-grams:":
-            raise RuntimeInputError(f"{where}:{i + 1}: expected \\{n}-grams: (a truncated or damaged ARPA file)")
-        i += 1
-        for _ in range(declared[n - 1]):
-            fields = lines[i].split("\t") if i < len(lines) else []
-            if len(fields) not in (2, 3) or len(fields[1].split(" ")) != n:
-                raise RuntimeInputError(f"{where}:{i + 1}: expected 'LOG10PROB<TAB>{n} words[<TAB>BACKOFF]' "
-                                        f"(a truncated or damaged ARPA file)")
-            try:
-                p = float(fields[0])
-                b = float(fields[2]) if len(fields) == 3 else None
-            except ValueError:
-                raise RuntimeInputError(f"{where}:{i + 1}: expected numbers, got {lines[i][:60]!r}") from None
-            gram = fields[1].split(" ")
-            if n == 1:
-                if gram[0] not in ids:
-                    ids[gram[0]] = len(words)
-                    words.append(gram[0])
-                key = (ids[gram[0]],)
-            else:
-                try:
-                    key = tuple(ids[w] for w in gram)
-                except KeyError:
-                    raise RuntimeInputError(f"{where}:{i + 1}: a word that is not a unigram of the model") from None
-            prob[key] = p * LN10
-            if b is not None:
-                backoff[key] = b * LN10
-            i += 1
-    while i < len(lines) and not lines[i].strip():
-        i += 1
-    if i == len(lines) or lines[i].strip() != "\\end\\":
-        raise RuntimeInputError(f"{where}: missing \\end\\ (a truncated or damaged ARPA file)")
-    if (ids["<unk>"],) not in prob:
-        raise RuntimeInputError(f"{where}: no <unk> unigram; expected a model with an open vocabulary "
-                                f"(as `allinone lm build` writes)")
-    return NgramLM(Path(where), order, words, ids, prob, backoff, len(data), _sha256(data))
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise RuntimeInputError(f"{self.where}: not UTF-8 text; expected an ARPA language model") from None
+
+    def error(self, message: str) -> RuntimeInputError:
+        return RuntimeInputError(f"{self.where}:{self.number}: {message}")
+
+
+def _sorted_order(keys: array, prob: array, backoff: array, lines: _Lines, n: int) -> _Order:
+    """Sort one order's n-grams by key; a repeated n-gram is refused."""
+    keys_np = np.frombuffer(keys, dtype=np.int64)
+    by_key = np.argsort(keys_np, kind="stable")
+    sorted_keys = keys_np[by_key]
+    if len(sorted_keys) > 1 and bool((sorted_keys[1:] == sorted_keys[:-1]).any()):
+        raise RuntimeInputError(f"{lines.where}: a {n}-gram is written twice; expected each n-gram once")
+    level = _Order()
+    level.keys.frombytes(sorted_keys.tobytes())
+    level.prob.frombytes(np.frombuffer(prob, dtype=np.float64)[by_key].tobytes())
+    level.backoff.frombytes(np.frombuffer(backoff, dtype=np.float64)[by_key].tobytes())
+    return level
 
 
 def load_lm(directory: str | Path) -> NgramLM:
     """Check and load the LM in `directory`; RuntimeInputError with one line on any problem."""
     meta, arpa_path, data = check_lm_files(directory)
     return parse_arpa(data, str(arpa_path), meta["order"])
+
+
+def parse_arpa(data: bytes, where: str, order: int) -> NgramLM:
+    """Parse ARPA text; every n-gram's words must be unigrams of the model, and its prefix an n-gram of it."""
+    lines = _Lines(data, where)
+    lines.peek_blank()
+    line = lines.next()
+    if line is None or line.strip() != "\\data\\":
+        raise RuntimeInputError(f"{where}: expected an ARPA language model starting with \\data\\")
+    declared: list[int] = []
+    while True:
+        start = (lines.pos, lines.number)
+        line = lines.next()
+        if line is None or not line.startswith("ngram "):
+            lines.pos, lines.number = start
+            break
+        try:
+            n, count = line[6:].split("=")
+            declared.append(int(count))
+            if int(n) != len(declared) or declared[-1] < 0:
+                raise ValueError
+        except ValueError:
+            raise lines.error("expected 'ngram N=COUNT'") from None
+    if len(declared) != order:
+        raise RuntimeInputError(f"{where}: {len(declared)} orders declared, lm.json says {order}")
+    words = ["<unk>", "<s>", "</s>"]
+    ids = {w: k for k, w in enumerate(words)}
+    uni_prob: dict[int, float] = {}
+    uni_backoff: dict[int, float] = {}
+    higher: list[_Order] = []
+    for n in range(1, order + 1):
+        lines.peek_blank()
+        line = lines.next()
+        if line is None or line.strip() != f"\\{n}-grams:":
+            raise lines.error(f"expected \\{n}-grams: (a truncated or damaged ARPA file)")
+        keys, prob, backoff = array("q"), array("d"), array("d")
+        for _ in range(declared[n - 1]):
+            line = lines.next()
+            fields = line.split("\t") if line is not None else []
+            if len(fields) not in (2, 3) or len(fields[1].split(" ")) != n:
+                raise lines.error(f"expected 'LOG10PROB<TAB>{n} words[<TAB>BACKOFF]' (a truncated or damaged "
+                                  f"ARPA file)")
+            try:
+                p = float(fields[0]) * LN10
+                b = float(fields[2]) * LN10 if len(fields) == 3 else 0.0
+            except ValueError:
+                raise lines.error(f"expected numbers, got {line[:60]!r}") from None
+            gram = fields[1].split(" ")
+            if n == 1:
+                if gram[0] not in ids:
+                    ids[gram[0]] = len(words)
+                    words.append(gram[0])
+                uni_prob[ids[gram[0]]] = p
+                uni_backoff[ids[gram[0]]] = b
+                continue
+            try:
+                gram_ids = [ids[w] for w in gram]
+            except KeyError:
+                raise lines.error("a word that is not a unigram of the model") from None
+            prefix = gram_ids[0]
+            for level, word in enumerate(gram_ids[1:-1]):
+                prefix = higher[level].find(prefix * len(words) + word)
+                if prefix < 0:
+                    raise lines.error(f"the {n}-gram's first {n - 1} words are not an n-gram of the model; "
+                                      f"expected an ARPA file closed under prefixes")
+            keys.append(prefix * len(words) + gram_ids[-1])
+            prob.append(p)
+            backoff.append(b)
+        if n > 1:
+            higher.append(_sorted_order(keys, prob, backoff, lines, n))
+    lines.peek_blank()
+    line = lines.next()
+    if line is None or line.strip() != "\\end\\":
+        raise RuntimeInputError(f"{where}: missing \\end\\ (a truncated or damaged ARPA file)")
+    if ids["<unk>"] not in uni_prob:
+        raise RuntimeInputError(f"{where}: no <unk> unigram; expected a model with an open vocabulary "
+                                f"(as `allinone lm build` writes)")
+    # a word without a unigram line (only <s> or </s> can be one) scores as <unk>, as a back-off to nothing would
+    unk = uni_prob[ids["<unk>"]]
+    unigram_prob = array("d", (uni_prob.get(w, unk) for w in range(len(words))))
+    unigram_backoff = array("d", (uni_backoff.get(w, 0.0) for w in range(len(words))))
+    return NgramLM(Path(where), order, words, ids, unigram_prob, unigram_backoff, higher, len(data), _sha256(data))

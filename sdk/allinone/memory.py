@@ -6,6 +6,7 @@ this; it never lowers anything."""
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,18 +14,27 @@ from allinone.errors import BadInputError
 from allinone.profiles import MIB, DeviceProfile
 
 __all__ = ["planned_activation_bytes", "predict_peak_bytes", "DecoderCost", "decoder_cost", "decoder_peak_bytes",
-           "DECODER_BYTES_PER_LM_BYTE", "DECODER_WORKING_BYTES", "DECODER_BYTES_PER_HYPOTHESIS"]
+           "DECODER_LOAD_BYTES_PER_LM_BYTE", "DECODER_LOAD_BYTES_PER_WORD", "DECODER_BYTES_PER_LM_BYTE",
+           "DECODER_BYTES_PER_WORD", "DECODER_WORKING_BYTES", "DECODER_BYTES_PER_HYPOTHESIS"]
 
-# The beam-search decoder's resident memory, measured by benchmarks/decoder_memory.py (docs/benchmarks.md,
-# "Decoder memory") on the shipped checkpoint's 8-bit bundle with the v1 training-text trigram (995,219 LM bytes)
-# and 27.5 s (685 frames) of test speech, in the runtime that needs more (Python: 12.6 MiB at beam 8; the native
-# runner 6.0 MiB):
-# - the loaded LM and the lexicon trie: 11.3 MiB, 11.9x the LM files' bytes (dicts of n-gram tuples), rounded up;
-# - decoding at beam 8: 1.3 MiB, of which 1.1 MiB does not grow with the beam (the log-probs as doubles and
-#   Python floats, the per-node unit tables); scaled to a whole 30 s call (750 frames) and with the unit-table
-#   cache at its cap (beam.NODE_TABLES: 0.9 MiB), 2.25 MiB;
-# - each hypothesis more: 31 KiB (beams 8 to 32), scaled to 750 frames and rounded up.
-DECODER_BYTES_PER_LM_BYTE = 12
+# The beam-search decoder's memory, measured by benchmarks/decoder_memory.py (docs/benchmarks.md, "Decoder
+# memory") on the shipped checkpoint's bundles with four LMs (3.4-14.0 MiB of files, 10,327-76,920 words) and
+# 27.5 s (685 frames) of test speech, in the runtime that needs more (Python; the native runner needs about half).
+# The process peak is the larger of two moments:
+# - loading the LM: the file, the parsed lines of one order at a time and the sort that makes its arrays:
+#   3.5 bytes per LM byte and 180 per word measured; 3.7 and 200 here;
+# - decoding: the loaded LM (sorted arrays: 1.7 bytes per LM byte, about 300 per word for the word list and its
+#   index), the lexicon trie (490-630 bytes per word: rarer words share fewer prefixes), 880 per word here in all;
+#   working memory: 1.1 MiB at beam 8 that does not grow with the beam (the log-probs as doubles and Python
+#   floats, the per-node unit tables), scaled to a whole 30 s call (750 frames) and with the unit-table cache at
+#   its cap (beam.NODE_TABLES: 0.9 MiB), 2.25 MiB; and 31 KiB per hypothesis more (beams 8 to 32), scaled to
+#   750 frames and rounded up.
+# The four LMs' peaks are predicted 5-13 % high. Before 2026-12-05 the LM was held in dicts of n-gram tuples:
+# 12 bytes per LM byte, 4x what the sorted arrays take on a 14 MiB LM.
+DECODER_LOAD_BYTES_PER_LM_BYTE = 3.7
+DECODER_LOAD_BYTES_PER_WORD = 200
+DECODER_BYTES_PER_LM_BYTE = 1.8
+DECODER_BYTES_PER_WORD = 880
 DECODER_WORKING_BYTES = 2304 * 1024
 DECODER_BYTES_PER_HYPOTHESIS = 40 * 1024
 
@@ -36,17 +46,22 @@ class DecoderCost:
 
     lm_dir: str
     lm_bytes: int
+    words: int
     beam: int
     peak_bytes: int
 
     def to_dict(self) -> dict:
-        return {"lm": self.lm_dir, "lm_bytes": self.lm_bytes, "beam": self.beam, "peak_bytes": self.peak_bytes}
+        return {"lm": self.lm_dir, "lm_bytes": self.lm_bytes, "words": self.words, "beam": self.beam,
+                "peak_bytes": self.peak_bytes}
 
 
-def decoder_peak_bytes(lm_bytes: int, beam: int) -> int:
-    """Predicted resident memory of the beam-search decoder: loaded LM + lexicon + working memory and `beam`
-    hypotheses over a 30 s call (constants above)."""
-    return math.ceil(DECODER_BYTES_PER_LM_BYTE * lm_bytes + DECODER_WORKING_BYTES + beam * DECODER_BYTES_PER_HYPOTHESIS)
+def decoder_peak_bytes(lm_bytes: int, words: int, beam: int) -> int:
+    """Predicted peak memory of the beam-search decoder with an LM of `lm_bytes` file bytes and `words` unigrams:
+    the larger of loading it and decoding with `beam` hypotheses over a 30 s call (constants above)."""
+    load = DECODER_LOAD_BYTES_PER_LM_BYTE * lm_bytes + DECODER_LOAD_BYTES_PER_WORD * words
+    decode = (DECODER_BYTES_PER_LM_BYTE * lm_bytes + DECODER_BYTES_PER_WORD * words + DECODER_WORKING_BYTES
+              + beam * DECODER_BYTES_PER_HYPOTHESIS)
+    return math.ceil(max(load, decode))
 
 
 def decoder_cost(lm_dir: str | Path, beam: int) -> DecoderCost:
@@ -57,8 +72,13 @@ def decoder_cost(lm_dir: str | Path, beam: int) -> DecoderCost:
     if not isinstance(beam, int) or isinstance(beam, bool) or not 1 <= beam <= 1024:
         raise BadInputError(f"--beam: expected an integer 1 to 1024, got {beam!r}")
     _, arpa_path, arpa = check_lm_files(lm_dir)
+    unigrams = re.search(rb"^ngram 1=(\d+)\s*$", arpa[:4096], re.MULTILINE)
+    if unigrams is None:
+        raise BadInputError(f"{arpa_path}: no 'ngram 1=COUNT' line in its header; expected an ARPA language model")
     lm_bytes = (Path(lm_dir) / "lm.json").stat().st_size + len(arpa)  # the files `build --lm` puts in lm/
-    return DecoderCost(str(lm_dir), lm_bytes, beam, decoder_peak_bytes(lm_bytes, beam))
+    words = int(unigrams.group(1))
+    return DecoderCost(str(lm_dir), lm_bytes, words, beam, decoder_peak_bytes(lm_bytes, words, beam))
+
 
 def planned_activation_bytes(pte: bytes | str | Path, method: str = "forward") -> int:
     """Bytes ExecuTorch's memory planner reserves for `method`'s non-constant tensors (activations).

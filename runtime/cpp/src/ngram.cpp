@@ -1,5 +1,6 @@
 #include "ngram.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
@@ -37,13 +38,46 @@ bool parse_double(const std::string& text, double* out) {
   return *end == '\0';
 }
 
+// The lines of ARPA text one at a time: a vector of every line would cost several times the file.
+struct Lines {
+  const std::string* data;
+  std::string file;
+  size_t pos = 0, number = 0;
+  Lines(const std::string& text, const std::string& path) : data(&text), file(path) {}
+  bool next(std::string* line) {
+    if (pos >= data->size()) return false;
+    size_t end = data->find('\n', pos);
+    if (end == std::string::npos) end = data->size();
+    line->assign(*data, pos, end - pos);
+    pos = end + 1;
+    ++number;
+    return true;
+  }
+  void skip_blank() {
+    std::string line;
+    while (true) {
+      Lines before = *this;
+      if (!next(&line)) return;
+      if (!trim(line).empty()) {
+        *this = before;
+        return;
+      }
+    }
+  }
+  std::string where() const { return file + ":" + std::to_string(number); }
+};
+
 }  // namespace
 
-std::string NgramLM::key(const std::vector<int>& ids, size_t begin, size_t end, int last) {
-  std::string k;
-  for (size_t i = begin; i < end; ++i) k.append(reinterpret_cast<const char*>(&ids[i]), sizeof(int));
-  if (last >= 0) k.append(reinterpret_cast<const char*>(&last), sizeof(int));
-  return k;
+int64_t NgramLM::Order::find(uint64_t key) const {
+  auto it = std::lower_bound(keys.begin(), keys.end(), key);
+  return it != keys.end() && *it == key ? it - keys.begin() : -1;
+}
+
+int64_t NgramLM::index(const std::vector<int>& ids, size_t begin, size_t end) const {
+  int64_t at = ids[begin];
+  for (size_t i = begin + 1; i < end && at >= 0; ++i) at = higher_[i - begin - 1].find(key(at, ids[i]));
+  return at;
 }
 
 int NgramLM::word_id(const std::string& word) const {
@@ -53,13 +87,17 @@ int NgramLM::word_id(const std::string& word) const {
 
 double NgramLM::score(const std::vector<int>& context, int word) const {
   double total = 0.0;
-  for (size_t start = 0; start <= context.size(); ++start) {
-    auto p = prob_.find(key(context, start, context.size(), word));
-    if (p != prob_.end()) return total + p->second;
-    auto b = backoff_.find(key(context, start, context.size(), -1));
-    total += b == backoff_.end() ? 0.0 : b->second;
+  size_t first = context.size() + 1 > static_cast<size_t>(order_) ? context.size() + 1 - order_ : 0;
+  for (size_t start = first; start < context.size(); ++start) {
+    int64_t h = index(context, start, context.size());
+    if (h < 0) continue;  // an unseen history has no n-grams and no back-off weight (ln 1 = 0)
+    size_t length = context.size() - start;
+    const Order& level = higher_[length - 1];
+    int64_t p = level.find(key(h, word));
+    if (p >= 0) return total + level.prob[p];
+    total += length == 1 ? unigram_backoff_[h] : higher_[length - 2].backoff[h];
   }
-  return total + prob_.at(key({}, 0, 0, kUnk));
+  return total + unigram_prob_[word];
 }
 
 std::vector<int> NgramLM::next_context(const std::vector<int>& context, int word) const {
@@ -99,9 +137,10 @@ NgramLM NgramLM::load(const std::string& directory) {
   const std::string arpa_path = directory + "/" + name;
   std::ifstream in(arpa_path, std::ios::binary);
   if (!in) fail(arpa_path + ": missing; lm.json names it as the LM");
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  const std::string data = buffer.str();
+  in.seekg(0, std::ios::end);
+  std::string data(static_cast<size_t>(in.tellg()), '\0');  // read once, no stream buffer copy
+  in.seekg(0, std::ios::beg);
+  in.read(data.data(), static_cast<std::streamsize>(data.size()));
   if (static_cast<double>(data.size()) != arpa_info["bytes"].number) {
     fail(arpa_path + ": " + std::to_string(data.size()) + " bytes, lm.json records " +
          std::to_string(static_cast<long long>(arpa_info["bytes"].number)) +
@@ -117,25 +156,27 @@ NgramLM NgramLM::load(const std::string& directory) {
   NgramLM lm;
   lm.path = arpa_path;
   lm.order_ = static_cast<int>(order.number);
-  std::vector<std::string> lines = split(data, '\n');
-  size_t i = 0;
-  auto where = [&](size_t line) { return arpa_path + ":" + std::to_string(line + 1); };
-  while (i < lines.size() && trim(lines[i]).empty()) ++i;
-  if (i == lines.size() || trim(lines[i]) != "\\data\\") fail(arpa_path + ": expected an ARPA language model starting with \\data\\");
-  ++i;
+  Lines lines{data, arpa_path};
+  std::string line;
+  lines.skip_blank();
+  if (!lines.next(&line) || trim(line) != "\\data\\") fail(arpa_path + ": expected an ARPA language model starting with \\data\\");
   std::vector<long> declared;
-  while (i < lines.size() && lines[i].compare(0, 6, "ngram ") == 0) {
-    std::vector<std::string> parts = split(lines[i].substr(6), '=');
+  while (true) {
+    Lines before = lines;
+    if (!lines.next(&line) || line.compare(0, 6, "ngram ") != 0) {
+      lines = before;
+      break;
+    }
+    std::vector<std::string> parts = split(line.substr(6), '=');
     char* end1 = nullptr;
     char* end2 = nullptr;
     long n = parts.size() == 2 ? std::strtol(parts[0].c_str(), &end1, 10) : -1;
     long count = parts.size() == 2 ? std::strtol(parts[1].c_str(), &end2, 10) : -1;
     if (parts.size() != 2 || *end1 != '\0' || *end2 != '\0' || count < 0 ||
         n != static_cast<long>(declared.size()) + 1) {
-      fail(where(i) + ": expected 'ngram N=COUNT'");
+      fail(lines.where() + ": expected 'ngram N=COUNT'");
     }
     declared.push_back(count);
-    ++i;
   }
   if (static_cast<int>(declared.size()) != lm.order_) {
     fail(arpa_path + ": " + std::to_string(declared.size()) + " orders declared, lm.json says " +
@@ -143,44 +184,87 @@ NgramLM NgramLM::load(const std::string& directory) {
   }
   lm.words_ = {"<unk>", "<s>", "</s>"};
   for (int k = 0; k < 3; ++k) lm.ids_[lm.words_[k]] = k;
+  std::vector<double> uni_prob(3), uni_backoff(3, 0.0);
+  std::vector<bool> has_unigram(3, false);
   for (int n = 1; n <= lm.order_; ++n) {
-    while (i < lines.size() && trim(lines[i]).empty()) ++i;
-    if (i == lines.size() || trim(lines[i]) != "\\" + std::to_string(n) + "-grams:") {
-      fail(where(i) + ": expected \\" + std::to_string(n) + "-grams: (a truncated or damaged ARPA file)");
+    lines.skip_blank();
+    if (!lines.next(&line) || trim(line) != "\\" + std::to_string(n) + "-grams:") {
+      fail(lines.where() + ": expected \\" + std::to_string(n) + "-grams: (a truncated or damaged ARPA file)");
     }
-    ++i;
-    for (long c = 0; c < declared[n - 1]; ++c, ++i) {
-      std::vector<std::string> fields = i < lines.size() ? split(lines[i], '\t') : std::vector<std::string>{};
+    std::vector<uint64_t> keys;
+    std::vector<double> prob, backoff;
+    for (long c = 0; c < declared[n - 1]; ++c) {
+      bool got = lines.next(&line);
+      std::vector<std::string> fields = got ? split(line, '\t') : std::vector<std::string>{};
       std::vector<std::string> gram = fields.size() >= 2 ? split(fields[1], ' ') : std::vector<std::string>{};
       if ((fields.size() != 2 && fields.size() != 3) || static_cast<int>(gram.size()) != n) {
-        fail(where(i) + ": expected 'LOG10PROB<TAB>" + std::to_string(n) +
+        fail(lines.where() + ": expected 'LOG10PROB<TAB>" + std::to_string(n) +
              " words[<TAB>BACKOFF]' (a truncated or damaged ARPA file)");
       }
       double p = 0.0, b = 0.0;
       if (!parse_double(fields[0], &p) || (fields.size() == 3 && !parse_double(fields[2], &b))) {
-        fail(where(i) + ": expected numbers");
+        fail(lines.where() + ": expected numbers");
+      }
+      p *= kLn10;
+      b = fields.size() == 3 ? b * kLn10 : 0.0;
+      if (n == 1) {
+        auto it = lm.ids_.find(gram[0]);
+        if (it == lm.ids_.end()) {
+          it = lm.ids_.emplace(gram[0], static_cast<int>(lm.words_.size())).first;
+          lm.words_.push_back(gram[0]);
+          uni_prob.push_back(0.0);
+          uni_backoff.push_back(0.0);
+          has_unigram.push_back(false);
+        }
+        uni_prob[it->second] = p;
+        uni_backoff[it->second] = b;
+        has_unigram[it->second] = true;
+        continue;
       }
       std::vector<int> ids;
       for (const std::string& w : gram) {
         auto it = lm.ids_.find(w);
-        if (it == lm.ids_.end()) {
-          if (n != 1) fail(where(i) + ": a word that is not a unigram of the model");
-          lm.ids_[w] = static_cast<int>(lm.words_.size());
-          lm.words_.push_back(w);
-          it = lm.ids_.find(w);
-        }
+        if (it == lm.ids_.end()) fail(lines.where() + ": a word that is not a unigram of the model");
         ids.push_back(it->second);
       }
-      std::string k = key(ids, 0, ids.size(), -1);
-      lm.prob_[k] = p * kLn10;
-      if (fields.size() == 3) lm.backoff_[k] = b * kLn10;
+      int64_t prefix = lm.index(ids, 0, ids.size() - 1);
+      if (prefix < 0) {
+        fail(lines.where() + ": the " + std::to_string(n) + "-gram's first " + std::to_string(n - 1) +
+             " words are not an n-gram of the model; expected an ARPA file closed under prefixes");
+      }
+      keys.push_back(lm.key(prefix, ids.back()));
+      prob.push_back(p);
+      backoff.push_back(b);
     }
+    if (n == 1) continue;
+    std::vector<size_t> by_key(keys.size());
+    for (size_t k = 0; k < by_key.size(); ++k) by_key[k] = k;
+    std::stable_sort(by_key.begin(), by_key.end(), [&](size_t a, size_t b) { return keys[a] < keys[b]; });
+    Order level;
+    level.keys.reserve(keys.size());
+    level.prob.reserve(keys.size());
+    level.backoff.reserve(keys.size());
+    for (size_t k : by_key) {
+      if (!level.keys.empty() && level.keys.back() == keys[k]) {
+        fail(arpa_path + ": a " + std::to_string(n) + "-gram is written twice; expected each n-gram once");
+      }
+      level.keys.push_back(keys[k]);
+      level.prob.push_back(prob[k]);
+      level.backoff.push_back(backoff[k]);
+    }
+    lm.higher_.push_back(std::move(level));
   }
-  while (i < lines.size() && trim(lines[i]).empty()) ++i;
-  if (i == lines.size() || trim(lines[i]) != "\\end\\") fail(arpa_path + ": missing \\end\\ (a truncated or damaged ARPA file)");
-  if (lm.prob_.find(key({}, 0, 0, kUnk)) == lm.prob_.end()) {
+  lines.skip_blank();
+  if (!lines.next(&line) || trim(line) != "\\end\\") fail(arpa_path + ": missing \\end\\ (a truncated or damaged ARPA file)");
+  if (!has_unigram[kUnk]) {
     fail(arpa_path + ": no <unk> unigram; expected a model with an open vocabulary (as `allinone lm build` writes)");
   }
+  // a word without a unigram line (only <s> or </s> can be one) scores as <unk>, as a back-off to nothing would
+  for (size_t w = 0; w < uni_prob.size(); ++w) {
+    if (!has_unigram[w]) uni_prob[w] = uni_prob[kUnk];
+  }
+  lm.unigram_prob_ = std::move(uni_prob);
+  lm.unigram_backoff_ = std::move(uni_backoff);
   return lm;
 }
 
