@@ -3,6 +3,7 @@ beam-search transcripts, and both refuse a damaged LM with one line (issue 15)."
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -17,6 +18,7 @@ from allinone_runtime.beam import DecoderOptions
 from allinone_runtime.cpp import build_runner
 from allinone_runtime.errors import RuntimeInputError
 from allinone_runtime.transcribe import Transcriber
+from test_lm import _TINY_ARPA, ARPA_OUTSIDE_THE_RULES
 from test_runtime import SAMPLE, build_runtime_bundles
 
 pytestmark = pytest.mark.slow  # trains and lowers the tiny runtime bundles, builds the runner, TTS corpus
@@ -132,6 +134,46 @@ def test_damaged_lm_in_a_bundle_is_refused_by_both_runtimes(lm_bundle, runner, t
     assert cli.returncode == 2 and len(cli.stderr.strip().splitlines()) == 1 and "lm.arpa" in cli.stderr
     # --greedy still works: the model is fine, only the LM is damaged
     assert _cpp(runner, bad, SAMPLE, "--greedy").returncode == 0
+
+
+def _with_arpa(bundle: Path, out: Path, arpa: str) -> Path:
+    """A copy of `bundle` whose LM is `arpa`, with lm.json and the manifest recording its true bytes and sha256
+    (so both runtimes get past the checksums and parse it)."""
+    shutil.copytree(bundle, out)
+    data = arpa.encode()
+    (out / "lm" / "lm.arpa").write_bytes(data)
+    meta = json.loads((out / "lm" / "lm.json").read_text())
+    meta["arpa"].update(bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
+    (out / "lm" / "lm.json").write_text(json.dumps(meta))
+    manifest = json.loads((out / "manifest.json").read_text())
+    for entry in manifest["decoder"]["lm"]["files"]:
+        content = (out / entry["file"]).read_bytes()
+        entry.update(bytes=len(content), sha256=hashlib.sha256(content).hexdigest())
+    manifest["decoder"]["lm"]["bytes"] = sum(e["bytes"] for e in manifest["decoder"]["lm"]["files"])
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    return out
+
+
+def test_a_hand_written_arpa_reads_the_same_in_both_runtimes(lm_bundle, runner, tmp_path):
+    """Unsorted n-grams, missing back-off fields: the two parsers build the same model (same transcripts)."""
+    bundle = _with_arpa(lm_bundle, tmp_path / "tiny", _TINY_ARPA)
+    done = _cpp(runner, bundle, SAMPLE, "--oov-penalty", "-1")
+    assert done.returncode == 0, done.stderr
+    python = Transcriber(bundle, threads=1, decoder_overrides={"oov_penalty": -1.0}).transcribe(SAMPLE).text
+    assert done.stdout.strip() == python and python
+
+
+@pytest.mark.parametrize("damage", sorted(ARPA_OUTSIDE_THE_RULES))
+def test_an_arpa_outside_the_back_off_rules_is_refused_by_both_runtimes(lm_bundle, runner, tmp_path, damage):
+    import re
+
+    arpa, match = ARPA_OUTSIDE_THE_RULES[damage]
+    bundle = _with_arpa(lm_bundle, tmp_path / "bad", arpa)
+    with pytest.raises(RuntimeInputError, match=match):
+        Transcriber(bundle)
+    done = _cpp(runner, bundle, SAMPLE)
+    errors = [line for line in done.stderr.splitlines() if "error" in line]
+    assert done.returncode == 2 and len(errors) == 1 and re.search(match, errors[0]), done.stderr
 
 
 def test_bench_times_beam_decoding_apart_from_the_network_in_both_runtimes(lm_bundle, runner, tmp_path):

@@ -166,18 +166,25 @@ def test_scores_follow_the_arpa_back_off_rule():
     assert lm.ngrams(3) == [(bos, a, b)] and sorted(lm.ngrams(2)) == sorted([(bos, a), (a, b), (b, eos)])
 
 
-@pytest.mark.parametrize("damage", ["open prefix", "repeated"])
+# ARPA text that breaks the back-off rules, and the refusal both runtimes give (tests/test_beam_cpp.py, C++)
+ARPA_OUTSIDE_THE_RULES = {
+    # "<s> a b" without "<s> a": the trigram's back-off context is missing
+    "open prefix": (_TINY_ARPA.replace("ngram 2=3", "ngram 2=2").replace("-0.2\t<s> a\t-0.1\n", ""),
+                    "lm.arpa:1[0-9]: the 3-gram's first 2 words are not an n-gram of the model"),
+    "repeated 2-gram": (_TINY_ARPA.replace("ngram 2=3", "ngram 2=4").replace("-0.05\tb </s>", "-0.05\tb </s>\n-0.2\t<s> a"),
+                        "lm.arpa: a 2-gram is written twice"),
+    "repeated unigram": (_TINY_ARPA.replace("ngram 1=5", "ngram 1=6").replace("-0.6\tb\t-0.4", "-0.6\tb\t-0.4\n-0.3\ta"),
+                         "lm.arpa:[0-9]+: the unigram 'a' is written twice"),
+}
+
+
+@pytest.mark.parametrize("damage", sorted(ARPA_OUTSIDE_THE_RULES))
 def test_an_arpa_outside_the_back_off_rules_is_refused_with_one_line(damage):
     from allinone_runtime.ngram import parse_arpa
 
-    if damage == "open prefix":  # "<s> a b" without "<s> a": the trigram's back-off context is missing
-        text, match = _TINY_ARPA.replace("ngram 2=3", "ngram 2=2").replace("-0.2\t<s> a\t-0.1\n", ""), \
-            "tiny.arpa:1[0-9]: the 3-gram's first 2 words are not an n-gram of the model"
-    else:
-        text, match = _TINY_ARPA.replace("ngram 2=3", "ngram 2=4").replace("-0.05\tb </s>", "-0.05\tb </s>\n-0.2\t<s> a"), \
-            "tiny.arpa: a 2-gram is written twice"
+    text, match = ARPA_OUTSIDE_THE_RULES[damage]
     with pytest.raises(RuntimeInputError, match=match) as err:
-        parse_arpa(text.encode(), "tiny.arpa", 3)
+        parse_arpa(text.encode(), "lm.arpa", 3)
     assert "\n" not in str(err.value)
 
 

@@ -360,12 +360,12 @@ def test_decoder_cost_counts_the_lm_files_and_the_decoder_memory(lm_dir):
     cost = decoder_cost(lm_dir, beam=8)
     assert cost.lm_bytes == files and cost.beam == 8
     assert cost.words == len(load_lm(lm_dir).words)  # the unigrams, <s> </s> <unk> included
-    # decoding dominates for a small LM of many words; loading (3.7 bytes per file byte) for a large one
+    # decoding dominates for a small LM of many words; loading (3.3 bytes per file byte) for a large one
     decoding = (DECODER_BYTES_PER_LM_BYTE * files + DECODER_BYTES_PER_WORD * cost.words + DECODER_WORKING_BYTES
                 + 8 * DECODER_BYTES_PER_HYPOTHESIS)
     assert cost.peak_bytes == math.ceil(decoding)
     assert decoder_cost(lm_dir, beam=16).peak_bytes - cost.peak_bytes == 8 * DECODER_BYTES_PER_HYPOTHESIS
-    assert decoder_peak_bytes(100 * MIB, 10_000, 8) == math.ceil(3.7 * 100 * MIB + 200 * 10_000)
+    assert decoder_peak_bytes(100 * MIB, 10_000, 8) == math.ceil(3.3 * 100 * MIB + 230 * 10_000)
 
 
 def test_the_lm_and_decoder_count_in_the_budgets(lm_dir):

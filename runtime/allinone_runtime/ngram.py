@@ -33,6 +33,7 @@ LM_FORMAT_VERSION = 1
 LM_KIND = "allinone-lm"
 LN10 = 2.302585092994046  # ln(10) as a double literal, written the same in ngram.cpp
 MAX_LM_BYTES = 1 << 30
+_BLANK = " \t\r\n\f\v"  # the whitespace C++'s trim() strips (str.strip() would also strip Unicode spaces)
 
 
 @dataclass
@@ -41,7 +42,8 @@ class _Order:
 
     keys: array = field(default_factory=lambda: array("q"))
     prob: array = field(default_factory=lambda: array("d"))  # ln p
-    backoff: array = field(default_factory=lambda: array("d"))  # ln back-off weight; 0.0 where none is written
+    backoff: array = field(default_factory=lambda: array("d"))  # ln back-off weight (0.0 where none is written);
+    # empty at the top order, whose n-grams are never histories
 
     def find(self, key: int) -> int:
         j = bisect_left(self.keys, key)
@@ -84,6 +86,7 @@ class NgramLM:
     def score(self, context: tuple[int, ...], word: int) -> float:
         """ln p(word | context), backing off; `context` holds at most order-1 ids, oldest first."""
         total = 0.0
+        # histories longer than order-1 words are never held (next_context keeps order-1), so they are skipped
         for start in range(max(0, len(context) - self.order + 1), len(context)):
             history = context[start:]
             h = self._index(history)
@@ -199,7 +202,8 @@ def _sorted_order(keys: array, prob: array, backoff: array, lines: _Lines, n: in
     level = _Order()
     level.keys.frombytes(sorted_keys.tobytes())
     level.prob.frombytes(np.frombuffer(prob, dtype=np.float64)[by_key].tobytes())
-    level.backoff.frombytes(np.frombuffer(backoff, dtype=np.float64)[by_key].tobytes())
+    if len(backoff):
+        level.backoff.frombytes(np.frombuffer(backoff, dtype=np.float64)[by_key].tobytes())
     return level
 
 
@@ -214,7 +218,7 @@ def parse_arpa(data: bytes, where: str, order: int) -> NgramLM:
     lines = _Lines(data, where)
     lines.peek_blank()
     line = lines.next()
-    if line is None or line.strip() != "\\data\\":
+    if line is None or line.strip(_BLANK) != "\\data\\":
         raise RuntimeInputError(f"{where}: expected an ARPA language model starting with \\data\\")
     declared: list[int] = []
     while True:
@@ -240,7 +244,7 @@ def parse_arpa(data: bytes, where: str, order: int) -> NgramLM:
     for n in range(1, order + 1):
         lines.peek_blank()
         line = lines.next()
-        if line is None or line.strip() != f"\\{n}-grams:":
+        if line is None or line.strip(_BLANK) != f"\\{n}-grams:":
             raise lines.error(f"expected \\{n}-grams: (a truncated or damaged ARPA file)")
         keys, prob, backoff = array("q"), array("d"), array("d")
         for _ in range(declared[n - 1]):
@@ -259,6 +263,8 @@ def parse_arpa(data: bytes, where: str, order: int) -> NgramLM:
                 if gram[0] not in ids:
                     ids[gram[0]] = len(words)
                     words.append(gram[0])
+                if ids[gram[0]] in uni_prob:
+                    raise lines.error(f"the unigram {gram[0]!r} is written twice; expected each n-gram once")
                 uni_prob[ids[gram[0]]] = p
                 uni_backoff[ids[gram[0]]] = b
                 continue
@@ -274,12 +280,13 @@ def parse_arpa(data: bytes, where: str, order: int) -> NgramLM:
                                       f"expected an ARPA file closed under prefixes")
             keys.append(prefix * len(words) + gram_ids[-1])
             prob.append(p)
-            backoff.append(b)
+            if n < order:  # the top order's n-grams are never histories: no back-off weight is read
+                backoff.append(b)
         if n > 1:
             higher.append(_sorted_order(keys, prob, backoff, lines, n))
     lines.peek_blank()
     line = lines.next()
-    if line is None or line.strip() != "\\end\\":
+    if line is None or line.strip(_BLANK) != "\\end\\":
         raise RuntimeInputError(f"{where}: missing \\end\\ (a truncated or damaged ARPA file)")
     if ids["<unk>"] not in uni_prob:
         raise RuntimeInputError(f"{where}: no <unk> unigram; expected a model with an open vocabulary "

@@ -138,14 +138,15 @@ NgramLM NgramLM::load(const std::string& directory) {
   std::ifstream in(arpa_path, std::ios::binary);
   if (!in) fail(arpa_path + ": missing; lm.json names it as the LM");
   in.seekg(0, std::ios::end);
-  std::string data(static_cast<size_t>(in.tellg()), '\0');  // read once, no stream buffer copy
-  in.seekg(0, std::ios::beg);
-  in.read(data.data(), static_cast<std::streamsize>(data.size()));
-  if (static_cast<double>(data.size()) != arpa_info["bytes"].number) {
-    fail(arpa_path + ": " + std::to_string(data.size()) + " bytes, lm.json records " +
-         std::to_string(static_cast<long long>(arpa_info["bytes"].number)) +
+  const std::streamoff size = in.tellg();
+  if (size < 0 || static_cast<double>(size) != arpa_info["bytes"].number) {
+    fail(arpa_path + ": " + (size < 0 ? std::string("not a regular file") : std::to_string(size) + " bytes") +
+         ", lm.json records " + std::to_string(static_cast<long long>(arpa_info["bytes"].number)) +
          "; the file is truncated or was replaced (rebuild it with `allinone lm build`)");
   }
+  std::string data(static_cast<size_t>(size), '\0');  // read once, no stream buffer copy
+  in.seekg(0, std::ios::beg);
+  if (!in.read(data.data(), size)) fail(arpa_path + ": could not be read");
   std::string expected = arpa_info["sha256"].string;
   for (char& c : expected) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   if (sha256_file(arpa_path) != expected) {
@@ -216,6 +217,9 @@ NgramLM NgramLM::load(const std::string& directory) {
           uni_backoff.push_back(0.0);
           has_unigram.push_back(false);
         }
+        if (has_unigram[it->second]) {
+          fail(lines.where() + ": the unigram '" + gram[0] + "' is written twice; expected each n-gram once");
+        }
         uni_prob[it->second] = p;
         uni_backoff[it->second] = b;
         has_unigram[it->second] = true;
@@ -234,7 +238,7 @@ NgramLM NgramLM::load(const std::string& directory) {
       }
       keys.push_back(lm.key(prefix, ids.back()));
       prob.push_back(p);
-      backoff.push_back(b);
+      if (n < lm.order_) backoff.push_back(b);  // the top order's n-grams are never histories
     }
     if (n == 1) continue;
     std::vector<size_t> by_key(keys.size());
@@ -243,14 +247,14 @@ NgramLM NgramLM::load(const std::string& directory) {
     Order level;
     level.keys.reserve(keys.size());
     level.prob.reserve(keys.size());
-    level.backoff.reserve(keys.size());
+    level.backoff.reserve(backoff.size());
     for (size_t k : by_key) {
       if (!level.keys.empty() && level.keys.back() == keys[k]) {
         fail(arpa_path + ": a " + std::to_string(n) + "-gram is written twice; expected each n-gram once");
       }
       level.keys.push_back(keys[k]);
       level.prob.push_back(prob[k]);
-      level.backoff.push_back(backoff[k]);
+      if (!backoff.empty()) level.backoff.push_back(backoff[k]);
     }
     lm.higher_.push_back(std::move(level));
   }
