@@ -328,14 +328,14 @@ def write_report(args, recipe: Recipe, work: Path, aio: dict, twins: dict, costs
                   + ". Read the compression target as met only against the individually trained baseline.", ""]
     catalog = Path(args.checkpoint) / "catalog.json"
     plot = Path(args.out).with_name(Path(args.out).stem + "_wer_vs_size.png")
-    stale = None
-    try:
-        if catalog.is_file():
+    current = catalog.is_file()
+    if current:
+        try:
             checkpoint_catalog(args.checkpoint)  # its WERs must be these weights'
-    except BadInputError as err:
-        stale = err
-        lines += ["## WER vs size of the nested systems", "", f"Not shown: {err}", ""]
-    if catalog.is_file() and stale is None:
+        except BadInputError as err:
+            current = False
+            lines += ["## WER vs size of the nested systems", "", f"Not shown: {err}", ""]
+    if current:
         n = plot_wer_vs_size(catalog, list(recipe.targets), full_bytes, plot)
         entries = [e for e in json.loads(catalog.read_text())["entries"] if e.get("wer") is not None]
         small = sorted((e for e in entries if full_bytes / e["weight_bytes"] >= 12.8), key=lambda e: e["wer"])

@@ -20,6 +20,7 @@ import hashlib
 import json
 from array import array
 from bisect import bisect_left
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,6 +51,17 @@ class _Order:
         return j if j < len(self.keys) and self.keys[j] == key else -1
 
 
+def _position(higher: list[_Order], size: int, gram: Sequence[int]) -> int:
+    """Position of a non-empty n-gram (word ids) in its order's arrays (the word id for one word), or -1 if the
+    model does not hold it; `size` is the number of words."""
+    index = gram[0]
+    for level, word in enumerate(gram[1:]):
+        index = higher[level].find(index * size + word)
+        if index < 0:
+            return -1
+    return index
+
+
 @dataclass
 class NgramLM:
     """A back-off word n-gram model. Word ids index `words`; id 0 is `<unk>`, 1 is `<s>`, 2 is `</s>`."""
@@ -61,8 +73,6 @@ class NgramLM:
     unigram_prob: array  # ln p(word), indexed by word id
     unigram_backoff: array  # ln back-off weight of the one-word history, indexed by word id
     higher: list[_Order]  # orders 2..order
-    arpa_bytes: int
-    arpa_sha256: str
 
     UNK, BOS, EOS = 0, 1, 2
 
@@ -74,22 +84,13 @@ class NgramLM:
     def word_id(self, word: str) -> int:
         return self.ids.get(word, self.UNK)
 
-    def _index(self, gram: tuple[int, ...]) -> int:
-        """Position of a non-empty n-gram in its order's arrays, or -1 if the model does not hold it."""
-        index = gram[0]
-        for level, word in enumerate(gram[1:]):
-            index = self.higher[level].find(index * len(self.words) + word)
-            if index < 0:
-                return -1
-        return index
-
     def score(self, context: tuple[int, ...], word: int) -> float:
         """ln p(word | context), backing off; `context` holds at most order-1 ids, oldest first."""
         total = 0.0
         # histories longer than order-1 words are never held (next_context keeps order-1), so they are skipped
         for start in range(max(0, len(context) - self.order + 1), len(context)):
             history = context[start:]
-            h = self._index(history)
+            h = _position(self.higher, len(self.words), history)
             if h < 0:  # an unseen history has no n-grams and no back-off weight (ln 1 = 0)
                 continue
             level = self.higher[len(history) - 1]
@@ -166,11 +167,13 @@ class _Lines:
     def __init__(self, data: bytes, where: str):
         self.data, self.where, self.pos, self.number = data, where, 0, 0
 
-    def peek_blank(self) -> None:
-        """Skip blank lines."""
+    def _end(self) -> int:
+        end = self.data.find(b"\n", self.pos)
+        return len(self.data) if end < 0 else end
+
+    def skip_blank(self) -> None:
         while self.pos < len(self.data):
-            end = self.data.find(b"\n", self.pos)
-            end = len(self.data) if end < 0 else end
+            end = self._end()
             if self.data[self.pos:end].strip():
                 return
             self.pos, self.number = end + 1, self.number + 1
@@ -179,8 +182,7 @@ class _Lines:
         """The next line without its newline, or None at the end of the data."""
         if self.pos >= len(self.data):
             return None
-        end = self.data.find(b"\n", self.pos)
-        end = len(self.data) if end < 0 else end
+        end = self._end()
         raw, self.pos = self.data[self.pos:end], end + 1
         self.number += 1
         try:
@@ -216,7 +218,7 @@ def load_lm(directory: str | Path) -> NgramLM:
 def parse_arpa(data: bytes, where: str, order: int) -> NgramLM:
     """Parse ARPA text; every n-gram's words must be unigrams of the model, and its prefix an n-gram of it."""
     lines = _Lines(data, where)
-    lines.peek_blank()
+    lines.skip_blank()
     line = lines.next()
     if line is None or line.strip(_BLANK) != "\\data\\":
         raise RuntimeInputError(f"{where}: expected an ARPA language model starting with \\data\\")
@@ -242,7 +244,7 @@ def parse_arpa(data: bytes, where: str, order: int) -> NgramLM:
     uni_backoff: dict[int, float] = {}
     higher: list[_Order] = []
     for n in range(1, order + 1):
-        lines.peek_blank()
+        lines.skip_blank()
         line = lines.next()
         if line is None or line.strip(_BLANK) != f"\\{n}-grams:":
             raise lines.error(f"expected \\{n}-grams: (a truncated or damaged ARPA file)")
@@ -272,19 +274,17 @@ def parse_arpa(data: bytes, where: str, order: int) -> NgramLM:
                 gram_ids = [ids[w] for w in gram]
             except KeyError:
                 raise lines.error("a word that is not a unigram of the model") from None
-            prefix = gram_ids[0]
-            for level, word in enumerate(gram_ids[1:-1]):
-                prefix = higher[level].find(prefix * len(words) + word)
-                if prefix < 0:
-                    raise lines.error(f"the {n}-gram's first {n - 1} words are not an n-gram of the model; "
-                                      f"expected an ARPA file closed under prefixes")
+            prefix = _position(higher, len(words), gram_ids[:-1])
+            if prefix < 0:
+                raise lines.error(f"the {n}-gram's first {n - 1} words are not an n-gram of the model; "
+                                  f"expected an ARPA file closed under prefixes")
             keys.append(prefix * len(words) + gram_ids[-1])
             prob.append(p)
             if n < order:  # the top order's n-grams are never histories: no back-off weight is read
                 backoff.append(b)
         if n > 1:
             higher.append(_sorted_order(keys, prob, backoff, lines, n))
-    lines.peek_blank()
+    lines.skip_blank()
     line = lines.next()
     if line is None or line.strip(_BLANK) != "\\end\\":
         raise RuntimeInputError(f"{where}: missing \\end\\ (a truncated or damaged ARPA file)")
@@ -295,4 +295,4 @@ def parse_arpa(data: bytes, where: str, order: int) -> NgramLM:
     unk = uni_prob[ids["<unk>"]]
     unigram_prob = array("d", (uni_prob.get(w, unk) for w in range(len(words))))
     unigram_backoff = array("d", (uni_backoff.get(w, 0.0) for w in range(len(words))))
-    return NgramLM(Path(where), order, words, ids, unigram_prob, unigram_backoff, higher, len(data), _sha256(data))
+    return NgramLM(Path(where), order, words, ids, unigram_prob, unigram_backoff, higher)
