@@ -35,6 +35,7 @@ in beam order, exactly as beam.cpp does, so the sums round alike.
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from collections.abc import Sequence
@@ -46,6 +47,7 @@ import numpy as np
 
 from allinone_runtime.ctc import WORD_START
 from allinone_runtime.errors import RuntimeInputError
+from allinone_runtime.lexicon import Lexicon
 from allinone_runtime.ngram import NgramLM
 
 __all__ = ["DecoderOptions", "Hotword", "BeamDecoder", "read_hotwords", "parse_hotwords", "DEFAULT_HOTWORD_BOOST"]
@@ -180,19 +182,14 @@ class BeamDecoder:
             else:
                 self.kinds.append(_CONTINUE)
                 self.texts.append(symbol)
+        self.encoded = [t.encode("utf-8") for t in self.texts]  # what the byte trie walks
         pieces = {t for t in self.texts if t}
         unspellable = [w for w in lm.vocabulary if not _spellable(w, pieces)]
         if unspellable:
             raise RuntimeInputError(f"{lm.path}: {len(unspellable)} of {len(lm.vocabulary)} LM words cannot be "
                                     f"spelled with the model's units (e.g. {', '.join(map(repr, unspellable[:3]))}); "
                                     f"expected an LM built from text in the model's alphabet")
-        # byte trie: children per node, LM word id at a word's end node (-1: none), hotword bonus per node
-        self.children: list[dict[int, int]] = [{}]
-        self.word_at: list[int] = [-1]
-        self.hot: list[float] = [0.0]
-        self.hot_word: list[float] = [0.0]
-        for word in lm.vocabulary:
-            self._insert(word, lm.word_id(word), 0.0)
+        hot_entries: list[tuple[str, int, float]] = []
         self.skipped_hotwords: list[tuple[str, str]] = []  # (phrase, characters the units cannot spell)
         alphabet = {c for p in pieces for c in p}
         for hw in hotwords:
@@ -202,46 +199,23 @@ class BeamDecoder:
                 missing = "".join(dict.fromkeys(c for w in unspellable for c in w if c not in alphabet))
                 self.skipped_hotwords.append((hw.phrase, missing or "(no spelling)"))
                 continue
-            for word in words:
-                self._insert(word, lm.word_id(word), hw.boost)
+            hot_entries.extend((word, lm.word_id(word), hw.boost) for word in words)
+        lm_entries = ((word, word_id, 0.0) for word_id, word in enumerate(lm.vocabulary, 3))
+        self.lexicon = Lexicon(itertools.chain(lm_entries, hot_entries))
         # closing units (a space, a word-start piece) and what appending a word-start piece's text at the root costs
         self._closing = np.flatnonzero([k in (_SPACE, _WORD_START) for k in self.kinds])
         self._closing_penalty = self._closing_penalties()
         self._extendable = np.asarray([k != _SPECIAL for k in self.kinds])
         self._node_tables: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # trie node -> _node_table, as visited
-        self._any_hot = any(self.hot)
+        self._any_hot = any(self.lexicon.hot.values())
         self._no_bonus = np.zeros(len(self.vocab))
         self._lm_scores: dict[tuple[tuple[int, ...], int], float] = {}  # (context, word) -> LM score, per decode
 
     def _closing_penalties(self) -> np.ndarray:
         """Per closing unit: 0.0, or the OOV penalty (NaN: dropped) when its text leaves the trie from the root."""
         leave = math.nan if self.options.oov_penalty is None else self.options.oov_penalty
-        return np.asarray([leave if k == _WORD_START and t and self._walk(0, t) < 0 else 0.0
-                           for k, t in zip(self.kinds, self.texts) if k in (_SPACE, _WORD_START)])
-
-    def _insert(self, word: str, word_id: int, boost: float) -> None:
-        node = 0
-        data = word.encode("utf-8")
-        for depth, byte in enumerate(data, 1):
-            nxt = self.children[node].get(byte)
-            if nxt is None:
-                nxt = len(self.children)
-                self.children[node][byte] = nxt
-                self.children.append({})
-                self.word_at.append(-1)
-                self.hot.append(0.0)
-                self.hot_word.append(0.0)
-            node = nxt
-            self.hot[node] = max(self.hot[node], boost * depth)
-        self.word_at[node] = word_id
-        self.hot_word[node] = max(self.hot_word[node], boost * len(data))
-
-    def _walk(self, node: int, text: str) -> int:
-        for byte in text.encode("utf-8"):
-            if node < 0:
-                return -1
-            node = self.children[node].get(byte, -1)
-        return node
+        return np.asarray([leave if k == _WORD_START and t and self.lexicon.walk(0, t) < 0 else 0.0
+                           for k, t in zip(self.kinds, self.encoded) if k in (_SPACE, _WORD_START)])
 
     def _close(self, state: _State) -> _State | None:
         """Close the partial word; None if the lexicon is strict and the word is not in it."""
@@ -259,7 +233,7 @@ class BeamDecoder:
         the word is not in it."""
         o = self.options
         score = state.score
-        word_id = self.word_at[state.node] if state.node >= 0 else -1
+        word_id = self.lexicon.word_at[state.node] if state.node >= 0 else -1
         if word_id < 0:
             if o.oov_penalty is None:
                 return None
@@ -267,15 +241,16 @@ class BeamDecoder:
                 score += o.oov_penalty  # a prefix of lexicon words, but not a word: penalised now
             word_id = NgramLM.UNK
         else:
-            score += self.hot_word[state.node]
+            score += self.lexicon.hot_word.get(state.node, 0.0)
         lm = self._lm_scores.get((state.context, word_id))
         if lm is None:
             lm = self._lm_scores[(state.context, word_id)] = self.lm.score(state.context, word_id)
         score += o.lm_weight * lm + o.word_bonus
         return score, word_id
 
-    def _append(self, state: _State, text: str, frame: int) -> _State | None:
-        node = self._walk(state.node, text)
+    def _append(self, state: _State, unit: int, frame: int) -> _State | None:
+        text = self.texts[unit]
+        node = self.lexicon.walk(state.node, self.encoded[unit])
         score = state.score
         if node < 0 <= state.node:
             if self.options.oov_penalty is None:
@@ -292,7 +267,7 @@ class BeamDecoder:
             state = self._close(state)
             if state is None:
                 return None
-        return self._append(state, self.texts[unit], frame) if self.texts[unit] else state
+        return self._append(state, unit, frame) if self.texts[unit] else state
 
     def _unit_scores(self, state: _State) -> tuple[np.ndarray, np.ndarray]:
         """For every unit u: the score of `_advance(state, u)` (NaN where u is special or the state would be
@@ -313,14 +288,14 @@ class BeamDecoder:
             o = self.options
             leave = NEG_INF if o.oov_penalty is None else o.oov_penalty
             penalty, bonus = np.full(len(self.vocab), math.nan), np.zeros(len(self.vocab))
-            for u, (kind, text) in enumerate(zip(self.kinds, self.texts)):
+            for u, (kind, text) in enumerate(zip(self.kinds, self.encoded)):
                 if kind == _CONTINUE:
-                    nxt = self._walk(node, text) if node >= 0 else -1
+                    nxt = self.lexicon.walk(node, text) if node >= 0 else -1
                     penalty[u] = leave if nxt < 0 <= node else 0.0
-                    bonus[u] = self.hot[nxt] if nxt >= 0 else 0.0
+                    bonus[u] = self.lexicon.hot.get(nxt, 0.0)
                 elif kind == _WORD_START and text:
-                    nxt = self._walk(0, text)
-                    bonus[u] = self.hot[nxt] if nxt >= 0 else 0.0
+                    nxt = self.lexicon.walk(0, text)
+                    bonus[u] = self.lexicon.hot.get(nxt, 0.0)
             penalty[penalty == NEG_INF] = math.nan  # strict lexicon: the state is dropped
             if not self._any_hot:
                 bonus = self._no_bonus  # shared: without hotwords every bonus is 0
@@ -330,7 +305,7 @@ class BeamDecoder:
         return table
 
     def _rank(self, total: float, state: _State) -> float:
-        return total + state.score + (self.hot[state.node] if state.node >= 0 else 0.0)
+        return total + state.score + self.lexicon.hot.get(state.node, 0.0)
 
     def _final(self, total: float, state: _State) -> float:
         closed = self._close(state)

@@ -128,11 +128,9 @@ BeamDecoder::BeamDecoder(const std::vector<std::string>& vocab, NgramLM lm, Deco
          " LM words cannot be spelled with the model's units (e.g. '" + example +
          "'); expected an LM built from text in the model's alphabet");
   }
-  children_.emplace_back();
-  word_at_.push_back(-1);
-  hot_.push_back(0.0);
-  hot_word_.push_back(0.0);
-  for (size_t w = 3; w < words.size(); ++w) insert(words[w], lm_.word_id(words[w]), 0.0);
+  std::vector<Lexicon::Entry> entries;
+  entries.reserve(words.size());
+  for (size_t w = 3; w < words.size(); ++w) entries.push_back({words[w], static_cast<int>(w), 0.0});
   for (const Hotword& hw : hotwords) {
     std::vector<std::string> parts = split_blanks(hw.phrase);
     std::string bad;
@@ -149,51 +147,20 @@ BeamDecoder::BeamDecoder(const std::vector<std::string>& vocab, NgramLM lm, Deco
       skipped_hotwords.emplace_back(hw.phrase, bad);
       continue;
     }
-    for (const std::string& word : parts) insert(word, lm_.word_id(word), hw.boost);
+    for (const std::string& word : parts) entries.push_back({word, lm_.word_id(word), hw.boost});
   }
-}
-
-void BeamDecoder::insert(const std::string& word, int word_id, double boost) {
-  int node = 0;
-  for (size_t depth = 1; depth <= word.size(); ++depth) {
-    unsigned char byte = static_cast<unsigned char>(word[depth - 1]);
-    auto it = children_[node].find(byte);
-    int next;
-    if (it == children_[node].end()) {
-      next = static_cast<int>(children_.size());
-      children_[node][byte] = next;
-      children_.emplace_back();
-      word_at_.push_back(-1);
-      hot_.push_back(0.0);
-      hot_word_.push_back(0.0);
-    } else {
-      next = it->second;
-    }
-    node = next;
-    hot_[node] = std::max(hot_[node], boost * static_cast<double>(depth));
-  }
-  word_at_[node] = word_id;
-  hot_word_[node] = std::max(hot_word_[node], boost * static_cast<double>(word.size()));
-}
-
-int BeamDecoder::walk(int node, const std::string& text) const {
-  for (unsigned char byte : text) {
-    if (node < 0) return -1;
-    auto it = children_[node].find(byte);
-    node = it == children_[node].end() ? -1 : it->second;
-  }
-  return node;
+  lexicon_ = Lexicon(entries);
 }
 
 bool BeamDecoder::closed_score(const State& state, double* score_out, int* word_id_out) const {
   double score = state.score;
-  int word_id = state.node >= 0 ? word_at_[state.node] : -1;
+  int word_id = state.node >= 0 ? lexicon_.word_at(state.node) : -1;
   if (word_id < 0) {
     if (!options_.has_oov_penalty) return false;
     if (state.node >= 0) score += options_.oov_penalty;
     word_id = NgramLM::kUnk;
   } else {
-    score += hot_word_[state.node];
+    score += lexicon_.hot_word(state.node);
   }
   score += options_.lm_weight * lm_.score(state.context, word_id) + options_.word_bonus;
   *score_out = score;
@@ -235,7 +202,7 @@ bool BeamDecoder::step(const State& state, int unit, double* score_out, int* nod
       return true;
     }
   }
-  int next = walk(node, texts_[unit]);  // append, as append() does
+  int next = lexicon_.walk(node, texts_[unit]);  // append, as append() does
   if (next < 0 && node >= 0) {
     if (!options_.has_oov_penalty) return false;
     score += options_.oov_penalty;
@@ -246,7 +213,7 @@ bool BeamDecoder::step(const State& state, int unit, double* score_out, int* nod
 }
 
 bool BeamDecoder::append(const State& state, const std::string& text, State* out) const {
-  int node = walk(state.node, text);
+  int node = lexicon_.walk(state.node, text);
   double score = state.score;
   if (node < 0 && state.node >= 0) {
     if (!options_.has_oov_penalty) return false;
@@ -272,7 +239,7 @@ bool BeamDecoder::advance(const State& state, int unit, State* out) const {
 }
 
 double BeamDecoder::rank(double total, const State& state) const {
-  return total + state.score + (state.node >= 0 ? hot_[state.node] : 0.0);
+  return total + state.score + lexicon_.hot(state.node);
 }
 
 double BeamDecoder::final_score(double total, const State& state, State* closed) const {
@@ -371,7 +338,7 @@ std::string BeamDecoder::decode(const float* log_probs, size_t frames, size_t vo
         double score;
         int node;
         if (!step(*hyp.state, u, &score, &node)) continue;
-        fresh.push_back(Fresh{source + score + (node >= 0 ? hot_[node] : 0.0), i, u, source});  // rank(), same order
+        fresh.push_back(Fresh{source + score + lexicon_.hot(node), i, u, source});  // rank(), same order
       }
     }
     // rank every candidate: (-rank, prefix) ascending, the prefix compared as beam[parent].key + unit for new ones

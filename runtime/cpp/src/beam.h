@@ -3,11 +3,11 @@
 // both runtimes return the same transcript for the same log-probs (see that file for the description).
 #pragma once
 
-#include <map>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "lexicon.h"
 #include "ngram.h"
 
 namespace allinone {
@@ -47,8 +47,6 @@ class BeamDecoder {
     std::vector<int> context;
     double score = 0.0;
   };
-  void insert(const std::string& word, int word_id, double boost);
-  int walk(int node, const std::string& text) const;
   bool close(const State& state, State* out) const;
   // The score (and LM word id) of closing a non-empty partial word; false if the lexicon is strict and the word
   // is not in it. close() adds exactly this.
@@ -65,9 +63,7 @@ class BeamDecoder {
   std::vector<std::string> texts_;
   NgramLM lm_;
   DecoderOptions options_;
-  std::vector<std::map<unsigned char, int>> children_;
-  std::vector<int> word_at_;
-  std::vector<double> hot_, hot_word_;
+  Lexicon lexicon_;
 };
 
 // The bundle's beam-search decoder (manifest `decoder` block, every LM file checked against its sha256), with
