@@ -19,17 +19,18 @@ __all__ = ["planned_activation_bytes", "predict_peak_bytes", "DecoderCost", "dec
 
 # The beam-search decoder's memory, measured by benchmarks/decoder_memory.py (docs/benchmarks.md, "Decoder
 # memory") on the shipped checkpoint's bundles with four LMs (3.4-14.0 MiB of files, 10,327-76,920 words) and
-# 27.5 s (685 frames) of test speech, in the runtime that needs more (Python; the native runner needs a third to
-# a half). The process peak is the larger of two moments, each fitted to the four LMs and rounded up:
+# 27.5 s (685 frames) of test speech, in the runtime that needs more (Python; the native runner needs a quarter
+# to a half). The process peak is the largest of three moments; two are fitted to the four LMs and rounded up
+# (the third, the loaded LM plus the trie while it is built, stays below the decoding charge on all four):
 # - loading the LM (the file, one order's parsed lines and the sort that makes its arrays): 3.2 bytes per LM
 #   byte and 225 per word fit; 3.3 and 230 here;
-# - decoding: the loaded LM (sorted arrays) and its word list, and the lexicon trie (flat arrays, 55-80 bytes per
-#   word while it is built): 1.63 bytes per LM byte and 295 per word fit; 1.7 and 300 here; working memory,
-#   1.1 MiB at beam 8 that does not grow with the beam (the log-probs as doubles and Python floats, the
-#   per-node unit tables), scaled to a whole 30 s call (750 frames) and with the unit-table cache at its cap
+# - decoding: the loaded LM (sorted arrays) and its word list, and the lexicon trie (flat arrays, 30-55 bytes per
+#   word; up to about 145 while it is built): 1.63 bytes per LM byte and 295 per word fit; 1.7 and 300 here;
+#   working memory, 1.1 MiB at beam 8 that does not grow with the beam (the log-probs as doubles and Python
+#   floats, the per-node unit tables), scaled to a whole 30 s call (750 frames) and with the unit-table cache at its cap
 #   (beam.NODE_TABLES: 0.9 MiB), 2.25 MiB; and 31 KiB per hypothesis more (beams 8 to 32), scaled to 750 frames
 #   and rounded up.
-# The four LMs' peaks are predicted 2-15 % high; loading is the larger moment for all four. Before 2026-12-05 the
+# The four LMs' peaks are predicted 2-15 % high; loading was the measured peak for all four. Before 2026-12-05 the
 # LM was held in dicts of n-gram tuples (12 bytes per LM byte); until later that day the trie held a dict per
 # node (490-640 bytes per word; the decoding moment charged 1.6 per LM byte and 880 per word).
 DECODER_LOAD_BYTES_PER_LM_BYTE = 3.3

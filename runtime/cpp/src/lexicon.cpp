@@ -53,6 +53,11 @@ Lexicon::Lexicon(const std::vector<Entry>& entries) {
     }
     alive.swap(longer);
   }
+  // push_back left up to 2x spare capacity; the trie lives as long as the decoder
+  first_.shrink_to_fit();
+  count_.shrink_to_fit();
+  label_.shrink_to_fit();
+  word_at_.shrink_to_fit();
   // hotwords: boost * bytes walked on each node of the path, boost * length at the word's end (the best)
   for (const Entry& e : entries) {
     if (e.boost == 0.0) continue;
