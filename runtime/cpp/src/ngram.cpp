@@ -39,11 +39,11 @@ bool parse_double(const std::string& text, double* out) {
 }
 
 // The lines of ARPA text one at a time: a vector of every line would cost several times the file.
-struct Lines {
+struct Lines {  // a read position in the file's text; copied to look ahead, so it holds no strings itself
   const std::string* data;
-  std::string file;
+  const std::string* file;
   size_t pos = 0, number = 0;
-  Lines(const std::string& text, const std::string& path) : data(&text), file(path) {}
+  Lines(const std::string& text, const std::string& path) : data(&text), file(&path) {}
   bool next(std::string* line) {
     if (pos >= data->size()) return false;
     size_t end = data->find('\n', pos);
@@ -64,7 +64,7 @@ struct Lines {
       }
     }
   }
-  std::string where() const { return file + ":" + std::to_string(number); }
+  std::string where() const { return *file + ":" + std::to_string(number); }
 };
 
 }  // namespace
