@@ -1,20 +1,26 @@
 #include "lexicon.h"
 
 #include <algorithm>
-#include <map>
+#include <numeric>
 
 namespace allinone {
 
 Lexicon::Lexicon(const std::vector<Entry>& entries) {
-  std::map<std::string, int> ids;  // sorted by bytes; a hotword that is also an LM word has the same id
-  for (const Entry& e : entries) ids[e.word] = e.word_id;
+  // The entries' words sorted by bytes, without copying them; of equal words the later entry wins (a hotword
+  // that is also an LM word has the same id), as Python's dict assignment does.
+  std::vector<size_t> order(entries.size());
+  std::iota(order.begin(), order.end(), size_t{0});
+  std::stable_sort(order.begin(), order.end(),
+                   [&](size_t a, size_t b) { return entries[a].word < entries[b].word; });
   std::vector<const std::string*> words;
   std::vector<int> word_ids;
-  words.reserve(ids.size());
-  word_ids.reserve(ids.size());
-  for (const auto& [word, id] : ids) {
-    words.push_back(&word);
-    word_ids.push_back(id);
+  for (size_t k : order) {
+    if (!words.empty() && *words.back() == entries[k].word) {
+      word_ids.back() = entries[k].word_id;
+      continue;
+    }
+    words.push_back(&entries[k].word);
+    word_ids.push_back(entries[k].word_id);
   }
   first_.push_back(0);
   count_.push_back(0);
